@@ -1,0 +1,354 @@
+"""Unit and end-to-end tests of the shenzhen_cxr builder and its image codec."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+from conftest import REPO
+from conftest import SAMPLE_ROOT
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import txr_data
+from txr_data import image_codec
+from txr_data.shenzhen_cxr import shenzhen_cxr_dataset_builder as scb
+
+
+def _png(array: np.ndarray, convert: str | None = None) -> bytes:
+  """PNG bytes of `array` (uint16 gives a 16-bit PNG), converted to a Pillow mode."""
+  image = Image.fromarray(array)
+  buf = io.BytesIO()
+  (image.convert(convert) if convert else image).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def _build(manual_dir, data_dir, config="original"):
+  builder = tfds.builder(f"shenzhen_cxr/{config}", data_dir=os.fspath(data_dir))
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
+  )
+  return builder
+
+
+def _filenames_by_split(builder):
+  return {
+    split: sorted(
+      ex["image/filename"].decode() for ex in tfds.as_numpy(builder.as_dataset(split=split))
+    )
+    for split in builder.info.splits
+  }
+
+
+# --- file name -> label, readings, splits -------------------------------------
+
+
+@pytest.mark.parametrize(
+  "name,label",
+  [("CHNCXR_0001_0.png", 0), ("CHNCXR_0662_1.png", 1), ("/a/b/CHNCXR_0327_1.png", 1)],
+)
+def test_label_of(name, label):
+  assert scb.label_of(name) == label
+
+
+@pytest.mark.parametrize("name", ["CHNCXR_0001_2.png", "CHNCXR_0001.png", "CHNCXR_0001_0.jpg"])
+def test_label_of_rejects_bad_names(name):
+  with pytest.raises(ValueError, match=name):
+    scb.label_of(name)
+
+
+@pytest.mark.parametrize(
+  "text,sex,age,finding",
+  [
+    ("male 35yrs\nnormal\n", "male", 35, "normal"),
+    ("Male,35yr\nSTB,ATB in left upper field", "male", 35, "STB,ATB in left upper field"),
+    ("female 25\r\nnormal", "female", 25, "normal"),
+    ("male  45 yrs\n\nbilateral PTB\n", "male", 45, "bilateral PTB"),
+    ("O\nnormal", "unknown", -1, "normal"),
+    ("female 8mon\nnormal", "female", 0, "normal"),
+    ("", "unknown", -1, ""),
+    ("??? garbled\n", "unknown", -1, ""),
+  ],
+)
+def test_parse_reading(text, sex, age, finding):
+  assert scb.parse_reading(text) == scb.Reading(sex, age, finding)
+
+
+def test_split_counts_of_the_real_archive():
+  """The counts documented in the README, from the 662 real file names."""
+  stems = [f"CHNCXR_{i:04d}_0" for i in range(1, 327)]
+  stems += [f"CHNCXR_{i:04d}_1" for i in range(327, 663)]
+  counts = {}
+  for stem in stems:
+    key = (scb.split_of(stem), stem[-1])
+    counts[key] = counts.get(key, 0) + 1
+  assert counts == {
+      ("train", "0"): 244, ("validation", "0"): 31, ("test", "0"): 51,
+      ("train", "1"): 240, ("validation", "1"): 33, ("test", "1"): 63,
+  }  # fmt: skip
+
+
+def test_splits_are_stable_across_processes():
+  stems = [f"CHNCXR_{i:04d}_{i % 2}" for i in range(1, 200)]
+  code = (
+    "import json,sys; from txr_data.shenzhen_cxr import shenzhen_cxr_dataset_builder as s;"
+    "print(json.dumps([s.split_of(x) + str(s.fold_of(x)) for x in json.loads(sys.argv[1])]))"
+  )
+  env = dict(os.environ, PYTHONHASHSEED="123")
+  out = subprocess.run(
+      [sys.executable, "-c", code, json.dumps(stems)],
+      env=env, cwd=REPO, capture_output=True, text=True, check=True,
+  )  # fmt: skip
+  assert json.loads(out.stdout) == [scb.split_of(s) + str(scb.fold_of(s)) for s in stems]
+
+
+# --- image codec ----------------------------------------------------------------
+
+
+def _decoded(png: bytes) -> np.ndarray:
+  return tf.io.decode_png(png).numpy()
+
+
+def test_gray8_passes_through_unchanged():
+  data = _png(
+    np.arange(256, dtype=np.uint8).reshape(16, 16),
+  )
+  assert image_codec.normalise_png(data, "x.png") is data
+
+
+def test_palette_rgb_rgba_and_16bit_convert_to_gray8():
+  gray = np.random.default_rng(0).integers(0, 256, (20, 30), dtype=np.uint8)
+  rgb = np.repeat(gray[..., None], 3, axis=-1)
+  rgba = np.concatenate([rgb, np.full((20, 30, 1), 255, np.uint8)], axis=-1)
+  sources = {
+    "palette": _png(gray, "P"),
+    "rgb": _png(rgb),
+    "rgba": _png(rgba),
+    "16-bit": _png(gray.astype(np.uint16) * 257),
+  }
+  for name, data in sources.items():
+    assert image_codec.png_info(data, name).is_gray8 is False, name
+    out = _decoded(image_codec.normalise_png(data, name))
+    assert out.shape == (20, 30, 1), name
+    np.testing.assert_array_equal(out[..., 0], gray, err_msg=name)
+
+
+def test_colour_rgb_uses_luma():
+  rgb = np.zeros((4, 4, 3), np.uint8)
+  rgb[..., 1] = 200
+  out = _decoded(image_codec.normalise_png(_png(rgb), "c.png"))
+  assert out.shape == (4, 4, 1) and abs(int(out[0, 0, 0]) - round(0.587 * 200)) <= 1
+
+
+def test_resize_keeps_aspect_and_caps_longest_side():
+  data = _png(
+    np.full((300, 150), 100, np.uint8),
+  )
+  out = _decoded(image_codec.normalise_png(data, "r.png", max_side=100))
+  assert out.shape == (100, 50, 1) and (out == 100).all()
+
+
+@pytest.mark.parametrize(
+  "data,message",
+  [
+    (b"", "empty"),
+    (b"this is a readings file, not an image\n", "not a PNG"),
+    (None, "truncated"),
+  ],
+)
+def test_bad_bytes_are_named(data, message):
+  if data is None:
+    data = _png(
+      np.zeros((50, 50), np.uint8),
+    )[:-30]
+  with pytest.raises(image_codec.BadImageError, match=f"bad.png: .*{message}"):
+    image_codec.normalise_png(data, "bad.png")
+
+
+def test_decompression_bomb_is_refused():
+  import struct
+  import zlib
+
+  def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+  header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+  data = image_codec.PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+  with pytest.raises(image_codec.BadImageError, match="bomb.png: refusing a 100000 x 100000"):
+    image_codec.normalise_png(data, "bomb.png")
+
+
+# --- sources and layouts ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("root", ["ChinaSet_AllFiles", "Shenzhen-Hospital-CXR-Set", "zip", "bare"])
+def test_archive_layouts_build_the_same_dataset(tmp_path, root):
+  manual = tmp_path / "manual"
+  if root == "zip":
+    manual.mkdir()
+    with zipfile.ZipFile(manual / "ChinaSet_AllFiles.zip", "w") as z:
+      for folder, _, files in os.walk(SAMPLE_ROOT):
+        for f in files:
+          path = os.path.join(folder, f)
+          z.write(path, os.path.join("ChinaSet_AllFiles", os.path.relpath(path, SAMPLE_ROOT)))
+      z.writestr("__MACOSX/ChinaSet_AllFiles/CXR_png/._CHNCXR_0001_0.png", b"junk")
+  elif root == "bare":
+    manual.mkdir()
+    for sub in ("CXR_png", "ClinicalReadings"):
+      for f in os.listdir(os.path.join(SAMPLE_ROOT, sub)):
+        shutil.copy(os.path.join(SAMPLE_ROOT, sub, f), manual)
+    (manual / "Thumbs.db").write_bytes(b"\0\1")
+    (manual / ".DS_Store").write_bytes(b"\0\1")
+  else:
+    shutil.copytree(SAMPLE_ROOT, manual / root)
+  builder = _build(manual, tmp_path / "data")
+  assert {s: i.num_examples for s, i in builder.info.splits.items()} == {
+      "train": 45, "validation": 9, "test": 10
+  }  # fmt: skip
+  sexes = builder.info.features["sex"].names
+  for ex in tfds.as_numpy(builder.as_dataset(split="train")):
+    stem = ex["image/filename"].decode()[:-4]
+    reading_path = os.path.join(SAMPLE_ROOT, "ClinicalReadings", stem + ".txt")
+    reading = scb.Reading()
+    if os.path.exists(reading_path):
+      with open(reading_path) as f:
+        reading = scb.parse_reading(f.read())
+    assert ex["label"] == int(stem[-1])
+    assert (sexes[ex["sex"]], ex["age"], ex["finding"].decode()) == (
+        reading.sex, reading.age, reading.finding
+    )  # fmt: skip
+    assert ex["image"].ndim == 3 and ex["image"].shape[-1] == 1
+
+
+def test_original_config_stores_gray8_bytes_unchanged(tmp_path):
+  builder = _build(SAMPLE_ROOT, tmp_path)
+  ds = builder.as_dataset(split="train", decoders={"image": tfds.decode.SkipDecoding()})
+  checked = 0
+  for ex in tfds.as_numpy(ds):
+    src = os.path.join(SAMPLE_ROOT, "CXR_png", ex["image/filename"].decode())
+    with open(src, "rb") as f:
+      data = f.read()
+    if image_codec.png_info(data, src).is_gray8:
+      assert ex["image"] == data
+      checked += 1
+  assert checked >= 10
+
+
+def test_adding_files_moves_no_existing_file(tmp_path, sample_copy):
+  full = _filenames_by_split(_build(sample_copy.parent, tmp_path / "full"))
+  for f in sorted(os.listdir(sample_copy / "CXR_png"))[::2]:
+    os.remove(sample_copy / "CXR_png" / f)
+  half = _filenames_by_split(_build(sample_copy.parent, tmp_path / "half"))
+  for split, names in half.items():
+    assert set(names) <= set(full[split])
+
+
+# --- bad inputs: an error naming the file, never a skip ---------------------------
+
+
+@pytest.mark.parametrize(
+  "name,content,message",
+  [
+    ("CHNCXR_0001_0.png", "truncated", "truncated PNG"),
+    ("CHNCXR_0001_0.png", b"", "empty"),
+    ("CHNCXR_0001_0.png", b"male 35yrs\nnormal\n", "not a PNG"),
+    ("CHNCXR_0999_2.png", "copy", "suffix _0 normal"),
+  ],
+)
+def test_bad_files_fail_the_build_by_name(tmp_path, sample_copy, name, content, message):
+  target = sample_copy / "CXR_png" / name
+  if content == "truncated":
+    content = target.read_bytes()[: target.stat().st_size // 2]
+  elif content == "copy":
+    content = (sample_copy / "CXR_png" / "CHNCXR_0001_0.png").read_bytes()
+  target.write_bytes(content)
+  with pytest.raises(ValueError, match=f"{name}.*{message}"):
+    _build(sample_copy.parent, tmp_path / "data")
+  assert not list((tmp_path / "data").glob("shenzhen_cxr/original/1.0.0/*.tfrecord*"))
+
+
+def test_palette_rgba_16bit_sources_build(tmp_path, sample_copy):
+  gray = np.linspace(0, 255, 80 * 90).astype(np.uint8).reshape(80, 90)
+  rgba = np.concatenate([np.repeat(gray[..., None], 3, -1), np.full_like(gray[..., None], 255)], -1)
+  (sample_copy / "CXR_png" / "CHNCXR_0001_0.png").write_bytes(_png(gray, "P"))
+  (sample_copy / "CXR_png" / "CHNCXR_0002_0.png").write_bytes(_png(rgba))
+  (sample_copy / "CXR_png" / "CHNCXR_0003_0.png").write_bytes(_png(gray.astype(np.uint16) * 257))
+  builder = _build(sample_copy.parent, tmp_path / "data")
+  seen = 0
+  for split in builder.info.splits:
+    for ex in tfds.as_numpy(builder.as_dataset(split=split)):
+      if ex["image/filename"] in (b"CHNCXR_0001_0.png", b"CHNCXR_0002_0.png", b"CHNCXR_0003_0.png"):
+        np.testing.assert_array_equal(ex["image"][..., 0], gray)
+        seen += 1
+  assert seen == 3
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "unrelated"])
+def test_missing_or_empty_manual_dir_is_a_clear_error(tmp_path, state):
+  manual = tmp_path / "manual"
+  if state != "missing":
+    manual.mkdir()
+  if state == "unrelated":
+    (manual / "notes.txt").write_text("hello")
+  with pytest.raises(Exception) as error:
+    _build(manual, tmp_path / "data")
+  message = str(error.value)
+  assert str(manual) in message and "ChinaSet_AllFiles.zip" in message  # where + what
+  assert ("does not exist or is empty" in message) == (state != "unrelated")
+
+
+def test_download_path_uses_download_and_extract(tmp_path, monkeypatch):
+  """With no manual dir, the archive is fetched through the download manager."""
+  urls = []
+
+  def fake_download_and_extract(self, url):
+    urls.append(url)
+    return tfds.core.Path(txr_data.SAMPLE_DIR)
+
+  monkeypatch.setattr(
+    tfds.download.DownloadManager, "download_and_extract", fake_download_and_extract
+  )
+  builder = tfds.builder("shenzhen_cxr/512", data_dir=os.fspath(tmp_path))
+  builder.download_and_prepare()
+  assert urls == [scb._URL]
+  assert builder.info.splits["train"].num_examples == 45
+
+
+# --- end to end, as users run it ----------------------------------------------------
+
+
+def _run(args, **kwargs):
+  out = subprocess.run(args, capture_output=True, text=True, **kwargs)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  return out.stdout
+
+
+def test_tfds_cli_build_then_load_in_fresh_processes(tmp_path):
+  data_dir = tmp_path / "data"
+  tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
+  _run(
+      [tfds_cli, "build", "txr_data/shenzhen_cxr", f"--data_dir={data_dir}",
+       "--manual_dir=txr_data/shenzhen_cxr/dummy_data", "--config=512"],
+      cwd=REPO,
+  )  # fmt: skip
+  load = (
+    "import txr_data, tensorflow_datasets as tfds, sys\n"
+    f"ds = tfds.load('shenzhen_cxr/512', split='test', data_dir={os.fspath(data_dir)!r})\n"
+    "print(sum(1 for _ in ds))\n"
+  )
+  assert _run([sys.executable, "-c", load], cwd=tmp_path).split()[-1] == "10"
+  bare = (
+    "import sys, tensorflow_datasets as tfds\n"
+    f"b = tfds.builder_from_directory({os.fspath(data_dir / 'shenzhen_cxr/512/1.0.0')!r})\n"
+    "n = sum(1 for _ in b.as_dataset(split='train'))\n"
+    "assert not any(m.startswith('txr') for m in sys.modules), 'txr was imported'\n"
+    "print(n, b.info.features['label'].names)\n"
+  )
+  out = _run([sys.executable, "-c", bare], cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})
+  assert "45 ['normal', 'abnormal']" in out

@@ -1,0 +1,76 @@
+r"""Generates the embedded synthetic sample in the real archive's layout.
+
+  python -m txr_data.shenzhen_cxr.make_dummy_data [--seed=0]
+
+Writes `dummy_data/ChinaSet_AllFiles/{CXR_png,ClinicalReadings}`: chest-X-ray-
+like grayscale PNGs (palette, RGB-with-equal-channels and L modes, as in the
+archive) whose abnormal cases carry upper-zone opacities, and readings files in
+the archive's varied formats. The output is a function of the seed alone.
+Needs Pillow (the `test` extra) to write palette PNGs.
+"""
+
+import os
+import shutil
+
+from absl import app
+from absl import flags
+import numpy as np
+from PIL import Image
+
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+_OUT = flags.DEFINE_string(
+  "out", os.path.join(os.path.dirname(__file__), "dummy_data"), "Output dir."
+)
+
+NUM_PER_LABEL = 32
+FIRST_ID = (1, 327)  # The archive numbers normals 0001-0326, abnormals 0327-0662.
+_FIRST_LINES = ["male 35yrs", "Male,35yr", "female 25", "male  45 yrs", "O", "female 8mon"]
+_FINDINGS = ["STB,ATB in left upper field", "bilateral PTB, infiltrative", "right upper PTB"]
+
+
+def chest_xray(rng: np.random.Generator, abnormal: bool) -> np.ndarray:
+  """A uint8 radiograph-like image: body, lungs, spine, ribs and, if abnormal, lesions."""
+  h = int(rng.integers(100, 129))
+  w = int(h * rng.uniform(0.85, 1.15))
+  y, x = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
+  img = 0.15 + 0.55 * (((x - 0.5) / 0.48) ** 2 + ((y - 0.55) / 0.6) ** 2 < 1)
+  for cx in (0.3, 0.7):  # lung fields
+    lung = ((x - cx) / 0.17) ** 2 + ((y - 0.5) / 0.32) ** 2 < 1
+    ribs = 0.08 * (np.sin((y - 0.1 * np.abs(x - 0.5)) * 60) > 0.6)
+    img = np.where(lung, 0.25 + ribs, img)
+  img += 0.3 * np.exp(-(((x - 0.5) / 0.04) ** 2))  # spine
+  if abnormal:
+    for _ in range(int(rng.integers(2, 5))):  # upper-zone opacities
+      cx = rng.choice([0.3, 0.7]) + rng.uniform(-0.07, 0.07)
+      cy = rng.uniform(0.25, 0.4)
+      r = rng.uniform(0.04, 0.08)
+      img += 0.35 * np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / r**2))
+  img += rng.normal(0, 0.01, img.shape)
+  return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def main(argv):
+  del argv
+  rng = np.random.default_rng(_SEED.value)
+  root = os.path.join(_OUT.value, "ChinaSet_AllFiles")
+  shutil.rmtree(root, ignore_errors=True)
+  os.makedirs(os.path.join(root, "CXR_png"))
+  os.makedirs(os.path.join(root, "ClinicalReadings"))
+  n = 0
+  for label, first in enumerate(FIRST_ID):
+    for i in range(NUM_PER_LABEL):
+      stem = f"CHNCXR_{first + i:04d}_{label}"
+      pixels = chest_xray(rng, abnormal=bool(label))
+      image = Image.fromarray(pixels, "L")
+      image = [image.convert("P"), image.convert("RGB"), image][n % 3]
+      image.save(os.path.join(root, "CXR_png", stem + ".png"), optimize=True)
+      if n % 11 != 5:  # A few readings are missing, as may happen.
+        finding = _FINDINGS[n % len(_FINDINGS)] if label else "normal"
+        with open(os.path.join(root, "ClinicalReadings", stem + ".txt"), "w") as f:
+          f.write(f"{_FIRST_LINES[n % len(_FIRST_LINES)]}\n{finding}\n")
+      n += 1
+  print(f"Wrote {n} images to {root}")
+
+
+if __name__ == "__main__":
+  app.run(main)
