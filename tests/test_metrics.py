@@ -1,0 +1,296 @@
+"""Screening metrics against small hand-computed cases (pure numpy, no tensorflow)."""
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+
+from txr_model import metrics
+
+# Hand case: positives {0.4, 0.7, 0.9}, negatives {0.1, 0.3, 0.6}.
+HAND_LABELS = [0, 0, 0, 1, 1, 1]
+HAND_SCORES = [0.1, 0.3, 0.6, 0.4, 0.7, 0.9]
+
+# Tie across classes: 0.5 is both a positive and a negative, 0.2 too.
+TIE_LABELS = [0, 1, 0, 1, 1]
+TIE_SCORES = [0.2, 0.5, 0.5, 0.8, 0.2]
+
+
+def _pairwise_auc(labels, scores):
+  """Brute-force Mann-Whitney over all (positive, negative) pairs, ties 0.5."""
+  labels = np.asarray(labels, bool)
+  scores = np.asarray(scores, float)
+  pos, neg = scores[labels], scores[~labels]
+  diff = pos[:, None] - neg[None, :]
+  return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
+def _separable_ish(n, seed):
+  rng = np.random.default_rng(seed)
+  labels = np.r_[np.zeros(n // 2, int), np.ones(n - n // 2, int)]
+  logits = rng.normal(size=n) + 1.5 * labels
+  return labels, 1.0 / (1.0 + np.exp(-logits))
+
+
+# --- AUC ---------------------------------------------------------------------------------------
+
+
+def test_auc_perfect_inverted_and_all_ties():
+  labels = [0, 0, 1, 1]
+  assert metrics.roc_auc(labels, [0.1, 0.2, 0.8, 0.9]) == 1.0
+  assert metrics.roc_auc(labels, [0.9, 0.8, 0.2, 0.1]) == 0.0
+  assert metrics.roc_auc(labels, [0.5, 0.5, 0.5, 0.5]) == 0.5
+
+
+def test_auc_hand_cases():
+  # 0.35 beats 0.1 only; 0.8 beats both negatives: 3 of 4 pairs.
+  assert metrics.roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+  # 0.4 beats 2, 0.7 beats 3, 0.9 beats 3: 8 of 9 pairs.
+  assert metrics.roc_auc(HAND_LABELS, HAND_SCORES) == pytest.approx(8 / 9)
+  # Pairs: 0.5 -> 1 + 0.5 (tie), 0.8 -> 2, 0.2 -> 0.5 (tie) + 0: 4 of 6.
+  assert metrics.roc_auc(TIE_LABELS, TIE_SCORES) == pytest.approx(2 / 3)
+
+
+def test_auc_one_class_is_nan():
+  assert math.isnan(metrics.roc_auc([1, 1, 1], [0.2, 0.5, 0.9]))
+  assert math.isnan(metrics.roc_auc([0, 0], [0.2, 0.5]))
+  assert math.isnan(metrics.roc_auc([], []))
+
+
+def test_auc_matches_pairwise_and_trapezoid_on_random_ties():
+  rng = np.random.default_rng(3)
+  labels = rng.integers(0, 2, size=300)
+  scores = rng.integers(0, 20, size=300) / 20.0  # heavy ties
+  fpr, tpr, _ = metrics.roc_curve(labels, scores)
+  trapezoid = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+  auc = metrics.roc_auc(labels, scores)
+  assert auc == pytest.approx(_pairwise_auc(labels, scores), abs=1e-12)
+  assert auc == pytest.approx(trapezoid, abs=1e-12)
+
+
+def test_bad_inputs_raise():
+  with pytest.raises(ValueError):
+    metrics.roc_auc([0, 1], [0.5])
+  with pytest.raises(ValueError):
+    metrics.roc_auc([0, 2], [0.1, 0.5])
+  with pytest.raises(ValueError):
+    metrics.roc_auc([0, 1], [0.1, float("nan")])
+
+
+# --- Curves ------------------------------------------------------------------------------------
+
+
+def test_roc_curve_by_hand_with_ties():
+  # Descending: 0.8(+) | 0.5(+), 0.5(-) | 0.2(-), 0.2(+); P = 3, N = 2.
+  fpr, tpr, thresholds = metrics.roc_curve(TIE_LABELS, TIE_SCORES)
+  np.testing.assert_array_equal(thresholds, [np.inf, 0.8, 0.5, 0.2])
+  np.testing.assert_allclose(tpr, [0, 1 / 3, 2 / 3, 1])
+  np.testing.assert_allclose(fpr, [0, 0, 0.5, 1])
+
+
+def test_roc_curve_one_class_gives_nan_rate():
+  fpr, tpr, thresholds = metrics.roc_curve([1, 1], [0.3, 0.6])
+  np.testing.assert_array_equal(thresholds, [np.inf, 0.6, 0.3])
+  np.testing.assert_allclose(tpr, [0, 0.5, 1])
+  assert np.isnan(fpr).all()
+
+
+def test_pr_curve_by_hand():
+  precision, recall, thresholds = metrics.pr_curve(TIE_LABELS, TIE_SCORES)
+  np.testing.assert_array_equal(thresholds, [0.8, 0.5, 0.2])
+  np.testing.assert_allclose(precision, [1, 2 / 3, 3 / 5])
+  np.testing.assert_allclose(recall, [1 / 3, 2 / 3, 1])
+
+
+# --- Confusion and rates -----------------------------------------------------------------------
+
+
+def test_confusion_and_rates_by_hand():
+  labels = [1, 1, 0, 0, 1]
+  scores = [0.9, 0.4, 0.6, 0.2, 0.5]
+  # >= 0.5 is positive: 0.9 (+) tp, 0.6 (-) fp, 0.5 (+) tp on the boundary; 0.4 (+) fn, 0.2 tn.
+  conf = metrics.confusion(labels, scores, 0.5)
+  assert conf == {"tp": 2, "fp": 1, "tn": 1, "fn": 1}
+  assert all(type(v) is int for v in conf.values())
+  r = metrics.rates(conf)
+  assert r == pytest.approx(
+    {"accuracy": 3 / 5, "sensitivity": 2 / 3, "specificity": 1 / 2, "ppv": 2 / 3, "npv": 1 / 2}
+  )
+
+
+def test_rates_nan_denominator():
+  conf = metrics.confusion([1, 1, 0, 0, 1], [0.9, 0.4, 0.6, 0.2, 0.5], 0.95)
+  assert conf == {"tp": 0, "fp": 0, "tn": 2, "fn": 3}
+  r = metrics.rates(conf)
+  assert math.isnan(r["ppv"])  # nothing called positive
+  assert r["npv"] == pytest.approx(2 / 5)
+  assert r["sensitivity"] == 0.0
+  assert r["specificity"] == 1.0
+  assert r["accuracy"] == pytest.approx(2 / 5)
+  empty = metrics.rates({"tp": 0, "fp": 0, "tn": 0, "fn": 0})
+  assert all(math.isnan(v) for v in empty.values())
+
+
+# --- Operating points --------------------------------------------------------------------------
+
+
+def test_youden_threshold_by_hand_breaks_ties_high():
+  # (tp, fp) and J at 0.9: (1,0) 1/3; 0.7: (2,0) 2/3; 0.6: (2,1) 1/3; 0.4: (3,1) 2/3; 0.3: 1/3.
+  # J ties at 0.7 and 0.4 (and 2/3 - 0 != 1 - 1/3 in floats): the higher threshold wins.
+  assert metrics.youden_threshold(HAND_LABELS, HAND_SCORES) == 0.7
+
+
+def test_triage_threshold_by_hand():
+  # Sensitivity >= 0.9 needs all 3 positives: thresholds 0.4 (fp 1), 0.3 (fp 2), 0.1 (fp 3).
+  t = metrics.triage_threshold(HAND_LABELS, HAND_SCORES)
+  assert t == 0.4
+  r = metrics.rates(metrics.confusion(HAND_LABELS, HAND_SCORES, t))
+  assert r["sensitivity"] >= 0.9
+  assert r["specificity"] == pytest.approx(2 / 3)
+  # Sensitivity >= 0.6 needs 2 positives: 0.7 has fp 0, the best specificity (and the highest).
+  assert metrics.triage_threshold(HAND_LABELS, HAND_SCORES, min_sensitivity=0.6) == 0.7
+
+
+def test_triage_threshold_keeps_sensitivity_on_random_data():
+  labels, scores = _separable_ish(203, seed=11)
+  t = metrics.triage_threshold(labels, scores)
+  r = metrics.rates(metrics.confusion(labels, scores, t))
+  assert r["sensitivity"] >= 0.9
+  # The next distinct score above t would drop below the target (so t is the best specificity).
+  higher = np.unique(scores[scores > t])
+  if higher.size:
+    above = metrics.rates(metrics.confusion(labels, scores, higher[0]))
+    assert above["sensitivity"] < 0.9
+
+
+def test_thresholds_need_both_classes():
+  with pytest.raises(ValueError):
+    metrics.youden_threshold([1, 1], [0.2, 0.4])
+  with pytest.raises(ValueError):
+    metrics.triage_threshold([0, 0], [0.2, 0.4])
+
+
+def test_meets_triage_target():
+  assert metrics.WHO_TRIAGE == {"sensitivity": 0.90, "specificity": 0.70}
+  assert metrics.meets_triage_target({"sensitivity": 0.9, "specificity": 0.7})
+  assert not metrics.meets_triage_target({"sensitivity": 0.95, "specificity": 0.69})
+  assert not metrics.meets_triage_target({"sensitivity": 0.89, "specificity": 0.9})
+  assert not metrics.meets_triage_target({"sensitivity": float("nan"), "specificity": 0.9})
+
+
+def test_operating_point_is_plain_json():
+  op = metrics.operating_point(HAND_LABELS, np.array(HAND_SCORES, np.float32), np.float32(0.5))
+  assert op["threshold"] == pytest.approx(0.5)
+  assert (op["tp"], op["fp"], op["tn"], op["fn"]) == (2, 1, 2, 1)
+  assert op["sensitivity"] == pytest.approx(2 / 3)
+  assert all(type(v) in (int, float) for v in op.values())
+  json.dumps(op)
+
+
+# --- Bootstrap ---------------------------------------------------------------------------------
+
+
+def test_vectorised_resample_aucs_match_a_loop():
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, 2, size=60)
+  scores = rng.integers(0, 8, size=60) / 8.0  # ties within and across classes
+  pos, neg = scores[labels == 1], scores[labels == 0]
+  pos_idx = rng.integers(0, pos.size, size=(50, pos.size))
+  neg_idx = rng.integers(0, neg.size, size=(50, neg.size))
+  got = metrics._resample_aucs(pos, neg, pos_idx, neg_idx)
+  want = [
+    metrics.roc_auc(np.r_[np.ones(pos.size), np.zeros(neg.size)], np.r_[pos[p], neg[q]])
+    for p, q in zip(pos_idx, neg_idx, strict=True)
+  ]
+  np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_bootstrap_ci_reproducible_and_contains_auc():
+  labels, scores = _separable_ish(120, seed=1)
+  ci = metrics.bootstrap_auc_ci(labels, scores, seed=7)
+  assert ci == metrics.bootstrap_auc_ci(labels, scores, seed=7)
+  assert ci != metrics.bootstrap_auc_ci(labels, scores, seed=8)
+  low, high = ci
+  assert 0.0 <= low < metrics.roc_auc(labels, scores) < high <= 1.0
+
+
+def test_bootstrap_ci_narrows_with_more_data():
+  small = metrics.bootstrap_auc_ci(*_separable_ish(40, seed=2))
+  large = metrics.bootstrap_auc_ci(*_separable_ish(400, seed=2))
+  assert large[1] - large[0] < 0.6 * (small[1] - small[0])
+
+
+def test_bootstrap_ci_one_class_is_nan():
+  low, high = metrics.bootstrap_auc_ci([1, 1, 1], [0.1, 0.5, 0.9])
+  assert math.isnan(low) and math.isnan(high)
+
+
+def test_bootstrap_is_fast():
+  labels, scores = _separable_ish(662, seed=4)
+  start = time.perf_counter()
+  metrics.bootstrap_auc_ci(labels, scores, n_resamples=2000)
+  assert time.perf_counter() - start < 2.0
+
+
+# --- Evaluation protocol -----------------------------------------------------------------------
+
+
+def test_summarize_takes_thresholds_from_validation_only():
+  # Validation: Youden 0.7, triage 0.4 (the hand case above).
+  # Test: positives {0.35, 0.45, 0.5}, negatives {0.05, 0.15, 0.3}: any cut in (0.3, 0.35] is
+  # perfect, so the test-optimal Youden threshold is 0.35, not the validation's 0.7.
+  test_labels = [1, 1, 1, 0, 0, 0]
+  test_scores = [0.35, 0.45, 0.5, 0.05, 0.15, 0.3]
+  assert metrics.youden_threshold(test_labels, test_scores) == 0.35
+  out = metrics.summarize(HAND_LABELS, HAND_SCORES, test_labels, test_scores, n_resamples=200)
+  youden = out["operating_points"]["youden"]
+  triage = out["operating_points"]["triage"]
+  assert youden["threshold"] == 0.7
+  assert (youden["tp"], youden["fp"], youden["tn"], youden["fn"]) == (0, 0, 3, 3)
+  assert triage["threshold"] == 0.4
+  assert (triage["tp"], triage["fp"], triage["tn"], triage["fn"]) == (2, 0, 3, 1)
+  assert triage["meets_who_triage"] is False  # sensitivity 2/3 on test
+  assert out["auc"] == 1.0
+  assert out["validation_auc"] == pytest.approx(8 / 9)
+  assert out["n"] == 6 and out["n_positive"] == 3
+  assert out["auc_ci95"] == [1.0, 1.0]  # every stratified resample is still perfectly separated
+  json.dumps(out)
+
+  # Different test scores: same thresholds, different test metrics.
+  other = metrics.summarize(
+    HAND_LABELS, HAND_SCORES, test_labels, [0.95, 0.8, 0.75, 0.05, 0.15, 0.3], n_resamples=200
+  )
+  assert other["operating_points"]["youden"]["threshold"] == 0.7
+  assert other["operating_points"]["triage"]["threshold"] == 0.4
+  assert other["operating_points"]["youden"]["tp"] == 3
+  assert other["operating_points"]["triage"]["meets_who_triage"] is True
+
+
+def test_summarize_ci_reproducible_with_seed():
+  val = _separable_ish(100, seed=20)
+  test = _separable_ish(100, seed=21)
+  a = metrics.summarize(*val, *test, seed=3, n_resamples=300)
+  b = metrics.summarize(*val, *test, seed=3, n_resamples=300)
+  assert a == b
+  assert a["auc_ci95"] == list(metrics.bootstrap_auc_ci(*test, seed=3, n_resamples=300))
+
+
+# --- Cross-validation --------------------------------------------------------------------------
+
+
+def test_cross_validation_summary_by_hand():
+  out = metrics.cross_validation_summary([0.8, 0.9, 1.0])
+  assert out["fold_aucs"] == [0.8, 0.9, 1.0]
+  assert out["mean"] == pytest.approx(0.9)
+  assert out["sd"] == pytest.approx(0.1)  # sqrt((0.01 + 0 + 0.01) / 2)
+
+
+def test_cross_validation_summary_nan_safe():
+  out = metrics.cross_validation_summary([0.8, float("nan"), 1.0])
+  assert out["mean"] == pytest.approx(0.9)
+  assert out["sd"] == pytest.approx(math.sqrt(0.02))  # two finite folds, ddof=1
+  single = metrics.cross_validation_summary([0.85])
+  assert single["mean"] == pytest.approx(0.85) and math.isnan(single["sd"])
+  assert math.isnan(metrics.cross_validation_summary([])["mean"])

@@ -1,0 +1,1 @@
+"""Keras InceptionV3 trainer, evaluation and prediction for txr."""

@@ -1,0 +1,265 @@
+"""Clinical screening metrics: ROC AUC with bootstrap CI, operating points and rates.
+
+Conventions: labels are 0/1 (1 = TB/abnormal = positive), scores are probabilities of the
+positive class, and a case is predicted positive when score >= threshold. Pure numpy.
+"""
+
+import math
+
+import numpy as np
+
+# WHO target product profile for a TB triage test: minimum sensitivity and specificity.
+WHO_TRIAGE = {"sensitivity": 0.90, "specificity": 0.70}
+
+# Upper bound on the elements of one (resamples x cases) block in the bootstrap.
+_BOOTSTRAP_BLOCK_ELEMENTS = 2_000_000
+
+
+def _check(labels, scores):
+  """Validates and converts inputs: 1-D 0/1 labels (as bool) and finite float scores."""
+  y = np.asarray(labels)
+  s = np.asarray(scores, dtype=np.float64)
+  if y.ndim != 1 or s.ndim != 1:
+    raise ValueError(f"labels and scores must be 1-D, got shapes {y.shape} and {s.shape}")
+  if y.shape != s.shape:
+    raise ValueError(f"labels and scores differ in length: {y.shape[0]} != {s.shape[0]}")
+  if y.size and not np.isin(y, (0, 1)).all():
+    raise ValueError("labels must be 0/1 (1 = positive)")
+  if not np.isfinite(s).all():
+    raise ValueError("scores must be finite")
+  return y.astype(bool), s
+
+
+def _counts(y, s):
+  """Cumulative (tp, fp) at each distinct score, descending, with the score thresholds.
+
+  Shared by the curves and operating-point searches so they all use the same steps.
+  """
+  order = np.argsort(-s, kind="stable")
+  s_desc = s[order]
+  y_desc = y[order]
+  # Last index of each run of equal scores: tied cases move across the threshold together.
+  ends = np.flatnonzero(np.r_[s_desc[1:] != s_desc[:-1], True]) if s.size else np.array([], int)
+  tps = np.cumsum(y_desc, dtype=np.int64)[ends]
+  fps = (ends + 1) - tps
+  return tps, fps, s_desc[ends]
+
+
+def _divide(num, den):
+  """num / den as float64, nan where den is 0 (no warnings)."""
+  num = np.asarray(num, dtype=np.float64)
+  if den == 0:
+    return np.full(num.shape, np.nan)
+  return num / den
+
+
+def roc_curve(labels, scores):
+  """ROC points (fpr, tpr, thresholds), thresholds descending from +inf over distinct scores.
+
+  Same convention as sklearn's roc_curve(drop_intermediate=False); a missing class gives nan rates.
+  """
+  y, s = _check(labels, scores)
+  tps, fps, thresholds = _counts(y, s)
+  n_pos = int(y.sum())
+  n_neg = y.size - n_pos
+  tps = np.r_[0, tps]
+  fps = np.r_[0, fps]
+  return _divide(fps, n_neg), _divide(tps, n_pos), np.r_[np.inf, thresholds]
+
+
+def _midranks(x):
+  """1-based ranks of x ascending, ties given their average rank (for Mann-Whitney)."""
+  order = np.argsort(x, kind="stable")
+  xs = x[order]
+  new = np.r_[True, xs[1:] != xs[:-1]]
+  starts = np.flatnonzero(new)
+  stops = np.r_[starts[1:], x.size]
+  ranks = np.empty(x.size, dtype=np.float64)
+  ranks[order] = ((starts + 1 + stops) / 2.0)[np.cumsum(new) - 1]
+  return ranks
+
+
+def roc_auc(labels, scores):
+  """Area under the ROC curve: P(score_pos > score_neg) with ties counted 0.5 (Mann-Whitney).
+
+  Returns nan when only one class is present, so callers can report rather than crash.
+  """
+  y, s = _check(labels, scores)
+  n_pos = int(y.sum())
+  n_neg = y.size - n_pos
+  if n_pos == 0 or n_neg == 0:
+    return float("nan")
+  rank_sum = _midranks(s)[y].sum()
+  return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def pr_curve(labels, scores):
+  """Precision-recall points (precision, recall, thresholds) for plotting.
+
+  One point per distinct score, thresholds descending; recall is nan when there are no positives.
+  """
+  y, s = _check(labels, scores)
+  tps, fps, thresholds = _counts(y, s)
+  precision = tps / np.maximum(tps + fps, 1)  # tp + fp >= 1 at every distinct score
+  return precision.astype(np.float64), _divide(tps, int(y.sum())), thresholds
+
+
+def _resample_aucs(pos, neg, pos_idx, neg_idx):
+  """AUC of each bootstrap resample (rows of pos_idx/neg_idx index pos/neg), without a loop.
+
+  Counts, per resample, the resampled negatives below/equal to each positive via cumulative sums.
+  """
+  n_res, n_neg = neg_idx.shape
+  n_pos = pos_idx.shape[1]
+  order = np.argsort(neg, kind="stable")
+  neg_sorted = neg[order]
+  position = np.empty(n_neg, dtype=np.int64)
+  position[order] = np.arange(n_neg)
+  # counts[b, k]: times the k-th smallest negative was drawn in resample b.
+  flat = (position[neg_idx] + n_neg * np.arange(n_res)[:, None]).ravel()
+  counts = np.bincount(flat, minlength=n_res * n_neg).reshape(n_res, n_neg)
+  cum = np.zeros((n_res, n_neg + 1), dtype=np.int64)
+  np.cumsum(counts, axis=1, out=cum[:, 1:])
+  below = np.searchsorted(neg_sorted, pos, side="left")
+  below_or_equal = np.searchsorted(neg_sorted, pos, side="right")
+  # wins[b, i]: resampled negatives beaten by original positive i (ties 0.5), in resample b.
+  wins = cum[:, below] + 0.5 * (cum[:, below_or_equal] - cum[:, below])
+  return np.take_along_axis(wins, pos_idx, axis=1).sum(axis=1) / (n_pos * n_neg)
+
+
+def _bootstrap_aucs(pos, neg, n_resamples, rng):
+  """AUCs of n_resamples stratified resamples, drawn from rng in fixed-size blocks."""
+  n = pos.size + neg.size
+  block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // n)
+  out = []
+  for start in range(0, n_resamples, block):
+    size = min(block, n_resamples - start)
+    pos_idx = rng.integers(0, pos.size, size=(size, pos.size))
+    neg_idx = rng.integers(0, neg.size, size=(size, neg.size))
+    out.append(_resample_aucs(pos, neg, pos_idx, neg_idx))
+  return np.concatenate(out) if out else np.array([], dtype=np.float64)
+
+
+def bootstrap_auc_ci(labels, scores, *, n_resamples=2000, confidence=0.95, seed=0):
+  """Percentile CI of the AUC from a stratified bootstrap (classes resampled separately).
+
+  Seeded with numpy's default_rng(seed) so it reproduces exactly; (nan, nan) with one class.
+  """
+  if not 0 < confidence < 1:
+    raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+  if n_resamples < 1:
+    raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+  y, s = _check(labels, scores)
+  pos, neg = s[y], s[~y]
+  if pos.size == 0 or neg.size == 0:
+    return float("nan"), float("nan")
+  aucs = _bootstrap_aucs(pos, neg, n_resamples, np.random.default_rng(seed))
+  alpha = 1.0 - confidence
+  low, high = np.quantile(aucs, [alpha / 2.0, 1.0 - alpha / 2.0])
+  return float(low), float(high)
+
+
+def confusion(labels, scores, threshold):
+  """Confusion counts {tp, fp, tn, fn} (ints) when score >= threshold is called positive."""
+  y, s = _check(labels, scores)
+  predicted = s >= threshold
+  tp = int(np.sum(predicted & y))
+  fp = int(np.sum(predicted & ~y))
+  fn = int(np.sum(~predicted & y))
+  tn = int(np.sum(~predicted & ~y))
+  return {"tp": tp, "fp": fp, "tn": tn, "fn": fn}
+
+
+def _ratio(num, den):
+  return float(num / den) if den else float("nan")
+
+
+def rates(conf):
+  """Accuracy, sensitivity, specificity, PPV and NPV from confusion counts (nan if undefined)."""
+  tp, fp, tn, fn = conf["tp"], conf["fp"], conf["tn"], conf["fn"]
+  return {
+    "accuracy": _ratio(tp + tn, tp + fp + tn + fn),
+    "sensitivity": _ratio(tp, tp + fn),
+    "specificity": _ratio(tn, tn + fp),
+    "ppv": _ratio(tp, tp + fp),
+    "npv": _ratio(tn, tn + fn),
+  }
+
+
+def _finite_counts(labels, scores):
+  """(tps, fps, thresholds, n_pos, n_neg) over finite thresholds; raises if a class is missing."""
+  y, s = _check(labels, scores)
+  n_pos = int(y.sum())
+  n_neg = y.size - n_pos
+  if n_pos == 0 or n_neg == 0:
+    raise ValueError("choosing a threshold needs both positive and negative cases")
+  tps, fps, thresholds = _counts(y, s)
+  return tps, fps, thresholds, n_pos, n_neg
+
+
+def youden_threshold(labels, scores):
+  """Threshold maximising Youden's J = sensitivity + specificity - 1 (ties: higher threshold).
+
+  J is compared as the exact integer tp * n_neg - fp * n_pos, so float rounding cannot break ties.
+  """
+  tps, fps, thresholds, n_pos, n_neg = _finite_counts(labels, scores)
+  j_scaled = tps * n_neg - fps * n_pos
+  return float(thresholds[int(np.argmax(j_scaled))])  # argmax: first = highest threshold
+
+
+def triage_threshold(labels, scores, min_sensitivity=0.90):
+  """WHO triage operating point: highest specificity with sensitivity >= min_sensitivity.
+
+  Ties go to the higher threshold; the lowest score (sensitivity 1) guarantees one exists.
+  """
+  tps, fps, thresholds, n_pos, _ = _finite_counts(labels, scores)
+  eligible = tps / n_pos >= min_sensitivity
+  eligible[-1] = True  # the lowest score calls everything positive: sensitivity 1
+  fps = np.where(eligible, fps, np.iinfo(np.int64).max)
+  return float(thresholds[int(np.argmin(fps))])  # argmin: first = highest threshold
+
+
+def meets_triage_target(rates_dict):
+  """Whether sensitivity and specificity both reach the WHO triage targets (nan fails)."""
+  return bool(
+    rates_dict["sensitivity"] >= WHO_TRIAGE["sensitivity"]
+    and rates_dict["specificity"] >= WHO_TRIAGE["specificity"]
+  )
+
+
+def operating_point(labels, scores, threshold):
+  """{"threshold", tp, fp, tn, fn, accuracy, ...} at one threshold, as plain JSON-ready values."""
+  conf = confusion(labels, scores, threshold)
+  return {"threshold": float(threshold), **conf, **rates(conf)}
+
+
+def summarize(val_labels, val_scores, test_labels, test_scores, *, seed=0, n_resamples=2000):
+  """Evaluation protocol: test AUC with 95% bootstrap CI, and operating points whose thresholds
+  are chosen on VALIDATION only (Youden, WHO triage) and then applied unchanged to TEST.
+  """
+  y_test, s_test = _check(test_labels, test_scores)
+  youden = youden_threshold(val_labels, val_scores)
+  triage = triage_threshold(val_labels, val_scores, WHO_TRIAGE["sensitivity"])
+  low, high = bootstrap_auc_ci(y_test, s_test, n_resamples=n_resamples, seed=seed)
+  triage_point = operating_point(y_test, s_test, triage)
+  triage_point["meets_who_triage"] = meets_triage_target(triage_point)
+  return {
+    "auc": roc_auc(y_test, s_test),
+    "auc_ci95": [low, high],
+    "n": int(y_test.size),
+    "n_positive": int(y_test.sum()),
+    "operating_points": {
+      "youden": operating_point(y_test, s_test, youden),
+      "triage": triage_point,
+    },
+    "validation_auc": roc_auc(val_labels, val_scores),
+  }
+
+
+def cross_validation_summary(fold_aucs):
+  """Per-fold AUCs with their mean and sample sd (ddof=1), ignoring nan folds."""
+  values = [float(v) for v in fold_aucs]
+  finite = np.array([v for v in values if not math.isnan(v)], dtype=np.float64)
+  mean = float(finite.mean()) if finite.size else float("nan")
+  sd = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
+  return {"fold_aucs": values, "mean": mean, "sd": sd}

@@ -1,0 +1,254 @@
+r"""Fine-tunes InceptionV3 on a TFDS chest X-ray dataset under a tf.distribute strategy.
+
+  txr-train --flagfile=configs/demo.cfg
+
+Phase 1 trains the head on a frozen base; phase 2 unfreezes the top inception
+blocks at a lower learning rate. A killed run restarted with the same command
+continues where it stopped (BackupAndRestore). Outputs go to --model_dir.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from txr_model import strategy as strategy_lib
+
+_DATASET = flags.DEFINE_string("dataset", "shenzhen_cxr/512", "TFDS name/config to train on.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (local or gs://).")
+_MANUAL_DIR = flags.DEFINE_string(
+  "manual_dir", None, "Source data for building the dataset if it is not built yet."
+)
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where outputs go (local or gs://).")
+_STRATEGY = flags.DEFINE_enum(
+  "strategy", "default", strategy_lib.STRATEGIES, "tf.distribute strategy."
+)
+_TPU = flags.DEFINE_string("tpu", "", "TPU name or grpc:// address; empty for a TPU VM.")
+_NUM_GPUS = flags.DEFINE_integer("num_gpus", -1, "GPUs to use; -1 for all visible.", lower_bound=-1)
+_NUM_CPU_DEVICES = flags.DEFINE_integer(
+  "num_cpu_devices", 1, "Split the CPU into this many logical devices.", lower_bound=1
+)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 299, "Model input size in px.", lower_bound=75)
+_GLOBAL_BATCH_SIZE = flags.DEFINE_integer(
+  "global_batch_size", 32, "Batch size over all replicas.", lower_bound=1
+)
+_WEIGHTS = flags.DEFINE_string(
+  "weights", "imagenet", "Base weights: 'imagenet', a weights file path, or 'none'."
+)
+_DROPOUT = flags.DEFINE_float("dropout", 0.2, "Dropout before the classifier.", 0.0, 0.99)
+_EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs of phase 1 (head only).", lower_bound=1)
+_FINE_TUNE_EPOCHS = flags.DEFINE_integer(
+  "fine_tune_epochs", 5, "Epochs of phase 2 (top blocks unfrozen); 0 skips it.", lower_bound=0
+)
+_FINE_TUNE_BLOCKS = flags.DEFINE_integer(
+  "fine_tune_blocks", 2, "Top inception blocks to unfreeze in phase 2.", 1, 11
+)
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Phase 1 learning rate.", 0.0)
+_FINE_TUNE_LEARNING_RATE = flags.DEFINE_float(
+  "fine_tune_learning_rate", 1e-5, "Phase 2 learning rate.", 0.0
+)
+_MIXED_PRECISION = flags.DEFINE_enum(
+  "mixed_precision",
+  "auto",
+  ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
+  "Keras dtype policy; auto: bfloat16 on TPU, float16 on GPU, float32 on CPU.",
+)
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+_STEPS_PER_EXECUTION = flags.DEFINE_integer(
+  "steps_per_execution", 1, "Training steps per tf.function call (raise on TPU).", lower_bound=1
+)
+
+flags.mark_flags_as_required(["data_dir", "model_dir"])
+
+
+@flags.multi_flags_validator(["strategy", "mixed_precision"], "float16 is not for TPUs.")
+def _no_float16_on_tpu(values):
+  return not (values["strategy"] == "tpu" and values["mixed_precision"] == "mixed_float16")
+
+
+@flags.multi_flags_validator(
+  ["strategy", "tpu", "data_dir", "model_dir"],
+  "A Cloud TPU node reads and writes only gs://: use gs:// --data_dir and --model_dir.",
+)
+def _tpu_node_needs_gcs(values):
+  if values["strategy"] != "tpu" or values["tpu"] in ("", "local"):
+    return True
+  return all(str(values[k]).startswith("gs://") for k in ("data_dir", "model_dir"))
+
+
+def _task() -> tuple[str, int]:
+  """(type, index) of this process in TF_CONFIG; ('chief', 0) without one."""
+  task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+  return task.get("type", "chief"), int(task.get("index", 0))
+
+
+def _is_chief() -> bool:
+  kind, index = _task()
+  cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+  return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
+def _flagfile_text() -> str:
+  module = flags.FLAGS.find_module_defining_flag("model_dir")
+  return "".join(f.serialize() + "\n" for f in flags.FLAGS.get_flags_for_module(module))
+
+
+def main(argv):
+  del argv
+  # Logical devices must be set before any TF op, and the strategy made
+  # before any dataset (TPUs need both), so TF is imported only now.
+  import keras
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+
+  import txr_data  # noqa: F401  (registers the builders)
+  from txr_model import evaluate
+  from txr_model import export
+  from txr_model import input_pipeline
+  from txr_model import keras_compat
+  from txr_model import model as model_lib
+
+  strategy_lib.configure_cpu_devices(_NUM_CPU_DEVICES.value)
+  strategy = strategy_lib.get_strategy(_STRATEGY.value, _TPU.value, _NUM_GPUS.value)
+  keras_compat.patch_multi_worker_fit()
+  replicas = strategy.num_replicas_in_sync
+  if _GLOBAL_BATCH_SIZE.value % replicas:
+    raise app.UsageError(
+      f"--global_batch_size={_GLOBAL_BATCH_SIZE.value} is not a multiple of the"
+      f" {replicas} replicas."
+    )
+  policy = strategy_lib.compute_dtype_policy(_MIXED_PRECISION.value, strategy)
+  keras.mixed_precision.set_global_policy(policy)
+  keras.utils.set_random_seed(_SEED.value)
+  chief = _is_chief()
+  model_dir = _MODEL_DIR.value
+  # Non-chief workers keep their own backups and logs apart from the chief's.
+  work_dir = model_dir if chief else os.path.join(model_dir, "worker_{}_{}".format(*_task()))
+  tf.io.gfile.makedirs(work_dir)
+  logging.info(
+    "Strategy %s: %d replica(s), global batch %d, dtype policy %s, chief=%s",
+    type(strategy).__name__,
+    replicas,
+    _GLOBAL_BATCH_SIZE.value,
+    policy,
+    chief,
+  )
+
+  builder = tfds.builder(_DATASET.value, data_dir=_DATA_DIR.value)
+  if not builder.is_prepared():
+    if not chief:
+      raise app.UsageError(
+        f"{_DATASET.value} is not built in {_DATA_DIR.value}: build it once (tfds build or"
+        " the chief) before starting the other workers."
+      )
+    logging.info("Building %s into %s", _DATASET.value, _DATA_DIR.value)
+    builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=_MANUAL_DIR.value)
+    )
+  sizes = {s: i.num_examples for s, i in builder.info.splits.items()}
+  logging.info("Dataset %s in %s: %s", _DATASET.value, _DATA_DIR.value, sizes)
+
+  static = isinstance(
+    strategy, (tf.distribute.TPUStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+  )  # Their replicas need static shapes and equal step counts.
+  batch = _GLOBAL_BATCH_SIZE.value
+  steps = max(1, sizes["train"] // batch)
+  val_steps = max(1, sizes["validation"] // batch) if static else None
+  train_config = input_pipeline.InputConfig(
+    dataset=_DATASET.value,
+    data_dir=_DATA_DIR.value,
+    image_size=_IMAGE_SIZE.value,
+    global_batch_size=batch,
+    split="train",
+    training=True,
+    drop_remainder=True,
+    repeat=True,
+    seed=_SEED.value,
+  )
+  val_config = input_pipeline.dataclasses.replace(
+    train_config, split="validation", training=False, drop_remainder=static, repeat=static
+  )
+  train_ds = input_pipeline.distributed_dataset(strategy, train_config)
+  val_ds = input_pipeline.distributed_dataset(strategy, val_config)
+
+  def compile_model(model, learning_rate):
+    model.compile(
+      optimizer=keras.optimizers.Adam(learning_rate),
+      loss=keras.losses.BinaryCrossentropy(),
+      metrics=[
+        keras.metrics.AUC(name="auc"),
+        keras.metrics.BinaryAccuracy(name="accuracy"),
+        keras.metrics.Precision(name="precision"),
+        keras.metrics.Recall(name="recall"),
+      ],
+      steps_per_execution=_STEPS_PER_EXECUTION.value,
+    )
+
+  with strategy.scope():
+    model = model_lib.build_model(_IMAGE_SIZE.value, _WEIGHTS.value, _DROPOUT.value)
+    compile_model(model, _LEARNING_RATE.value)
+
+  best_path = os.path.join(work_dir, "best.weights.h5")
+  shared_callbacks = [
+    keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
+    keras.callbacks.TerminateOnNaN(),
+    keras.callbacks.ModelCheckpoint(
+      best_path, monitor="val_auc", mode="max", save_best_only=True, save_weights_only=True
+    ),
+  ]
+  if chief:
+    with tf.io.gfile.GFile(os.path.join(model_dir, "flags.cfg"), "w") as f:
+      f.write(_flagfile_text())
+
+  def fit(phase, initial_epoch, epochs):
+    # The backup is kept after success, so a restarted run skips finished phases.
+    backup = keras.callbacks.BackupAndRestore(
+      os.path.join(work_dir, "backup", phase), delete_checkpoint=False
+    )
+    logging.info("Phase %s: epochs %d-%d, %d steps each", phase, initial_epoch + 1, epochs, steps)
+    return model.fit(
+      train_ds,
+      epochs=epochs,
+      initial_epoch=initial_epoch,
+      steps_per_epoch=steps,
+      validation_data=val_ds,
+      validation_steps=val_steps,
+      callbacks=[backup, *shared_callbacks],
+      verbose=2,
+    )
+
+  fit("head", 0, _EPOCHS.value)
+  if _FINE_TUNE_EPOCHS.value:
+    with strategy.scope():
+      trainable = model_lib.unfreeze_top_blocks(model, _FINE_TUNE_BLOCKS.value)
+      compile_model(model, _FINE_TUNE_LEARNING_RATE.value)
+    logging.info("Unfroze the top %d blocks: %d base layers", _FINE_TUNE_BLOCKS.value, trainable)
+    fit("fine_tune", _EPOCHS.value, _EPOCHS.value + _FINE_TUNE_EPOCHS.value)
+
+  # Every worker saves (saving may run collectives); only the chief's copy stays.
+  out_dir = model_dir if chief else os.path.join(work_dir, "discard")
+  if chief:
+    model.save(os.path.join(out_dir, "model.keras"))
+  export.export_serving(model, os.path.join(out_dir, "export"), _IMAGE_SIZE.value)
+  if not chief:
+    tf.io.gfile.rmtree(out_dir)
+    return
+  report = {
+    "validation": evaluate.evaluate_model(model, train_config, "validation", _SEED.value),
+    "test": evaluate.evaluate_model(model, train_config, "test", _SEED.value),
+  }
+  evaluate.write_json(os.path.join(model_dir, "metrics.json"), report)
+  for name in ("flags.cfg", "model.keras", "export", "metrics.json", "logs", "best.weights.h5"):
+    logging.info("Wrote %s", os.path.join(model_dir, name))
+  print(f"txr-train: done. Outputs in {model_dir} (test AUC {report['test']['auc']:.3f})")
+
+
+def run():
+  """Console-script entry point (txr-train)."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
