@@ -29,6 +29,6 @@ def built_data_dir(tmp_path_factory):
 
   data_dir = tmp_path_factory.mktemp("tfds")
   tfds.builder("shenzhen_cxr/512", data_dir=os.fspath(data_dir)).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=txr_data.SAMPLE_DIR)
+    download_config=tfds.download.DownloadConfig(manual_dir=txr_data.SAMPLE_DIR)
   )
   return os.fspath(data_dir)

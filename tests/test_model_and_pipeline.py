@@ -56,9 +56,9 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
   cut = names.index("mixed8")
   assert not any(layer.trainable for layer in base.layers[: cut + 1])
   assert all(
-      layer.trainable != isinstance(layer, keras.layers.BatchNormalization)
-      for layer in base.layers[cut + 1 :]
-      if layer.weights
+    layer.trainable != isinstance(layer, keras.layers.BatchNormalization)
+    for layer in base.layers[cut + 1 :]
+    if layer.weights
   )
   with pytest.raises(ValueError, match="fine_tune_blocks=12"):
     model_lib.unfreeze_top_blocks(model, 12)
@@ -96,7 +96,7 @@ def test_training_pipeline_is_static_and_augmented(built_data_dir):
   assert ds.element_spec[0].shape == (8, SIZE, SIZE, 3)
   plain = input_pipeline.make_dataset(_config(built_data_dir, seed=0))
   augmented = input_pipeline.make_dataset(
-      _config(built_data_dir, training=True, drop_remainder=True, seed=0)
+    _config(built_data_dir, training=True, drop_remainder=True, seed=0)
   )
   # Augmentation changes pixels of the same images; ordering aside, compare means per image.
   a = np.sort(next(iter(plain))[0].numpy().mean(axis=(1, 2, 3)))

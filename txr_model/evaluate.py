@@ -1,64 +1,67 @@
-"""Clinical evaluation of a trained model on a split of a built dataset.
+r"""Evaluates a trained model on a split of a built dataset (txr-evaluate).
 
-Thresholds are chosen on the validation split and only applied to the
-evaluated split, so the reported sensitivity and specificity are honest.
+  txr-evaluate --model_dir=/tmp/txr_demo/model [--split=test]
+
+Thresholds are chosen on the validation split, never on the evaluated one.
+Writes metrics.json, roc.png and TensorBoard summaries into --model_dir.
 """
 
 import json
-import math
+import os
 
-from absl import logging
-import keras
-import numpy as np
-import tensorflow as tf
+from absl import app
+from absl import flags
 
-from txr_model import input_pipeline
-from txr_model import metrics
+from txr_model import evaluation
 
-
-def predict_split(model: keras.Model, config: input_pipeline.InputConfig):
-  """(labels, scores) of one split, in dataset order, on one device."""
-  ds = input_pipeline.make_dataset(config)
-  labels = np.concatenate([y.numpy() for _, y in ds]).astype(int)
-  scores = model.predict(ds.map(lambda x, y: x), verbose=0)[:, 0].astype(float)
-  return labels, scores
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "A txr-train output directory.")
+_DATASET = flags.DEFINE_string("dataset", None, "TFDS name/config; default: the training one.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir; default: the training one.")
+_SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate; thresholds come from validation.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the bootstrap confidence interval.")
 
 
-def _finite(value):
-  """JSON has no NaN: write it as null."""
-  if isinstance(value, float) and math.isnan(value):
-    return None
-  if isinstance(value, dict):
-    return {k: _finite(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_finite(v) for v in value]
-  return value
+def _training_flags(model_dir: str) -> dict:
+  import tensorflow as tf
+
+  path = os.path.join(model_dir, "flags.cfg")
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    pairs = (line.strip()[2:].split("=", 1) for line in f if line.startswith("--"))
+    return {k: v for k, v in (p for p in pairs if len(p) == 2)}
 
 
-def write_json(path: str, value) -> None:
-  with tf.io.gfile.GFile(path, "w") as f:
-    json.dump(_finite(value), f, indent=2, sort_keys=True)
+def main(argv):
+  del argv
+  import keras
+  import tensorflow as tf
 
+  import txr_data  # noqa: F401  (registers the builders)
+  from txr_model import input_pipeline
 
-def evaluate_model(
-  model: keras.Model, base: input_pipeline.InputConfig, split: str = "test", seed: int = 0
-) -> dict:
-  """Metrics of `split`, with operating points chosen on `validation`."""
-  val = predict_split(model, _replace(base, split="validation"))
-  ev = predict_split(model, _replace(base, split=split))
-  report = metrics.summarize(*val, *ev, seed=seed)
-  report["split"] = split
-  logging.info(
-    "%s AUC %.3f (95%% CI %.3f-%.3f), validation AUC %.3f",
-    split,
-    report["auc"],
-    *report["auc_ci95"],
-    report["validation_auc"],
+  model_dir = _MODEL_DIR.value
+  model_path = os.path.join(model_dir, "model.keras")
+  if not tf.io.gfile.exists(model_path):
+    raise app.UsageError(f"No {model_path}: point --model_dir at a txr-train output directory.")
+  trained = _training_flags(model_dir)
+  dataset = _DATASET.value or trained.get("dataset")
+  data_dir = _DATA_DIR.value or trained.get("data_dir")
+  if not dataset or not data_dir:
+    raise app.UsageError("Give --dataset and --data_dir (no flags.cfg in --model_dir).")
+  model = keras.models.load_model(model_path)
+  base = input_pipeline.InputConfig(dataset, data_dir, model.input_shape[1], 32, cache=False)
+  report, _, _ = evaluation.report_split(
+    model, base, _SPLIT.value, _SEED.value, os.path.join(model_dir, "logs"), model_dir
   )
-  return report
+  print(json.dumps(evaluation.json_safe(report[_SPLIT.value]), indent=2, sort_keys=True))
 
 
-def _replace(config, **changes):
-  import dataclasses
+def run():
+  """Console-script entry point (txr-evaluate)."""
+  flags.mark_flag_as_required("model_dir")
+  app.run(main)
 
-  return dataclasses.replace(config, training=False, repeat=False, drop_remainder=False, **changes)
+
+if __name__ == "__main__":
+  run()

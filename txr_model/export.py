@@ -1,32 +1,104 @@
-"""Exports a SavedModel whose serving signature takes encoded PNG/JPEG bytes.
+"""Exports a SavedModel whose signatures take encoded PNG/JPEG bytes.
 
-Clients (TF Serving, other languages) send the file bytes and get P(TB) back;
-decoding, grayscale conversion, pad-resizing and scaling live in the graph,
-so no client re-implements the preprocessing.
+`serving_default` returns P(TB), the label at the saved threshold and the
+out-of-distribution flag and score; `explain` returns a Grad-CAM heat map.
+Decoding, grayscale conversion, pad-resizing and scaling live in the graph,
+so no client (TF Serving, another language, txr-predict) re-implements them.
 """
 
+import json
+import os
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from txr_model import input_pipeline
+from txr_model import ood
+
+METADATA = "assets.extra/txr.json"  # Beside the graph; TF Serving ignores assets.extra.
 
 
-def export_serving(model: keras.Model, path: str, image_size: int) -> None:
-  """Writes `path` with a `serve` (= serving_default) endpoint: bytes [N] -> probability [N]."""
+def _decode(image_bytes, image_size):
+  """bytes -> (model input, colourfulness, width/height) for one image."""
+  rgb = tf.io.decode_image(image_bytes, channels=3, expand_animations=False, dtype=tf.uint8)
+  shape = tf.cast(tf.shape(rgb), tf.float32)
+  gray = tf.image.rgb_to_grayscale(rgb)
+  image = input_pipeline.scale(input_pipeline.resize_to_square(gray, image_size))
+  return image, ood.colourfulness(rgb), shape[1] / shape[0]
+
+
+def export_serving(
+  model: keras.Model, path: str, threshold: float, detector: dict, metadata: dict
+) -> None:
+  """Writes the SavedModel to `path` and its metadata JSON beside the graph."""
+  image_size = model.input_shape[1]
+  base = model.get_layer("inception_v3")
+  pool = model.get_layer("pool")
+  head = model.get_layer("tb_probability")  # Dropout is the identity at inference.
+  # Variables, not graph constants: the 2048 x 2048 precision matrix is 16 MB.
+  ood_vars = tf.Module()
+  ood_vars.mean = tf.Variable(np.asarray(detector["mean"], np.float32), trainable=False)
+  ood_vars.precision = tf.Variable(np.asarray(detector["precision"], np.float32), trainable=False)
+  in_graph = {"mean": ood_vars.mean, "precision": ood_vars.precision}
+
+  def decode_batch(image_bytes):
+    return tf.map_fn(
+      lambda b: _decode(b, image_size),
+      image_bytes,
+      fn_output_signature=(
+        tf.TensorSpec([image_size, image_size, 3], tf.float32),
+        tf.TensorSpec([], tf.float32),
+        tf.TensorSpec([], tf.float32),
+      ),
+    )
 
   def serve(image_bytes):
-    images = tf.map_fn(
-      lambda b: input_pipeline.decode_for_model(b, image_size),
-      image_bytes,
-      fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
+    images, colour, aspect = decode_batch(image_bytes)
+    pooled = pool(base(images, training=False))
+    probability = tf.cast(head(pooled), tf.float32)[:, 0]
+    score = ood.mahalanobis(pooled, in_graph) / detector["threshold"]
+    flagged = (
+      (score > 1.0)
+      | (colour > ood.MAX_COLOURFULNESS)
+      | (aspect < ood.ASPECT_RANGE[0])
+      | (aspect > ood.ASPECT_RANGE[1])
     )
-    return {"probability": tf.cast(model(images, training=False), tf.float32)[:, 0]}
+    return {
+      "probability": probability,
+      "label": tf.cast(probability >= threshold, tf.int32),
+      "ood_score": score,
+      "out_of_distribution": flagged,
+    }
+
+  def explain(image_bytes):
+    images, _, _ = decode_batch(image_bytes)
+    with tf.GradientTape() as tape:
+      maps = base(images, training=False)
+      tape.watch(maps)
+      probability = tf.cast(head(pool(maps)), tf.float32)[:, 0]
+    grads = tape.gradient(probability, maps)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(tf.cast(weights * maps, tf.float32), axis=-1))[..., None]
+    cam = tf.image.resize(cam, [image_size, image_size])[..., 0]
+    cam /= tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8
+    return {"heatmap": cam, "probability": probability}
 
   archive = keras.export.ExportArchive()
   archive.track(model)
-  archive.add_endpoint(
-    name="serve",
-    fn=serve,
-    input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
-  )
+  archive.ood = ood_vars  # Tracked as an attribute, so its variables are saved.
+  signature = [tf.TensorSpec([None], tf.string, name="image_bytes")]
+  archive.add_endpoint(name="serve", fn=serve, input_signature=signature)
+  archive.add_endpoint(name="explain", fn=explain, input_signature=signature)
   archive.write_out(path, verbose=False)
+  metadata = {
+    **metadata,
+    "image_size": image_size,
+    "threshold": threshold,
+    "ood_threshold": detector["threshold"],
+    "max_colourfulness": ood.MAX_COLOURFULNESS,
+    "aspect_range": list(ood.ASPECT_RANGE),
+  }
+  tf.io.gfile.makedirs(os.path.join(path, os.path.dirname(METADATA)))
+  with tf.io.gfile.GFile(os.path.join(path, METADATA), "w") as f:
+    json.dump(metadata, f, indent=2, default=lambda v: np.asarray(v).tolist())

@@ -81,5 +81,8 @@ def compute_dtype_policy(policy: str, strategy: tf.distribute.Strategy) -> str:
     return policy
   if isinstance(strategy, tf.distribute.TPUStrategy):
     return "mixed_bfloat16"
-  devices = strategy.extended.worker_devices
+  try:
+    devices = strategy.extended.worker_devices
+  except RuntimeError:  # The default strategy: TF places ops on the first GPU, if any.
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")]
   return "mixed_float16" if any("GPU" in d.upper() for d in devices) else "float32"

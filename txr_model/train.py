@@ -104,8 +104,7 @@ def main(argv):
   import tensorflow_datasets as tfds
 
   import txr_data  # noqa: F401  (registers the builders)
-  from txr_model import evaluate
-  from txr_model import export
+  from txr_model import evaluation
   from txr_model import input_pipeline
   from txr_model import keras_compat
   from txr_model import model as model_lib
@@ -208,6 +207,9 @@ def main(argv):
       os.path.join(work_dir, "backup", phase), delete_checkpoint=False
     )
     logging.info("Phase %s: epochs %d-%d, %d steps each", phase, initial_epoch + 1, epochs, steps)
+    # Keras 3 leaves the epoch a BackupAndRestore restored on the model, where it
+    # would override the next phase's initial_epoch.
+    model._initial_epoch = None
     return model.fit(
       train_ds,
       epochs=epochs,
@@ -227,20 +229,13 @@ def main(argv):
     logging.info("Unfroze the top %d blocks: %d base layers", _FINE_TUNE_BLOCKS.value, trainable)
     fit("fine_tune", _EPOCHS.value, _EPOCHS.value + _FINE_TUNE_EPOCHS.value)
 
-  # Every worker saves (saving may run collectives); only the chief's copy stays.
-  out_dir = model_dir if chief else os.path.join(work_dir, "discard")
-  if chief:
-    model.save(os.path.join(out_dir, "model.keras"))
-  export.export_serving(model, os.path.join(out_dir, "export"), _IMAGE_SIZE.value)
   if not chief:
-    tf.io.gfile.rmtree(out_dir)
-    return
-  report = {
-    "validation": evaluate.evaluate_model(model, train_config, "validation", _SEED.value),
-    "test": evaluate.evaluate_model(model, train_config, "test", _SEED.value),
-  }
-  evaluate.write_json(os.path.join(model_dir, "metrics.json"), report)
-  for name in ("flags.cfg", "model.keras", "export", "metrics.json", "logs", "best.weights.h5"):
+    return  # Only the chief writes the final outputs.
+  model.save(os.path.join(model_dir, "model.keras"))
+  # Evaluate what was saved on one device (no collectives, whatever the
+  # strategy), fit the OOD detector, and export with the chosen threshold.
+  report = evaluation.finish(model_dir, _DATASET.value, _DATA_DIR.value, _SEED.value)
+  for name in ("flags.cfg", "model.keras", "export", "metrics.json", "roc.png", "logs"):
     logging.info("Wrote %s", os.path.join(model_dir, name))
   print(f"txr-train: done. Outputs in {model_dir} (test AUC {report['test']['auc']:.3f})")
 

@@ -1,0 +1,204 @@
+"""The trainer as users run it, in subprocesses: strategies, kill and resume, export.
+
+Heavy: each test starts TensorFlow processes and traces InceptionV3 (75 px).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from conftest import REPO
+import numpy as np
+import pytest
+
+TRAIN = [sys.executable, "-m", "txr_model.train"]
+TINY = ["--image_size=75", "--global_batch_size=8", "--weights=none", "--fine_tune_blocks=1"]
+
+
+def _run(args, env=None, timeout=600, check=True):
+  out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+  if check:
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+  return out
+
+
+@pytest.fixture(scope="module")
+def resumed_run(built_data_dir, tmp_path_factory):
+  """Trains, is killed -9 after an epoch of phase 1, and is rerun with the same command."""
+  model_dir = tmp_path_factory.mktemp("model")
+  args = [*TRAIN, *TINY, f"--data_dir={built_data_dir}", f"--model_dir={model_dir}"]
+  args += ["--epochs=4", "--fine_tune_epochs=1"]
+  metadata = model_dir / "backup" / "head" / "training_metadata.json"
+  first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not metadata.exists() and first.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  first.send_signal(signal.SIGKILL)
+  first.wait()
+  assert metadata.exists(), "the first run never finished an epoch"
+  done = json.loads(metadata.read_text())["epoch"]  # epochs finished before the kill
+  assert 1 <= done < 4, "killed too late to test resuming"
+  second = _run(args)
+  return model_dir, done, second.stdout + second.stderr
+
+
+def test_resume_continues_at_the_next_epoch_through_both_phases(resumed_run):
+  _, done, log = resumed_run
+  epochs = [line.split()[1] for line in log.splitlines() if line.startswith("Epoch ")]
+  assert epochs == [f"{e}/4" for e in range(done + 1, 5)] + ["5/5"]
+
+
+def test_outputs_and_export_match_the_keras_model(resumed_run):
+  import keras
+  import tensorflow as tf
+
+  from txr_model import input_pipeline
+
+  model_dir, _, log = resumed_run
+  for name in ("flags.cfg", "model.keras", "export/saved_model.pb", "best.weights.h5"):
+    assert (model_dir / name).exists(), name
+  assert list((model_dir / "logs").rglob("events.out.tfevents.*"))
+  flagfile = (model_dir / "flags.cfg").read_text()
+  assert f"--model_dir={model_dir}" in flagfile and "--epochs=4" in flagfile
+  report = json.loads((model_dir / "metrics.json").read_text())
+  assert set(report) == {"validation", "test"}
+  assert report["test"]["n"] == 10 and 0.0 <= report["test"]["auc"] <= 1.0
+  assert "Dataset shenzhen_cxr/512" in log and "1 replica(s), global batch 8" in log
+
+  png = (
+    model_dir.parent / "x.png"
+  )  # a 16-bit, non-square image: the export must handle it like training data
+  gray = np.linspace(0, 65535, 120 * 90).reshape(120, 90).astype(np.uint16)
+  png.write_bytes(tf.io.encode_png(gray[..., None]).numpy())
+  data = png.read_bytes()
+  serving = tf.saved_model.load(str(model_dir / "export")).signatures["serving_default"]
+  served = serving(image_bytes=tf.constant([data, data]))["probability"].numpy()
+  model = keras.models.load_model(model_dir / "model.keras")
+  x = input_pipeline.decode_for_model(tf.constant(data), 75)[None]
+  expected = model.predict(x, verbose=0)[0, 0]
+  np.testing.assert_allclose(served, [expected, expected], rtol=1e-5, atol=1e-6)
+
+
+MIRRORED = """
+from txr_model import strategy as s
+s.configure_cpu_devices(2)
+import keras, numpy as np, tensorflow as tf
+from txr_model import input_pipeline as ip, model as m
+strategy = s.get_strategy("mirrored")
+assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
+config = ip.InputConfig("shenzhen_cxr/512", {data_dir!r}, 75, 8, training=True,
+                        drop_remainder=True, repeat=True)
+ds = ip.distributed_dataset(strategy, config)
+with strategy.scope():
+  model = m.build_model(75, "none")
+  model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+before = [w.numpy().copy() for w in model.trainable_weights]
+loss = model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0).history["loss"][0]
+assert np.isfinite(loss), loss
+assert all(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+print("replicas", strategy.num_replicas_in_sync, "loss", loss)
+"""
+
+
+def test_mirrored_strategy_over_two_logical_cpus(built_data_dir):
+  out = _run([sys.executable, "-c", MIRRORED.format(data_dir=built_data_dir)])
+  assert "replicas 2 loss" in out.stdout
+
+
+def _free_ports(n):
+  socks = [socket.socket() for _ in range(n)]
+  for s in socks:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in socks]
+  for s in socks:
+    s.close()
+  return ports
+
+
+def _workers(args_for, n=2):
+  """Starts n local workers with TF_CONFIG; returns their CompletedProcess-like results."""
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(n)]}
+  procs = []
+  for i in range(n):
+    env = dict(
+      os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+    )
+    procs.append(
+      subprocess.Popen(
+        args_for(i), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+      )
+    )
+  try:
+    return [(p.wait(timeout=600), p.stdout.read()) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+
+
+def test_multi_worker_training_with_the_real_entry_point(built_data_dir, tmp_path):
+  args = [*TRAIN, *TINY, "--strategy=multi_worker_mirrored", f"--data_dir={built_data_dir}"]
+  args += [f"--model_dir={tmp_path}", "--epochs=1", "--fine_tune_epochs=1"]
+  results = _workers(lambda i: args)
+  for code, log in results:
+    assert code == 0, log[-4000:]
+    assert "2 replica(s), global batch 8" in log
+  assert (tmp_path / "export" / "saved_model.pb").exists()
+  assert (tmp_path / "metrics.json").exists()
+  assert not (tmp_path / "worker_worker_1" / "discard").exists()
+
+
+GUARD = """
+import sys
+from txr_model import keras_compat
+import keras, numpy as np, tensorflow as tf
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+if sys.argv[1] == "patched":
+  assert keras_compat.patch_multi_worker_fit()
+def dataset(ctx):
+  x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+  return tf.data.Dataset.from_tensor_slices((x, x[:, :1] > 0)).repeat().batch(4)
+ds = strategy.distribute_datasets_from_function(dataset)
+with strategy.scope():
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+  model.compile("sgd", "binary_crossentropy", metrics=["accuracy"])
+model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
+print("fit ok")
+"""
+
+
+def test_keras_patch_is_needed_on_this_version():
+  from txr_model import keras_compat
+
+  assert keras_compat.is_affected()
+  assert not keras_compat.is_affected((3, 16, 0)) and not keras_compat.is_affected((2, 15, 0))
+  unpatched = _workers(lambda i: [sys.executable, "-c", GUARD, "unpatched"])
+  assert all(code != 0 for code, _ in unpatched)
+  assert any("Invalid reduction dimension" in log or "PerReplica" in log for _, log in unpatched)
+  patched = _workers(lambda i: [sys.executable, "-c", GUARD, "patched"])
+  assert all(code == 0 and "fit ok" in log for code, log in patched), patched[0][1][-3000:]
+
+
+@pytest.mark.parametrize(
+  "flags,message",
+  [
+    (["--strategy=tpu"], "--strategy=tpu: no TPU found"),
+    (["--image_size=50"], "image_size"),
+    (["--strategy=warp"], "strategy"),
+    (["--global_batch_size=7", "--strategy=mirrored", "--num_cpu_devices=2"], "not a multiple"),
+    (["--strategy=tpu", "--tpu=my-tpu"], "gs://"),
+  ],
+)
+def test_bad_flags_fail_fast_and_clearly(tmp_path, flags, message):
+  args = [*TRAIN, "--data_dir=/nonexistent", f"--model_dir={tmp_path}", *flags]
+  out = _run(args, check=False, timeout=120)
+  assert out.returncode != 0 and message in out.stderr + out.stdout
+  assert not (tmp_path / "flags.cfg").exists()
+
+
+def test_missing_data_dir_is_a_usage_error(tmp_path):
+  out = _run([*TRAIN, f"--model_dir={tmp_path}"], check=False, timeout=120)
+  assert out.returncode != 0 and "--data_dir" in out.stderr

@@ -1,0 +1,176 @@
+"""Evaluation after training and from the CLI: metrics, curves, OOD fit and export.
+
+Operating points (Youden's J, and the WHO triage point: the highest
+specificity with sensitivity >= 0.90) are chosen on the validation split and
+only applied to the evaluated split, so its sensitivity and specificity are
+honest estimates.
+"""
+
+import dataclasses
+import io
+import json
+import math
+import os
+
+from absl import logging
+import numpy as np
+
+OPERATING_POINT = "triage"  # The exported label's threshold: screening favours sensitivity.
+
+
+def outputs(model, config):
+  """(labels, scores, pooled features) of one split, in dataset order, on one device."""
+  import keras
+
+  from txr_model import input_pipeline
+
+  ds = input_pipeline.make_dataset(config)
+  labels = np.concatenate([y.numpy() for _, y in ds]).astype(int)
+  both = keras.Model(model.input, [model.output, model.get_layer("pool").output])
+  scores, features = both.predict(ds.map(lambda x, y: x), verbose=0)
+  return labels, scores[:, 0].astype(float), features
+
+
+def json_safe(value):
+  """JSON has no NaN: write it as null."""
+  if isinstance(value, float) and math.isnan(value):
+    return None
+  if isinstance(value, dict):
+    return {k: json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  return value
+
+
+def write_json(path: str, value) -> None:
+  import tensorflow as tf
+
+  with tf.io.gfile.GFile(path, "w") as f:
+    json.dump(json_safe(value), f, indent=2, sort_keys=True)
+
+
+def plot_curves(val, ev, report, split) -> dict[str, bytes]:
+  """ROC (with the operating points) and PR curves as PNG bytes; {} without matplotlib."""
+  try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+  except ImportError:
+    logging.warning("matplotlib is not installed (pip install 'txr[plot]'): no roc.png.")
+    return {}
+  from txr_model import metrics
+
+  def png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+  fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+  fpr, tpr, _ = metrics.roc_curve(*ev)
+  ax.plot(fpr, tpr, label=f"{split} (AUC {report['auc']:.3f})")
+  fpr, tpr, _ = metrics.roc_curve(*val)
+  ax.plot(fpr, tpr, ":", label="validation")
+  ax.plot([0, 1], [0, 1], color="0.8", lw=0.8)
+  ax.axhline(0.9, color="0.6", lw=0.6, ls="--")
+  for name, marker in (("youden", "o"), ("triage", "s")):
+    point = report["operating_points"][name]
+    label = f"{name} (threshold {point['threshold']:.3f} from validation)"
+    ax.plot(1 - point["specificity"], point["sensitivity"], marker, label=label)
+  ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
+  ax.set_title(f"ROC, {split} split")
+  ax.legend(loc="lower right", fontsize=8)
+  roc = png(fig)
+  fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+  precision, recall, _ = metrics.pr_curve(*ev)
+  ax.plot(recall, precision)
+  ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", xlim=(0, 1), ylim=(0, 1.01))
+  ax.set_title(f"Precision-recall, {split} split")
+  return {"roc": roc, "pr": png(fig)}
+
+
+def report_split(model, base, split: str, seed: int, log_dir: str | None, model_dir: str):
+  """Evaluates `split` with validation thresholds; writes metrics.json, roc.png, summaries."""
+  import tensorflow as tf
+
+  from txr_model import metrics
+
+  val = outputs(model, dataclasses.replace(base, split="validation"))
+  ev = val if split == "validation" else outputs(model, dataclasses.replace(base, split=split))
+  report = {
+    "validation": metrics.summarize(*val[:2], *val[:2], seed=seed),
+    split: metrics.summarize(*val[:2], *ev[:2], seed=seed),
+  }
+  result = report[split]
+  logging.info(
+    "%s AUC %.3f (95%% CI %.3f-%.3f); triage point: sensitivity %.3f, specificity %.3f",
+    split,
+    result["auc"],
+    *result["auc_ci95"],
+    result["operating_points"]["triage"]["sensitivity"],
+    result["operating_points"]["triage"]["specificity"],
+  )
+  write_json(os.path.join(model_dir, "metrics.json"), report)
+  pngs = plot_curves(val[:2], ev[:2], result, split)
+  if "roc" in pngs:
+    with tf.io.gfile.GFile(os.path.join(model_dir, "roc.png"), "wb") as f:
+      f.write(pngs["roc"])
+  if log_dir:
+    with tf.summary.create_file_writer(os.path.join(log_dir, "evaluation")).as_default():
+      tf.summary.scalar(f"{split}/auc", result["auc"], step=0)
+      for name, point in result["operating_points"].items():
+        for key in ("sensitivity", "specificity", "ppv", "npv"):
+          tf.summary.scalar(f"{split}/{name}/{key}", point[key] or 0.0, step=0)
+      for name, png in pngs.items():
+        tf.summary.image(f"{split}/{name}_curve", tf.io.decode_png(png, channels=3)[None], step=0)
+  return report, val, ev
+
+
+def finish(model_dir: str, dataset: str, data_dir: str, seed: int = 0) -> dict:
+  """After training: evaluate the saved model, fit the OOD detector, export, log overlays."""
+  import keras
+
+  from txr_model import export
+  from txr_model import input_pipeline
+  from txr_model import ood
+
+  model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
+  base = input_pipeline.InputConfig(dataset, data_dir, model.input_shape[1], 32, cache=False)
+  log_dir = os.path.join(model_dir, "logs")
+  report, val, _ = report_split(model, base, "test", seed, log_dir, model_dir)
+  train = outputs(model, dataclasses.replace(base, split="train"))
+  detector = ood.fit(train[2], val[2])
+  threshold = report["test"]["operating_points"][OPERATING_POINT]["threshold"]
+  export_dir = os.path.join(model_dir, "export")
+  export.export_serving(
+    model,
+    export_dir,
+    threshold,
+    detector,
+    {"dataset": dataset, "operating_point": OPERATING_POINT, "test_auc": report["test"]["auc"]},
+  )
+  _log_overlays(export_dir, base, log_dir)
+  return report
+
+
+def _log_overlays(export_dir, base, log_dir, count=4):
+  """Grad-CAM overlays of a few validation images, from the exported `explain` signature."""
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+
+  from txr_model import predict
+
+  ds = tfds.load(
+    base.dataset,
+    split="validation",
+    data_dir=base.data_dir,
+    decoders={"image": tfds.decode.SkipDecoding()},
+  )
+  explain = tf.saved_model.load(export_dir).signatures["explain"]
+  images = []
+  for example in ds.take(count):
+    heatmap = explain(image_bytes=example["image"][None])["heatmap"][0]
+    images.append(predict.overlay(example["image"], heatmap))
+  with tf.summary.create_file_writer(os.path.join(log_dir, "evaluation")).as_default():
+    tf.summary.image("validation/grad_cam", tf.stack(images), step=0, max_outputs=count)

@@ -1,0 +1,51 @@
+"""Out-of-distribution detection: is this input a chest X-ray like the training set?
+
+A Mahalanobis distance on the pooled InceptionV3 features, fitted on the
+training images with a threshold from the validation images, plus two cheap
+input checks (colourfulness and aspect ratio). All of it runs inside the
+exported graph, so the serving signature and txr-predict report the same flag.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+# Radiographs are gray: Hasler-Suesstrunk colourfulness is 0 for them and
+# above ~15 for ordinary colour photographs.
+MAX_COLOURFULNESS = 10.0
+# Chest films are roughly square (the archive: about 0.75-1.35 width/height).
+ASPECT_RANGE = (0.5, 2.0)
+VALIDATION_QUANTILE = 0.99
+
+
+def fit(train_features: np.ndarray, val_features: np.ndarray, shrinkage: float = 0.1) -> dict:
+  """Mean and (shrunk) precision of training features; threshold from validation distances.
+
+  Shrinkage toward a scaled identity keeps the covariance invertible with
+  fewer images than feature dimensions (484 training images, 2048 features).
+  """
+  x = np.asarray(train_features, np.float64)
+  mean = x.mean(axis=0)
+  cov = np.cov(x - mean, rowvar=False)
+  cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+  detector = {"mean": mean, "precision": np.linalg.inv(cov)}
+  distances = mahalanobis(np.asarray(val_features, np.float64), detector)
+  detector["threshold"] = float(np.quantile(distances, VALIDATION_QUANTILE))
+  return detector
+
+
+def mahalanobis(features, detector):
+  """Distances of feature rows to the training mean (numpy or TF)."""
+  if isinstance(features, np.ndarray):
+    d = features - detector["mean"]
+    return np.sqrt(np.einsum("ij,jk,ik->i", d, detector["precision"], d))
+  d = tf.cast(features, tf.float32) - detector["mean"]
+  return tf.sqrt(tf.maximum(tf.einsum("ij,jk,ik->i", d, detector["precision"], d), 0.0))
+
+
+def colourfulness(rgb: tf.Tensor) -> tf.Tensor:
+  """Hasler-Suesstrunk colourfulness of a [h, w, 3] 0-255 image."""
+  r, g, b = tf.unstack(tf.cast(rgb, tf.float32), axis=-1)
+  rg, yb = r - g, 0.5 * (r + g) - b
+  std = tf.sqrt(tf.math.reduce_variance(rg) + tf.math.reduce_variance(yb))
+  mean = tf.sqrt(tf.reduce_mean(rg) ** 2 + tf.reduce_mean(yb) ** 2)
+  return std + 0.3 * mean
