@@ -15,6 +15,8 @@ from conftest import REPO
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.heavy
+
 TRAIN = [sys.executable, "-m", "txr_model.train"]
 TINY = ["--image_size=75", "--global_batch_size=8", "--weights=none", "--fine_tune_blocks=1"]
 

@@ -59,6 +59,8 @@ def main(argv):
 
 def run():
   """Console-script entry point (txr-evaluate)."""
+  if "BUILD_WORKING_DIRECTORY" in os.environ:  # `bazel run` starts in the runfiles tree.
+    os.chdir(os.environ["BUILD_WORKING_DIRECTORY"])
   flags.mark_flag_as_required("model_dir")
   app.run(main)
 

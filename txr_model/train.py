@@ -242,6 +242,8 @@ def main(argv):
 
 def run():
   """Console-script entry point (txr-train)."""
+  if "BUILD_WORKING_DIRECTORY" in os.environ:  # `bazel run` starts in the runfiles tree.
+    os.chdir(os.environ["BUILD_WORKING_DIRECTORY"])
   app.run(main)
 
 
