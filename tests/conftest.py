@@ -1,8 +1,12 @@
 """Shared fixtures: the embedded sample and small PNG writers."""
 
+import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -32,3 +36,34 @@ def built_data_dir(tmp_path_factory):
     download_config=tfds.download.DownloadConfig(manual_dir=txr_data.SAMPLE_DIR)
   )
   return os.fspath(data_dir)
+
+
+TRAIN = [sys.executable, "-m", "txr_model.train"]
+TINY = ["--image_size=75", "--global_batch_size=8", "--weights=none", "--fine_tune_blocks=1"]
+
+
+def run_ok(args, env=None, timeout=600):
+  """Runs a command from the repo root; fails the test with its output if it fails."""
+  out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+  assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+  return out
+
+
+@pytest.fixture(scope="session")
+def resumed_run(built_data_dir, tmp_path_factory):
+  """Trains, is killed -9 after an epoch of phase 1, and is rerun with the same command."""
+  model_dir = tmp_path_factory.mktemp("model")
+  args = [*TRAIN, *TINY, f"--data_dir={built_data_dir}", f"--model_dir={model_dir}"]
+  args += ["--epochs=4", "--fine_tune_epochs=1"]
+  metadata = model_dir / "backup" / "head" / "training_metadata.json"
+  first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not metadata.exists() and first.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  first.send_signal(signal.SIGKILL)
+  first.wait()
+  assert metadata.exists(), "the first run never finished an epoch"
+  done = json.loads(metadata.read_text())["epoch"]  # epochs finished before the kill
+  assert 1 <= done < 4, "killed too late to test resuming"
+  second = run_ok(args)
+  return model_dir, done, second.stdout + second.stderr

@@ -5,47 +5,18 @@ Heavy: each test starts TensorFlow processes and traces InceptionV3 (75 px).
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 from conftest import REPO
+from conftest import TINY
+from conftest import TRAIN
+from conftest import run_ok
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.heavy
-
-TRAIN = [sys.executable, "-m", "txr_model.train"]
-TINY = ["--image_size=75", "--global_batch_size=8", "--weights=none", "--fine_tune_blocks=1"]
-
-
-def _run(args, env=None, timeout=600, check=True):
-  out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-  if check:
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-  return out
-
-
-@pytest.fixture(scope="module")
-def resumed_run(built_data_dir, tmp_path_factory):
-  """Trains, is killed -9 after an epoch of phase 1, and is rerun with the same command."""
-  model_dir = tmp_path_factory.mktemp("model")
-  args = [*TRAIN, *TINY, f"--data_dir={built_data_dir}", f"--model_dir={model_dir}"]
-  args += ["--epochs=4", "--fine_tune_epochs=1"]
-  metadata = model_dir / "backup" / "head" / "training_metadata.json"
-  first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while not metadata.exists() and first.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
-  first.send_signal(signal.SIGKILL)
-  first.wait()
-  assert metadata.exists(), "the first run never finished an epoch"
-  done = json.loads(metadata.read_text())["epoch"]  # epochs finished before the kill
-  assert 1 <= done < 4, "killed too late to test resuming"
-  second = _run(args)
-  return model_dir, done, second.stdout + second.stderr
 
 
 def test_resume_continues_at_the_next_epoch_through_both_phases(resumed_run):
@@ -107,7 +78,7 @@ print("replicas", strategy.num_replicas_in_sync, "loss", loss)
 
 
 def test_mirrored_strategy_over_two_logical_cpus(built_data_dir):
-  out = _run([sys.executable, "-c", MIRRORED.format(data_dir=built_data_dir)])
+  out = run_ok([sys.executable, "-c", MIRRORED.format(data_dir=built_data_dir)])
   assert "replicas 2 loss" in out.stdout
 
 
@@ -192,15 +163,30 @@ def test_keras_patch_is_needed_on_this_version():
     (["--strategy=warp"], "strategy"),
     (["--global_batch_size=7", "--strategy=mirrored", "--num_cpu_devices=2"], "not a multiple"),
     (["--strategy=tpu", "--tpu=my-tpu"], "gs://"),
+    (["--folds=2"], "--folds needs 3 or more"),
   ],
 )
 def test_bad_flags_fail_fast_and_clearly(tmp_path, flags, message):
   args = [*TRAIN, "--data_dir=/nonexistent", f"--model_dir={tmp_path}", *flags]
-  out = _run(args, check=False, timeout=120)
+  out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
   assert out.returncode != 0 and message in out.stderr + out.stdout
   assert not (tmp_path / "flags.cfg").exists()
 
 
 def test_missing_data_dir_is_a_usage_error(tmp_path):
-  out = _run([*TRAIN, f"--model_dir={tmp_path}"], check=False, timeout=120)
+  out = subprocess.run(
+    [*TRAIN, f"--model_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120
+  )
   assert out.returncode != 0 and "--data_dir" in out.stderr
+
+
+def test_cross_validation_over_folds(built_data_dir, tmp_path):
+  args = [*TRAIN, *TINY, f"--data_dir={built_data_dir}", f"--model_dir={tmp_path}"]
+  out = run_ok(args + ["--folds=3", "--epochs=1", "--fine_tune_epochs=0"])
+  assert "3-fold cross-validation AUC" in out.stdout
+  summary = json.loads((tmp_path / "cv_metrics.json").read_text())
+  assert len(summary["fold_aucs"]) == 3 and summary["sd"] is not None
+  # Each fold's test set is one fold group: together they are the whole dataset, once.
+  assert sum(summary["folds"][f"fold_{k}"]["n"] for k in range(3)) == 64
+  for k in range(3):
+    assert (tmp_path / f"fold_{k}" / "export" / "saved_model.pb").exists()

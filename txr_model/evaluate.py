@@ -6,6 +6,7 @@ Thresholds are chosen on the validation split, never on the evaluated one.
 Writes metrics.json, roc.png and TensorBoard summaries into --model_dir.
 """
 
+import dataclasses
 import json
 import os
 
@@ -50,9 +51,15 @@ def main(argv):
   if not dataset or not data_dir:
     raise app.UsageError("Give --dataset and --data_dir (no flags.cfg in --model_dir).")
   model = keras.models.load_model(model_path)
-  base = input_pipeline.InputConfig(dataset, data_dir, model.input_shape[1], 32, cache=False)
+  base = input_pipeline.InputConfig(dataset, data_dir, model.input_shape[1], 32)
+  splits = {name: dataclasses.replace(base, split=name) for name in ("validation", _SPLIT.value)}
   report, _, _ = evaluation.report_split(
-    model, base, _SPLIT.value, _SEED.value, os.path.join(model_dir, "logs"), model_dir
+    model,
+    evaluation.evaluation_configs(splits),
+    _SPLIT.value,
+    _SEED.value,
+    os.path.join(model_dir, "logs"),
+    model_dir,
   )
   print(json.dumps(evaluation.json_safe(report[_SPLIT.value]), indent=2, sort_keys=True))
 

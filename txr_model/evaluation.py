@@ -13,16 +13,21 @@ import math
 import os
 
 from absl import logging
+import keras
 import numpy as np
+import tensorflow as tf
+
+from txr_model import export
+from txr_model import input_pipeline
+from txr_model import metrics
+from txr_model import ood
+from txr_model import predict
 
 OPERATING_POINT = "triage"  # The exported label's threshold: screening favours sensitivity.
 
 
 def outputs(model, config):
   """(labels, scores, pooled features) of one split, in dataset order, on one device."""
-  import keras
-
-  from txr_model import input_pipeline
 
   ds = input_pipeline.make_dataset(config)
   labels = np.concatenate([y.numpy() for _, y in ds]).astype(int)
@@ -43,7 +48,6 @@ def json_safe(value):
 
 
 def write_json(path: str, value) -> None:
-  import tensorflow as tf
 
   with tf.io.gfile.GFile(path, "w") as f:
     json.dump(json_safe(value), f, indent=2, sort_keys=True)
@@ -59,7 +63,6 @@ def plot_curves(val, ev, report, split) -> dict[str, bytes]:
   except ImportError:
     logging.warning("matplotlib is not installed (pip install 'txr[plot]'): no roc.png.")
     return {}
-  from txr_model import metrics
 
   def png(fig):
     buf = io.BytesIO()
@@ -90,14 +93,15 @@ def plot_curves(val, ev, report, split) -> dict[str, bytes]:
   return {"roc": roc, "pr": png(fig)}
 
 
-def report_split(model, base, split: str, seed: int, log_dir: str | None, model_dir: str):
-  """Evaluates `split` with validation thresholds; writes metrics.json, roc.png, summaries."""
-  import tensorflow as tf
+def report_split(model, configs, split, seed, log_dir, model_dir):
+  """Evaluates configs[split] with thresholds from configs['validation'].
 
-  from txr_model import metrics
+  Writes metrics.json, roc.png and TensorBoard summaries; returns the report
+  and the (labels, scores, features) of validation and of `split`.
+  """
 
-  val = outputs(model, dataclasses.replace(base, split="validation"))
-  ev = val if split == "validation" else outputs(model, dataclasses.replace(base, split=split))
+  val = outputs(model, configs["validation"])
+  ev = val if split == "validation" else outputs(model, configs[split])
   report = {
     "validation": metrics.summarize(*val[:2], *val[:2], seed=seed),
     split: metrics.summarize(*val[:2], *ev[:2], seed=seed),
@@ -116,30 +120,34 @@ def report_split(model, base, split: str, seed: int, log_dir: str | None, model_
   if "roc" in pngs:
     with tf.io.gfile.GFile(os.path.join(model_dir, "roc.png"), "wb") as f:
       f.write(pngs["roc"])
-  if log_dir:
-    with tf.summary.create_file_writer(os.path.join(log_dir, "evaluation")).as_default():
-      tf.summary.scalar(f"{split}/auc", result["auc"], step=0)
-      for name, point in result["operating_points"].items():
-        for key in ("sensitivity", "specificity", "ppv", "npv"):
-          tf.summary.scalar(f"{split}/{name}/{key}", point[key] or 0.0, step=0)
-      for name, png in pngs.items():
-        tf.summary.image(f"{split}/{name}_curve", tf.io.decode_png(png, channels=3)[None], step=0)
+  with tf.summary.create_file_writer(os.path.join(log_dir, "evaluation")).as_default():
+    tf.summary.scalar(f"{split}/auc", result["auc"], step=0)
+    for name, point in result["operating_points"].items():
+      for key in ("sensitivity", "specificity", "ppv", "npv"):
+        tf.summary.scalar(f"{split}/{name}/{key}", point[key] or 0.0, step=0)
+    for name, png in pngs.items():
+      tf.summary.image(f"{split}/{name}_curve", tf.io.decode_png(png, channels=3)[None], step=0)
   return report, val, ev
 
 
-def finish(model_dir: str, dataset: str, data_dir: str, seed: int = 0) -> dict:
-  """After training: evaluate the saved model, fit the OOD detector, export, log overlays."""
-  import keras
+def evaluation_configs(splits: dict) -> dict:
+  """The training run's split configs, for one plain pass each (no augmentation)."""
+  return {
+    name: dataclasses.replace(
+      c, training=False, repeat=False, drop_remainder=False, cache=False, global_batch_size=32
+    )
+    for name, c in splits.items()
+  }
 
-  from txr_model import export
-  from txr_model import input_pipeline
-  from txr_model import ood
+
+def finish(model_dir: str, splits: dict, seed: int = 0) -> dict:
+  """After training: evaluate the saved model, fit the OOD detector, export, log overlays."""
 
   model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
-  base = input_pipeline.InputConfig(dataset, data_dir, model.input_shape[1], 32, cache=False)
+  configs = evaluation_configs(splits)
   log_dir = os.path.join(model_dir, "logs")
-  report, val, _ = report_split(model, base, "test", seed, log_dir, model_dir)
-  train = outputs(model, dataclasses.replace(base, split="train"))
+  report, val, _ = report_split(model, configs, "test", seed, log_dir, model_dir)
+  train = outputs(model, configs["train"])
   detector = ood.fit(train[2], val[2])
   threshold = report["test"]["operating_points"][OPERATING_POINT]["threshold"]
   export_dir = os.path.join(model_dir, "export")
@@ -148,25 +156,20 @@ def finish(model_dir: str, dataset: str, data_dir: str, seed: int = 0) -> dict:
     export_dir,
     threshold,
     detector,
-    {"dataset": dataset, "operating_point": OPERATING_POINT, "test_auc": report["test"]["auc"]},
+    {
+      "dataset": configs["test"].dataset,
+      "operating_point": OPERATING_POINT,
+      "test_auc": report["test"]["auc"],
+    },
   )
-  _log_overlays(export_dir, base, log_dir)
+  _log_overlays(export_dir, configs["validation"], log_dir)
   return report
 
 
 def _log_overlays(export_dir, base, log_dir, count=4):
   """Grad-CAM overlays of a few validation images, from the exported `explain` signature."""
-  import tensorflow as tf
-  import tensorflow_datasets as tfds
 
-  from txr_model import predict
-
-  ds = tfds.load(
-    base.dataset,
-    split="validation",
-    data_dir=base.data_dir,
-    decoders={"image": tfds.decode.SkipDecoding()},
-  )
+  ds = input_pipeline.examples(base, base.split)
   explain = tf.saved_model.load(export_dir).signatures["explain"]
   images = []
   for example in ds.take(count):

@@ -59,6 +59,8 @@ class InputConfig:
   image_size: int
   global_batch_size: int
   split: str = "train"
+  folds: tuple[int, ...] = ()  # If set, only examples with fold % num_folds in folds.
+  num_folds: int = 10
   training: bool = False
   drop_remainder: bool = False
   repeat: bool = False
@@ -78,14 +80,7 @@ def make_dataset(
       split = tfds.even_splits(split, n=input_context.num_input_pipelines)[
         input_context.input_pipeline_id
       ]
-  ds = tfds.load(
-    config.dataset,
-    split=split,
-    data_dir=config.data_dir,
-    shuffle_files=config.training,
-    decoders={"image": tfds.decode.SkipDecoding()},
-    read_config=tfds.ReadConfig(shuffle_seed=config.seed, try_autocache=False),
-  )
+  ds = examples(config, split)
 
   def decode(example):
     image = resize_to_square(tf.io.decode_png(example["image"], channels=1), config.image_size)
@@ -109,6 +104,30 @@ def make_dataset(
 
   ds = ds.map(to_model, num_parallel_calls=AUTOTUNE)
   return ds.prefetch(AUTOTUNE)
+
+
+def examples(config: InputConfig, split: str) -> tf.data.Dataset:
+  """The split's examples, images still encoded, restricted to `config.folds`."""
+  ds = tfds.load(
+    config.dataset,
+    split=split,
+    data_dir=config.data_dir,
+    shuffle_files=config.training,
+    decoders={"image": tfds.decode.SkipDecoding()},
+    read_config=tfds.ReadConfig(shuffle_seed=config.seed, try_autocache=False),
+  )
+  if config.folds:
+    folds = tf.constant(config.folds, tf.int32)
+    ds = ds.filter(lambda ex: tf.reduce_any(ex["fold"] % config.num_folds == folds))
+  return ds
+
+
+def count(config: InputConfig) -> int:
+  """Number of examples `make_dataset(config)` reads in one pass (unbatched)."""
+  if not config.folds:
+    info = tfds.builder(config.dataset, data_dir=config.data_dir).info
+    return info.splits[config.split].num_examples
+  return int(examples(config, config.split).reduce(0, lambda n, _: n + 1))
 
 
 def distributed_dataset(strategy: tf.distribute.Strategy, config: InputConfig):

@@ -83,7 +83,7 @@ def predict_files(export_dir: str, files: list[str], explain_dir: str | None = N
   serve = model.signatures["serving_default"]
   if explain_dir:
     tf.io.gfile.makedirs(explain_dir)
-  results = []
+  results, written = [], set()
   for path in files:
     result = {"file": path}
     try:
@@ -99,7 +99,11 @@ def predict_files(export_dir: str, files: list[str], explain_dir: str | None = N
       )
       if explain_dir:
         heatmap = model.signatures["explain"](image_bytes=tf.constant([data]))["heatmap"][0]
-        name = os.path.splitext(os.path.basename(path))[0] + "_gradcam.png"
+        # scan.png and scan.jpg, or two folders' scan.png, must not overwrite each other.
+        name = os.path.basename(path) + ".gradcam.png"
+        while name in written:
+          name = f"{len(written)}_{name}"
+        written.add(name)
         result["explanation"] = os.path.join(explain_dir, name)
         with tf.io.gfile.GFile(result["explanation"], "wb") as f:
           f.write(tf.io.encode_png(overlay(data, heatmap)).numpy())

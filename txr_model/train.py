@@ -7,6 +7,7 @@ blocks at a lower learning rate. A killed run restarted with the same command
 continues where it stopped (BackupAndRestore). Outputs go to --model_dir.
 """
 
+import dataclasses
 import json
 import os
 
@@ -56,11 +57,21 @@ _MIXED_PRECISION = flags.DEFINE_enum(
   "Keras dtype policy; auto: bfloat16 on TPU, float16 on GPU, float32 on CPU.",
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+_FOLDS = flags.DEFINE_integer(
+  "folds",
+  0,
+  "K > 1: K-fold cross-validation over the dataset's `fold` feature (fold_<k>/ per fold).",
+  lower_bound=0,
+  upper_bound=10,
+)
 _STEPS_PER_EXECUTION = flags.DEFINE_integer(
   "steps_per_execution", 1, "Training steps per tf.function call (raise on TPU).", lower_bound=1
 )
 
 flags.mark_flags_as_required(["data_dir", "model_dir"])
+flags.register_validator(
+  "folds", lambda k: k == 0 or k >= 3, "--folds needs 3 or more (train, validation, test)."
+)
 
 
 @flags.multi_flags_validator(["strategy", "mixed_precision"], "float16 is not for TPUs.")
@@ -107,7 +118,7 @@ def main(argv):
   from txr_model import evaluation
   from txr_model import input_pipeline
   from txr_model import keras_compat
-  from txr_model import model as model_lib
+  from txr_model import metrics
 
   strategy_lib.configure_cpu_devices(_NUM_CPU_DEVICES.value)
   strategy = strategy_lib.get_strategy(_STRATEGY.value, _TPU.value, _NUM_GPUS.value)
@@ -146,29 +157,77 @@ def main(argv):
     builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=_MANUAL_DIR.value)
     )
-  sizes = {s: i.num_examples for s, i in builder.info.splits.items()}
-  logging.info("Dataset %s in %s: %s", _DATASET.value, _DATA_DIR.value, sizes)
-
-  static = isinstance(
-    strategy, (tf.distribute.TPUStrategy, tf.distribute.MultiWorkerMirroredStrategy)
-  )  # Their replicas need static shapes and equal step counts.
-  batch = _GLOBAL_BATCH_SIZE.value
-  steps = max(1, sizes["train"] // batch)
-  val_steps = max(1, sizes["validation"] // batch) if static else None
-  train_config = input_pipeline.InputConfig(
+  if chief:
+    with tf.io.gfile.GFile(os.path.join(model_dir, "flags.cfg"), "w") as f:
+      f.write(_flagfile_text())
+  base = input_pipeline.InputConfig(
     dataset=_DATASET.value,
     data_dir=_DATA_DIR.value,
     image_size=_IMAGE_SIZE.value,
-    global_batch_size=batch,
-    split="train",
-    training=True,
-    drop_remainder=True,
-    repeat=True,
+    global_batch_size=_GLOBAL_BATCH_SIZE.value,
     seed=_SEED.value,
   )
-  val_config = input_pipeline.dataclasses.replace(
-    train_config, split="validation", training=False, drop_remainder=static, repeat=static
+  if not _FOLDS.value:
+    splits = {name: dataclasses.replace(base, split=name) for name in SPLITS}
+    report = _train(strategy, chief, work_dir, model_dir, splits)
+    if report:
+      print(f"txr-train: done. Outputs in {model_dir} (test AUC {report['test']['auc']:.3f})")
+    return
+  # Cross-validation over the builder's `fold` feature: fold k is the test set,
+  # fold k+1 the validation set, the others train.
+  k_folds = _FOLDS.value
+  aucs, reports = [], {}
+  for k in range(k_folds):
+    held_out = {"test": (k,), "validation": ((k + 1) % k_folds,)}
+    held_out["train"] = tuple(f for f in range(k_folds) if f not in (k, (k + 1) % k_folds))
+    splits = {
+      name: dataclasses.replace(base, split="all", folds=held_out[name], num_folds=k_folds)
+      for name in SPLITS
+    }
+    fold_dir = os.path.join(model_dir, f"fold_{k}")
+    fold_work_dir = os.path.join(work_dir, f"fold_{k}")
+    report = _train(strategy, chief, fold_work_dir, fold_dir, splits)
+    if report:
+      reports[f"fold_{k}"] = report["test"]
+      aucs.append(report["test"]["auc"])
+  if chief:
+    summary = {"folds": reports, **metrics.cross_validation_summary(aucs)}
+    evaluation.write_json(os.path.join(model_dir, "cv_metrics.json"), summary)
+    print(
+      f"txr-train: {k_folds}-fold cross-validation AUC {summary['mean']:.3f} +/-"
+      f" {summary['sd']:.3f} (per fold: {', '.join(f'{a:.3f}' for a in aucs)})."
+      f" Outputs in {model_dir}"
+    )
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def _train(strategy, chief, work_dir, model_dir, splits):
+  """Trains both phases on splits['train']; on the chief, saves, evaluates and exports.
+
+  Returns the evaluation report on the chief, None on other workers.
+  """
+  import keras
+  import tensorflow as tf
+
+  from txr_model import evaluation
+  from txr_model import input_pipeline
+  from txr_model import model as model_lib
+
+  tf.io.gfile.makedirs(work_dir)
+  static = isinstance(
+    strategy, (tf.distribute.TPUStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+  )  # Their replicas need static shapes and equal step counts.
+  sizes = {name: input_pipeline.count(config) for name, config in splits.items()}
+  logging.info("Dataset %s in %s: %s", _DATASET.value, _DATA_DIR.value, sizes)
+  batch = _GLOBAL_BATCH_SIZE.value
+  steps = max(1, sizes["train"] // batch)
+  val_steps = max(1, sizes["validation"] // batch) if static else None
+  train_config = dataclasses.replace(
+    splits["train"], training=True, drop_remainder=True, repeat=True
   )
+  val_config = dataclasses.replace(splits["validation"], drop_remainder=static, repeat=static)
   train_ds = input_pipeline.distributed_dataset(strategy, train_config)
   val_ds = input_pipeline.distributed_dataset(strategy, val_config)
 
@@ -189,17 +248,17 @@ def main(argv):
     model = model_lib.build_model(_IMAGE_SIZE.value, _WEIGHTS.value, _DROPOUT.value)
     compile_model(model, _LEARNING_RATE.value)
 
-  best_path = os.path.join(work_dir, "best.weights.h5")
   shared_callbacks = [
     keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
     keras.callbacks.TerminateOnNaN(),
     keras.callbacks.ModelCheckpoint(
-      best_path, monitor="val_auc", mode="max", save_best_only=True, save_weights_only=True
+      os.path.join(work_dir, "best.weights.h5"),
+      monitor="val_auc",
+      mode="max",
+      save_best_only=True,
+      save_weights_only=True,
     ),
   ]
-  if chief:
-    with tf.io.gfile.GFile(os.path.join(model_dir, "flags.cfg"), "w") as f:
-      f.write(_flagfile_text())
 
   def fit(phase, initial_epoch, epochs):
     # The backup is kept after success, so a restarted run skips finished phases.
@@ -230,14 +289,14 @@ def main(argv):
     fit("fine_tune", _EPOCHS.value, _EPOCHS.value + _FINE_TUNE_EPOCHS.value)
 
   if not chief:
-    return  # Only the chief writes the final outputs.
+    return None  # Only the chief writes the final outputs.
   model.save(os.path.join(model_dir, "model.keras"))
   # Evaluate what was saved on one device (no collectives, whatever the
   # strategy), fit the OOD detector, and export with the chosen threshold.
-  report = evaluation.finish(model_dir, _DATASET.value, _DATA_DIR.value, _SEED.value)
-  for name in ("flags.cfg", "model.keras", "export", "metrics.json", "roc.png", "logs"):
+  report = evaluation.finish(model_dir, splits, _SEED.value)
+  for name in ("model.keras", "export", "metrics.json", "roc.png", "logs"):
     logging.info("Wrote %s", os.path.join(model_dir, name))
-  print(f"txr-train: done. Outputs in {model_dir} (test AUC {report['test']['auc']:.3f})")
+  return report
 
 
 def run():
