@@ -114,11 +114,13 @@ def _workers(args_for, n=2):
 
 def test_multi_worker_training_with_the_real_entry_point(built_data_dir, tmp_path):
   args = [*TRAIN, *TINY, "--strategy=multi_worker_mirrored", f"--data_dir={built_data_dir}"]
-  args += [f"--model_dir={tmp_path}", "--epochs=1", "--fine_tune_epochs=1"]
+  # The head phase on cached features, phase 2 on images: both under the strategy.
+  args += [f"--model_dir={tmp_path}", "--epochs=1", "--fine_tune_epochs=1", "--cache_features"]
   results = _workers(lambda i: args)
   for code, log in results:
     assert code == 0, log[-4000:]
     assert "2 replica(s), global batch 8" in log
+    assert "Phase head_cached" in log and "Phase fine_tune" in log
   assert (tmp_path / "export" / "saved_model.pb").exists()
   assert (tmp_path / "metrics.json").exists()
   assert not (tmp_path / "worker_worker_1" / "discard").exists()

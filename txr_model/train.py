@@ -64,6 +64,14 @@ _FOLDS = flags.DEFINE_integer(
   lower_bound=0,
   upper_bound=10,
 )
+_CACHE_FEATURES = flags.DEFINE_bool(
+  "cache_features",
+  False,
+  "Phase 1 trains the head on pooled base features computed once (retrain.py's bottlenecks).",
+)
+_CACHE_VIEWS = flags.DEFINE_integer(
+  "cache_views", 4, "Views per training image in the cache (view 0 unaugmented).", lower_bound=1
+)
 _STEPS_PER_EXECUTION = flags.DEFINE_integer(
   "steps_per_execution", 1, "Training steps per tf.function call (raise on TPU).", lower_bound=1
 )
@@ -212,6 +220,7 @@ def _train(strategy, chief, work_dir, model_dir, splits):
   import tensorflow as tf
 
   from txr_model import evaluation
+  from txr_model import feature_cache
   from txr_model import input_pipeline
   from txr_model import model as model_lib
 
@@ -260,7 +269,7 @@ def _train(strategy, chief, work_dir, model_dir, splits):
     ),
   ]
 
-  def fit(phase, initial_epoch, epochs):
+  def fit(phase, fit_model, initial_epoch, epochs, train, val, callbacks):
     # The backup is kept after success, so a restarted run skips finished phases.
     backup = keras.callbacks.BackupAndRestore(
       os.path.join(work_dir, "backup", phase), delete_checkpoint=False
@@ -268,25 +277,58 @@ def _train(strategy, chief, work_dir, model_dir, splits):
     logging.info("Phase %s: epochs %d-%d, %d steps each", phase, initial_epoch + 1, epochs, steps)
     # Keras 3 leaves the epoch a BackupAndRestore restored on the model, where it
     # would override the next phase's initial_epoch.
-    model._initial_epoch = None
-    return model.fit(
-      train_ds,
+    fit_model._initial_epoch = None
+    return fit_model.fit(
+      train,
       epochs=epochs,
       initial_epoch=initial_epoch,
       steps_per_epoch=steps,
-      validation_data=val_ds,
+      validation_data=val,
       validation_steps=val_steps,
-      callbacks=[backup, *shared_callbacks],
+      callbacks=[backup, *callbacks],
       verbose=2,
     )
 
-  fit("head", 0, _EPOCHS.value)
+  if _CACHE_FEATURES.value:
+    # The head alone, on cached bottleneck features: it shares its layers with
+    # `model`, so training it trains the model's head.
+    cache_dir = os.path.join(work_dir, "feature_cache")
+    cached = {
+      name: feature_cache.cached_features(model, splits[name], _WEIGHTS.value, views, cache_dir)
+      for name, views in (("train", _CACHE_VIEWS.value), ("validation", 1))
+    }
+    with strategy.scope():
+      head = keras.Sequential(
+        [keras.Input(model.get_layer("pool").output.shape[1:]), model.get_layer("dropout"),
+         model.get_layer("tb_probability")]
+      )  # fmt: skip
+      compile_model(head, _LEARNING_RATE.value)
+    head_train, head_val = (
+      strategy.distribute_datasets_from_function(
+        lambda ctx, name=name: feature_cache.batched(
+          cached[name], batch, name == "train", static, _SEED.value, ctx
+        )
+      )
+      for name in ("train", "validation")
+    )
+    # No best checkpoint here: it would hold the head's weights only.
+    fit("head_cached", head, 0, _EPOCHS.value, head_train, head_val, shared_callbacks[:2])
+  else:
+    fit("head", model, 0, _EPOCHS.value, train_ds, val_ds, shared_callbacks)
   if _FINE_TUNE_EPOCHS.value:
     with strategy.scope():
       trainable = model_lib.unfreeze_top_blocks(model, _FINE_TUNE_BLOCKS.value)
       compile_model(model, _FINE_TUNE_LEARNING_RATE.value)
     logging.info("Unfroze the top %d blocks: %d base layers", _FINE_TUNE_BLOCKS.value, trainable)
-    fit("fine_tune", _EPOCHS.value, _EPOCHS.value + _FINE_TUNE_EPOCHS.value)
+    fit(
+      "fine_tune",
+      model,
+      _EPOCHS.value,
+      _EPOCHS.value + _FINE_TUNE_EPOCHS.value,
+      train_ds,
+      val_ds,
+      shared_callbacks,
+    )
 
   if not chief:
     return None  # Only the chief writes the final outputs.

@@ -1,0 +1,114 @@
+"""Bottleneck caching for the head phase, as retrain.py did it.
+
+With the base frozen, the pooled InceptionV3 features of each training image
+(a fixed number of augmented views) are computed once, stored with
+tf.data.Dataset.save, and the head trains on them. The cache key covers the
+dataset version, split, image size, weights, views and seed, so a change to
+any of them never reuses stale features.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from txr_model import input_pipeline
+
+FORMAT_VERSION = 1
+
+
+def _weights_id(weights: str) -> str:
+  if weights in ("imagenet", "none"):
+    return weights
+  digest = hashlib.sha256()
+  with tf.io.gfile.GFile(weights, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def cache_key(config: input_pipeline.InputConfig, weights: str, views: int) -> dict:
+  """Everything the cached features depend on."""
+  info = tfds.builder(config.dataset, data_dir=config.data_dir).info
+  return {
+    "dataset": config.dataset,
+    "version": str(info.version),
+    "split": config.split,
+    "folds": list(config.folds),
+    "num_folds": config.num_folds,
+    "image_size": config.image_size,
+    "weights": _weights_id(weights),
+    "views": views,
+    "seed": config.seed,
+    "keras": keras.version(),
+    "format": FORMAT_VERSION,
+  }
+
+
+def cached_features(
+  model: keras.Model, config: input_pipeline.InputConfig, weights: str, views: int, cache_dir: str
+) -> tf.data.Dataset:
+  """(pooled features, label) of `config`'s images, `views` per image (view 0 unaugmented).
+
+  Computed on first use on this process's default device and stored under
+  `cache_dir`; later calls (and later epochs) only read them.
+  """
+  key = cache_key(config, weights, views)
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+  path = os.path.join(cache_dir, f"{config.split}-{digest}")
+  done = path + ".json"  # Written last: a cache without it is incomplete.
+  if tf.io.gfile.exists(done):
+    logging.info("Reading cached features from %s", path)
+    return tf.data.Dataset.load(path)
+  if tf.io.gfile.exists(path):
+    tf.io.gfile.rmtree(path)
+  pooled = keras.Model(model.input, model.get_layer("pool").output)
+  extract = tf.function(lambda x: pooled(x, training=False))
+  start, features, labels = time.time(), [], []
+  for view in range(views):
+    view_config = dataclasses.replace(
+      config, training=view > 0, seed=config.seed + view, repeat=False, drop_remainder=False
+    )
+    for images, y in input_pipeline.make_dataset(view_config):
+      features.append(tf.cast(extract(images), tf.float32).numpy())
+      labels.append(y.numpy())
+  ds = tf.data.Dataset.from_tensor_slices((np.concatenate(features), np.concatenate(labels)))
+  ds.save(path)
+  with tf.io.gfile.GFile(done, "w") as f:
+    json.dump(key, f, indent=2)
+  logging.info(
+    "Cached %d feature vectors (%d views) in %.1f s: %s",
+    sum(len(y) for y in labels),
+    views,
+    time.time() - start,
+    path,
+  )
+  return tf.data.Dataset.load(path)
+
+
+def batched(
+  features: tf.data.Dataset,
+  global_batch_size: int,
+  training: bool,
+  static: bool,
+  seed: int,
+  input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+  """Shards, shuffles, repeats and batches cached features for one input pipeline."""
+  batch = global_batch_size
+  if input_context is not None:
+    batch = input_context.get_per_replica_batch_size(global_batch_size)
+    features = features.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+  features = features.cache()
+  if training:
+    features = features.shuffle(8192, seed=seed).repeat()
+  elif static:
+    features = features.repeat()
+  return features.batch(batch, drop_remainder=training or static).prefetch(tf.data.AUTOTUNE)
