@@ -50,19 +50,19 @@ def png_info(data: bytes, name: str) -> PngInfo:
     raise BadImageError(
       f"{name}: not a PNG file (bad signature); replace it with the original PNG from the archive."
     )
+  view = memoryview(data)  # Slices without copying megabytes of IDAT.
   pos, header, ended = len(PNG_SIGNATURE), None, False
   while pos + 12 <= len(data):
-    (length,) = struct.unpack(">I", data[pos : pos + 4])
-    kind = data[pos + 4 : pos + 8]
+    length, kind = struct.unpack_from(">I4s", data, pos)
     end = pos + 12 + length
     if end > len(data):
       break
-    body = data[pos + 8 : pos + 8 + length]
-    (crc,) = struct.unpack(">I", data[end - 4 : end])
-    if zlib.crc32(kind + body) != crc:
+    body = view[pos + 8 : pos + 8 + length]
+    (crc,) = struct.unpack_from(">I", data, end - 4)
+    if zlib.crc32(body, zlib.crc32(kind)) != crc:
       raise BadImageError(f"{name}: corrupt PNG (CRC mismatch in chunk {kind!r}); re-copy it.")
     if kind == b"IHDR":
-      header = PngInfo(*struct.unpack(">IIBB", body[:10]))
+      header = PngInfo(*struct.unpack_from(">IIBB", body))
     if kind == b"IEND":
       ended = True
       break

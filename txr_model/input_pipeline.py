@@ -6,6 +6,7 @@ Every map is parallel and the pipeline ends in prefetch. Each input pipeline
 """
 
 import dataclasses
+import math
 
 import keras
 import tensorflow as tf
@@ -32,22 +33,38 @@ def decode_for_model(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
   return scale(resize_to_square(image, image_size))
 
 
-def augmenter(seed: int) -> keras.Sequential:
-  """Small geometric and photometric changes on 0-255 batches.
+def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """Small random rotations, shifts, zooms, brightness and contrast of a 0-255 batch.
 
-  No left-right flip: the heart and aorta are on the left, so a flipped film is
-  not a plausible chest X-ray.
+  Rotation (up to 7 degrees), shift (5%) and zoom (10%) are composed into one
+  affine warp per image: three separate Keras Random* layers cost three warps
+  (profiled: augmentation then took 60% of the pipeline's time). Stateless
+  randomness, seeded per batch, keeps runs reproducible. No left-right flip:
+  the heart is on the left, so a mirrored film is not a plausible chest X-ray.
   """
-  return keras.Sequential(
-    [
-      keras.layers.RandomRotation(0.02, fill_mode="constant", seed=seed),
-      keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed + 1),
-      keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 2),
-      keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 3),
-      keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed + 4),
-    ],
-    name="augment",
-  )
+  batch = tf.shape(images)[0]
+  height, width = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
+  seeds = tf.random.experimental.stateless_split(seed, 5)
+
+  def uniform(i, shape, bound, center=0.0):
+    return tf.random.stateless_uniform(shape, seeds[i], center - bound, center + bound)
+
+  angle = uniform(0, [batch], 0.02 * 2 * math.pi)
+  zoom = uniform(1, [batch], 0.1, center=1.0)
+  shift_x, shift_y = uniform(2, [batch], 0.05) * width, uniform(3, [batch], 0.05) * height
+  # The transform maps output to input pixels: rotate and scale about the centre, then shift.
+  cx, cy = (width - 1) / 2, (height - 1) / 2
+  a0, a1 = tf.cos(angle) / zoom, -tf.sin(angle) / zoom
+  b0, b1 = tf.sin(angle) / zoom, tf.cos(angle) / zoom
+  a2 = cx - a0 * cx - a1 * cy - shift_x
+  b2 = cy - b0 * cx - b1 * cy - shift_y
+  zeros = tf.zeros([batch])
+  transform = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+  images = keras.ops.image.affine_transform(images, transform, data_format="channels_last")
+  photometric = tf.random.stateless_uniform([2, batch, 1, 1, 1], seeds[4], -0.1, 0.1)
+  mean = tf.reduce_mean(images, axis=(1, 2, 3), keepdims=True)
+  images = (images - mean) * (1 + photometric[0]) + mean + 255 * photometric[1]
+  return tf.clip_by_value(images, 0.0, 255.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,15 +111,15 @@ def make_dataset(
   if config.repeat:
     ds = ds.repeat()
   ds = ds.batch(batch_size, drop_remainder=config.drop_remainder, num_parallel_calls=AUTOTUNE)
-  augment = augmenter(config.seed) if config.training else None
 
-  def to_model(images, labels):
+  def to_model(index, batch):
+    images, labels = batch
     images = tf.cast(images, tf.float32)
-    if augment is not None:
-      images = augment(images, training=True)
+    if config.training:
+      images = augment(images, tf.stack([tf.constant(config.seed, tf.int64), index]))
     return scale(images), labels
 
-  ds = ds.map(to_model, num_parallel_calls=AUTOTUNE)
+  ds = ds.enumerate().map(to_model, num_parallel_calls=AUTOTUNE)
   return ds.prefetch(AUTOTUNE)
 
 
