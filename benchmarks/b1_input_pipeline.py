@@ -6,7 +6,9 @@ Images/s at 299 px, one cold pass each (no cache), of:
   * txr's pipeline reading the `512` config;
   * the same pipeline reading the `original` config;
   * keras.utils.image_dataset_from_directory on the raw PNG folder, same resize.
-Goal: txr (512) >= 5x image_dataset_from_directory.
+The Keras baseline does not augment, so the goal compares the same work (decode
+and resize, augmentation off): txr (512) >= 5x image_dataset_from_directory.
+Rates with augmentation on are reported too.
 """
 
 import dataclasses
@@ -52,9 +54,10 @@ def main(argv):
     {
       "images": n,
       "images_per_second": rates,
-      "ratio_txr_512_vs_keras": rates["txr_512"] / baseline,
-      "ratio_txr_original_vs_keras": rates["txr_original"] / baseline,
-      "goal": "ratio_txr_512_vs_keras >= 5",
+      "B1_txr_512_vs_keras": rates["txr_512_no_augmentation"] / baseline,
+      "txr_original_vs_keras": rates["txr_original_no_augmentation"] / baseline,
+      "txr_512_augmented_vs_keras": rates["txr_512"] / baseline,
+      "goal": "B1_txr_512_vs_keras >= 5 (same work: decode and resize)",
     },
   )
 

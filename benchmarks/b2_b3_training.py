@@ -21,7 +21,7 @@ from benchmarks import synthetic
 from txr_model import input_pipeline
 from txr_model import model as model_lib
 
-SIZE, BATCH, STEPS = 299, 16, 6
+SIZE, BATCH, STEPS = 299, 16, 20
 
 
 def _fit_seconds(model, dataset, steps):
@@ -54,7 +54,7 @@ def main(argv):
     model.compile(keras.optimizers.Adam(1e-4), "binary_crossentropy")
     _fit_seconds(model, memory, 2)  # Traces the training step.
     times = {"memory": [], "pipeline": []}
-    for _ in range(2):  # Alternate, keep the best of each: the machine is noisy.
+    for _ in range(3):  # Alternate, keep the best of each: the machine is noisy.
       times["memory"].append(_fit_seconds(model, memory, STEPS))
       times["pipeline"].append(_fit_seconds(model, real, STEPS))
     step_rates[phase] = STEPS * BATCH / min(times["memory"])

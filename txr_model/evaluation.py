@@ -28,11 +28,14 @@ OPERATING_POINT = "triage"  # The exported label's threshold: screening favours 
 
 def outputs(model, config):
   """(labels, scores, pooled features) of one split, in dataset order, on one device."""
-
   ds = input_pipeline.make_dataset(config)
-  labels = np.concatenate([y.numpy() for _, y in ds]).astype(int)
+  # Labels without decoding images again; the same order, since nothing shuffles.
+  examples = input_pipeline.examples(config, config.split)
+  labels = np.array([int(y) for y in examples.map(lambda ex: ex["label"])], int)
   both = keras.Model(model.input, [model.output, model.get_layer("pool").output])
   scores, features = both.predict(ds.map(lambda x, y: x), verbose=0)
+  if len(scores) != len(labels):
+    raise RuntimeError(f"{len(scores)} predictions for {len(labels)} labels in {config.split}")
   return labels, scores[:, 0].astype(float), features
 
 
