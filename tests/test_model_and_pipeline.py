@@ -109,3 +109,20 @@ def test_resize_pads_instead_of_stretching():
   out = input_pipeline.resize_to_square(tall, 100).numpy()[..., 0]
   assert out.shape == (100, 100)
   assert (out[:, 25:75] == 200).all() and (out[:, :24] == 0).all() and (out[:, 76:] == 0).all()
+
+
+def test_batchnorm_calibration_gives_random_bases_usable_features(built_data_dir):
+  model = model_lib.build_model(SIZE, "none")
+  base = model_lib.base_of(model)
+  x, _ = next(iter(input_pipeline.make_dataset(_config(built_data_dir))))
+  pooled = keras.Sequential([base, keras.layers.GlobalAveragePooling2D()])
+  before = pooled(x, training=False).numpy().std()
+  model_lib.calibrate_batchnorm(model, x)
+  after = pooled(x, training=False).numpy().std()
+  assert before < 1e-2 < after  # vanishing features before, O(0.1-1) after
+  assert not base.trainable and [w.name for w in model.trainable_weights] == ["kernel", "bias"]
+  assert all(
+    layer.momentum == 0.99
+    for layer in base.layers
+    if isinstance(layer, keras.layers.BatchNormalization)
+  )

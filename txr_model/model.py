@@ -71,6 +71,28 @@ def base_of(model: keras.Model) -> keras.Model:
   return model.get_layer("inception_v3")
 
 
+def calibrate_batchnorm(model: keras.Model, images) -> None:
+  """Sets every BatchNorm's statistics from one batch (data-dependent initialisation).
+
+  For `weights=none` only: randomly initialised statistics (mean 0, variance 1)
+  make a frozen random base's features vanish (about 1e-4), leaving the head
+  nothing to learn from. With momentum 0, one training-mode pass sets each
+  layer's statistics to its batch statistics; they then stay frozen as usual.
+  """
+  layers = [
+    layer for layer in base_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)
+  ]
+  base, trainable = base_of(model), base_of(model).trainable
+  momenta = [layer.momentum for layer in layers]
+  base.trainable = True  # A frozen BatchNorm ignores training=True.
+  for layer in layers:
+    layer.momentum = 0.0
+  base(images, training=True)
+  for layer, momentum in zip(layers, momenta, strict=True):
+    layer.momentum = momentum
+  base.trainable = trainable
+
+
 def unfreeze_top_blocks(model: keras.Model, num_blocks: int) -> int:
   """Makes the top `num_blocks` inception blocks trainable; BatchNorm stays frozen.
 

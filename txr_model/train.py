@@ -256,6 +256,10 @@ def _train(strategy, chief, work_dir, model_dir, splits):
   with strategy.scope():
     model = model_lib.build_model(_IMAGE_SIZE.value, _WEIGHTS.value, _DROPOUT.value)
     compile_model(model, _LEARNING_RATE.value)
+  if _WEIGHTS.value.lower() == "none":
+    # The same first (unshuffled) training batch on every worker keeps replicas equal.
+    first = dataclasses.replace(splits["train"], global_batch_size=min(batch, 32), cache=False)
+    model_lib.calibrate_batchnorm(model, next(iter(input_pipeline.make_dataset(first)))[0])
 
   shared_callbacks = [
     keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
