@@ -118,7 +118,8 @@ def test_predict_cli_reports_bad_files_and_carries_on(resumed_run, inputs, tmp_p
 
   table = run_ok([*base, str(inputs / "cxr_01.png"), str(inputs / "colour_noise.jpg")]).stdout
   assert table.splitlines()[0].split()[:3] == ["file", "probability", "label"]
-  assert len(table.splitlines()) == 3
+  assert len(table.splitlines()) == 4
+  assert table.splitlines()[-1].startswith("label: abnormal when probability >= ")
   rows = list(
     csv.DictReader(io.StringIO(run_ok([*base, "--format=csv", str(inputs / "cxr_01.png")]).stdout))
   )

@@ -28,6 +28,7 @@ _EXPLAIN_DIR = flags.DEFINE_string("explain_dir", "txr_explain", "Where --explai
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 MAX_PIXELS = 100_000_000  # Far above any radiograph: larger is a decompression bomb.
 LABELS = ("normal", "abnormal")
+METADATA = "assets.extra/txr.json"  # Written by txr_model.export beside the graph.
 
 
 def find_images(paths: list[str]) -> list[str]:
@@ -143,6 +144,13 @@ def main(argv):
   files = find_images(paths)
   results = predict_files(_EXPORT_DIR.value, files, _EXPLAIN_DIR.value if _EXPLAIN.value else None)
   print(format_results(results, _FORMAT.value))
+  if _FORMAT.value == "table":
+    with tf.io.gfile.GFile(os.path.join(_EXPORT_DIR.value, METADATA)) as f:
+      meta = json.load(f)
+    print(
+      f"label: abnormal when probability >= {meta['threshold']:.4f} (the"
+      f" {meta['operating_point']} operating point, chosen on validation)"
+    )
   failed = [r["file"] for r in results if "error" in r]
   if failed:
     print(f"txr-predict: {len(failed)} of {len(results)} file(s) failed.", file=sys.stderr)
