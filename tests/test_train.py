@@ -166,6 +166,9 @@ def test_keras_patch_is_needed_on_this_version():
     (["--global_batch_size=7", "--strategy=mirrored", "--num_cpu_devices=2"], "not a multiple"),
     (["--strategy=tpu", "--tpu=my-tpu"], "gs://"),
     (["--folds=2"], "--folds needs 3 or more"),
+    (["--strategy=one_device"], "--strategy=one_device found no GPU"),
+    (["--strategy=mirrored"], "--strategy=mirrored found no GPU"),
+    (["--strategy=one_device", "--num_gpus=2"], "--num_gpus=2 but 0 GPU(s) are visible"),
   ],
 )
 def test_bad_flags_fail_fast_and_clearly(tmp_path, flags, message):
