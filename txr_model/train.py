@@ -14,7 +14,17 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
+import keras
+import tensorflow as tf
+import tensorflow_datasets as tfds
 
+import txr_data  # noqa: F401  (registers the builders)
+from txr_model import evaluation
+from txr_model import feature_cache
+from txr_model import input_pipeline
+from txr_model import keras_compat
+from txr_model import metrics
+from txr_model import model as model_lib
 from txr_model import strategy as strategy_lib
 
 _DATASET = flags.DEFINE_string("dataset", "shenzhen_cxr/512", "TFDS name/config to train on.")
@@ -116,18 +126,8 @@ def _flagfile_text() -> str:
 
 def main(argv):
   del argv
-  # Logical devices must be set before any TF op, and the strategy made
-  # before any dataset (TPUs need both), so TF is imported only now.
-  import keras
-  import tensorflow as tf
-  import tensorflow_datasets as tfds
-
-  import txr_data  # noqa: F401  (registers the builders)
-  from txr_model import evaluation
-  from txr_model import input_pipeline
-  from txr_model import keras_compat
-  from txr_model import metrics
-
+  # Logical devices must be set before any TF op runs, and the strategy made
+  # before any dataset (TPUs need both).
   strategy_lib.configure_cpu_devices(_NUM_CPU_DEVICES.value)
   strategy = strategy_lib.get_strategy(_STRATEGY.value, _TPU.value, _NUM_GPUS.value)
   keras_compat.patch_multi_worker_fit()
@@ -216,14 +216,6 @@ def _train(strategy, chief, work_dir, model_dir, splits):
 
   Returns the evaluation report on the chief, None on other workers.
   """
-  import keras
-  import tensorflow as tf
-
-  from txr_model import evaluation
-  from txr_model import feature_cache
-  from txr_model import input_pipeline
-  from txr_model import model as model_lib
-
   tf.io.gfile.makedirs(work_dir)
   static = isinstance(
     strategy, (tf.distribute.TPUStrategy, tf.distribute.MultiWorkerMirroredStrategy)
