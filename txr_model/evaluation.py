@@ -51,7 +51,6 @@ def json_safe(value):
 
 
 def write_json(path: str, value) -> None:
-
   with tf.io.gfile.GFile(path, "w") as f:
     json.dump(json_safe(value), f, indent=2, sort_keys=True)
 
@@ -102,7 +101,6 @@ def report_split(model, configs, split, seed, log_dir, model_dir):
   Writes metrics.json, roc.png and TensorBoard summaries; returns the report
   and the (labels, scores, features) of validation and of `split`.
   """
-
   val = outputs(model, configs["validation"])
   ev = val if split == "validation" else outputs(model, configs[split])
   report = {
@@ -145,7 +143,6 @@ def evaluation_configs(splits: dict) -> dict:
 
 def finish(model_dir: str, splits: dict, seed: int = 0) -> dict:
   """After training: evaluate the saved model, fit the OOD detector, export, log overlays."""
-
   model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
   configs = evaluation_configs(splits)
   log_dir = os.path.join(model_dir, "logs")
@@ -171,7 +168,6 @@ def finish(model_dir: str, splits: dict, seed: int = 0) -> dict:
 
 def _log_overlays(export_dir, base, log_dir, count=4):
   """Grad-CAM overlays of a few validation images, from the exported `explain` signature."""
-
   ds = input_pipeline.examples(base, base.split)
   explain = tf.saved_model.load(export_dir).signatures["explain"]
   images = []
