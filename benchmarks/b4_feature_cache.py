@@ -52,7 +52,7 @@ def main(argv):
   extraction = time.perf_counter() - start
   timer = EpochTimes()
   head.fit(
-    feature_cache.batched(features, BATCH, training=True, static=False, seed=0),
+    feature_cache.batched(features, BATCH, training=True, pad_to_steps=0, seed=0),
     epochs=3,
     steps_per_epoch=steps,
     callbacks=[timer],

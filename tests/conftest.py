@@ -38,8 +38,24 @@ def built_data_dir(tmp_path_factory):
   return os.fspath(data_dir)
 
 
+@pytest.fixture(scope="session")
+def base_weights(tmp_path_factory):
+  """A no-top InceptionV3 weights file (random: no download), standing in for ImageNet's.
+
+  --mode=two_phase refuses --weights=none, so its tests pass a file, as users
+  without internet do.
+  """
+  import keras
+
+  path = tmp_path_factory.mktemp("weights") / "inception_v3_notop.weights.h5"
+  keras.utils.set_random_seed(0)
+  base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(75, 75, 3))
+  base.save_weights(path)
+  return os.fspath(path)
+
+
 TRAIN = [sys.executable, "-m", "txr_model.train"]
-TINY = ["--image_size=75", "--global_batch_size=8", "--weights=none", "--fine_tune_blocks=1"]
+TINY = ["--image_size=75", "--global_batch_size=8", "--fine_tune_blocks=1"]
 
 
 def run_ok(args, env=None, timeout=600):
@@ -50,10 +66,11 @@ def run_ok(args, env=None, timeout=600):
 
 
 @pytest.fixture(scope="session")
-def resumed_run(built_data_dir, tmp_path_factory):
-  """Trains, is killed -9 after an epoch of phase 1, and is rerun with the same command."""
+def resumed_run(built_data_dir, base_weights, tmp_path_factory):
+  """Trains two_phase, is killed -9 after a phase-1 epoch, and is rerun with the same command."""
   model_dir = tmp_path_factory.mktemp("model")
-  args = [*TRAIN, *TINY, f"--data_dir={built_data_dir}", f"--model_dir={model_dir}"]
+  args = [*TRAIN, *TINY, f"--weights={base_weights}", f"--data_dir={built_data_dir}"]
+  args += [f"--model_dir={model_dir}"]
   args += ["--epochs=4", "--fine_tune_epochs=1"]
   metadata = model_dir / "backup" / "head" / "training_metadata.json"
   first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -16,7 +16,7 @@ def config(built_data_dir):
 
 
 def test_features_are_computed_once_then_read(config, tmp_path, monkeypatch):
-  model = model_lib.build_model(75, "none")
+  model = model_lib.build_model(75, "none", mode="end_to_end")
   first = list(feature_cache.cached_features(model, config, "none", 2, str(tmp_path)))
   assert len(first) == 2 * 45 and first[0][0].shape == (2048,)
 

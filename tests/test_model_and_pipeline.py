@@ -12,8 +12,8 @@ SIZE = 75
 
 
 @pytest.fixture(scope="module")
-def model():
-  return model_lib.build_model(SIZE, "none")
+def model(base_weights):
+  return model_lib.build_model(SIZE, base_weights)
 
 
 def test_builds_at_75px_with_frozen_base(model):
@@ -48,8 +48,44 @@ def test_imagenet_offline_says_what_to_do(monkeypatch):
     model_lib.build_model(SIZE, "imagenet")
 
 
-def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
-  model = model_lib.build_model(SIZE, "none")
+def test_two_phase_refuses_random_weights_and_modes_are_checked():
+  with pytest.raises(ValueError, match="two_phase needs pretrained --weights"):
+    model_lib.build_model(SIZE, "none", mode="two_phase")
+  with pytest.raises(ValueError, match="--mode='warp'"):
+    model_lib.build_model(SIZE, "none", mode="warp")
+
+
+def _batchnorms(model):
+  base = model_lib.base_of(model)
+  return [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def test_end_to_end_trains_everything_with_batchnorm_in_training_mode():
+  model = model_lib.build_model(SIZE, "none", mode="end_to_end")
+  base = model_lib.base_of(model)
+  assert base.trainable and all(layer.trainable for layer in base.layers)
+  assert {layer.momentum for layer in _batchnorms(model)} == {0.9}
+  x = np.random.default_rng(0).uniform(-1, 1, (4, SIZE, SIZE, 3)).astype("float32")
+  # Training mode reaches the nested base: batch statistics, not the moving ones.
+  pooled = keras.Model(model.input, model.get_layer("pool").output)
+  assert not np.allclose(pooled(x, training=True), pooled(x, training=False))
+
+
+def test_the_head_starts_at_one_half_on_any_features(model, built_data_dir):
+  """First loss log 2, whatever the features' scale: the classifier's kernel starts at zero."""
+  scratch = model_lib.build_model(SIZE, "none", mode="end_to_end")
+  x, y = next(iter(input_pipeline.make_dataset(_config(built_data_dir, split="test"))))
+  for m in (model, scratch):
+    pooled = keras.Model(m.input, m.get_layer("pool").output)(x, training=False).numpy()
+    assert np.isfinite(pooled).all()
+    p = m(x, training=False).numpy()
+    np.testing.assert_allclose(p, 0.5)
+    loss = keras.losses.BinaryCrossentropy()(y[:, None], p)
+    np.testing.assert_allclose(float(loss), np.log(2), rtol=1e-5)
+
+
+def test_unfrozen_top_blocks_keep_batchnorm_frozen(base_weights):
+  model = model_lib.build_model(SIZE, base_weights)
   base = model_lib.base_of(model)
   assert model_lib.unfreeze_top_blocks(model, 2) > 0
   names = [layer.name for layer in base.layers]
@@ -62,14 +98,21 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen():
   )
   with pytest.raises(ValueError, match="fine_tune_blocks=12"):
     model_lib.unfreeze_top_blocks(model, 12)
-  # A training step changes the unfrozen convolutions but not BatchNorm statistics.
+  # Keras 3 passes an outer training=True down to the base: BatchNorm ignores it
+  # only because its layers are non-trainable, so both modes give the same output.
+  x = np.random.default_rng(0).uniform(-1, 1, (4, SIZE, SIZE, 3)).astype("float32")
+  np.testing.assert_allclose(
+    base(x, training=True).numpy(), base(x, training=False).numpy(), rtol=1e-5, atol=1e-5
+  )
+  # Training changes the unfrozen convolutions but not BatchNorm statistics (two
+  # steps: the first only moves the zero-initialised classifier).
   model.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy")
   bn = [v for v in base.non_trainable_weights if "moving" in v.path]
   before = [v.numpy().copy() for v in bn]
   conv = [layer for layer in base.layers if isinstance(layer, keras.layers.Conv2D)][-1].kernel
   conv_before = conv.numpy().copy()
-  x = np.random.default_rng(0).uniform(-1, 1, (4, SIZE, SIZE, 3)).astype("float32")
-  model.train_on_batch(x, np.array([0, 1, 0, 1], "float32"))
+  for _ in range(2):
+    model.train_on_batch(x, np.array([0, 1, 0, 1], "float32"))
   assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, bn, strict=True))
   assert not np.array_equal(conv_before, conv.numpy())
 
@@ -111,18 +154,23 @@ def test_resize_pads_instead_of_stretching():
   assert (out[:, 25:75] == 200).all() and (out[:, :24] == 0).all() and (out[:, 76:] == 0).all()
 
 
-def test_batchnorm_calibration_gives_random_bases_usable_features(built_data_dir):
-  model = model_lib.build_model(SIZE, "none")
-  base = model_lib.base_of(model)
-  x, _ = next(iter(input_pipeline.make_dataset(_config(built_data_dir))))
-  pooled = keras.Sequential([base, keras.layers.GlobalAveragePooling2D()])
-  before = pooled(x, training=False).numpy().std()
-  model_lib.calibrate_batchnorm(model, x)
-  after = pooled(x, training=False).numpy().std()
-  assert before < 1e-2 < after  # vanishing features before, O(0.1-1) after
-  assert not base.trainable and [w.name for w in model.trainable_weights] == ["kernel", "bias"]
-  assert all(
-    layer.momentum == 0.99
-    for layer in base.layers
-    if isinstance(layer, keras.layers.BatchNormalization)
-  )
+def test_static_validation_pads_with_weight_zero_and_counts_each_image_once(built_data_dir):
+  # 9 validation images, global batch 8: 2 steps of 8, padded with 7 blanks.
+  ds = input_pipeline.make_dataset(_config(built_data_dir, split="validation", pad_to_steps=2))
+  batches = list(ds)
+  assert [b[0].shape[0] for b in batches] == [8, 8]
+  weights = np.concatenate([w.numpy() for _, _, w in batches])
+  assert weights.sum() == 9 and set(weights) == {0.0, 1.0}
+
+
+def test_pad_and_shard_gives_every_pipeline_the_same_steps():
+  ds = tf.data.Dataset.from_tensor_slices((np.arange(10, dtype="float32"), np.ones(10, "float32")))
+  shards = []
+  for i in range(2):
+    context = tf.distribute.InputContext(
+      num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2
+    )
+    shards.append(list(input_pipeline.pad_and_shard(ds, 2, 8, context).as_numpy_iterator()))
+  assert [len(s) for s in shards] == [8, 8]  # 2 steps x 4 examples per pipeline each
+  real = sorted(x for s in shards for x, _, w in s if w == 1.0)
+  assert real == list(range(10))  # every example once, none twice

@@ -38,7 +38,11 @@ def test_outputs_and_export_match_the_keras_model(resumed_run):
   flagfile = (model_dir / "flags.cfg").read_text()
   assert f"--model_dir={model_dir}" in flagfile and "--epochs=4" in flagfile
   report = json.loads((model_dir / "metrics.json").read_text())
-  assert set(report) == {"validation", "test"}
+  assert set(report) == {"validation", "test", "run"}
+  # Evaluated and exported: the best validation AUC's weights, named in the report.
+  assert report["run"]["weights"].startswith("best: epoch ")
+  best = json.loads((model_dir / "best.weights.h5.json").read_text())
+  assert report["run"]["weights"] == f"best: epoch {best['epoch']}, val AUC {best['val_auc']:.4f}"
   assert report["test"]["n"] == 10 and 0.0 <= report["test"]["auc"] <= 1.0
   assert "Dataset shenzhen_cxr/512" in log and "1 replica(s), global batch 8" in log
 
@@ -67,7 +71,7 @@ config = ip.InputConfig("shenzhen_cxr/512", {data_dir!r}, 75, 8, training=True,
                         drop_remainder=True, repeat=True)
 ds = ip.distributed_dataset(strategy, config)
 with strategy.scope():
-  model = m.build_model(75, "none")
+  model = m.build_model(75, "none", mode="end_to_end")
   model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
 before = [w.numpy().copy() for w in model.trainable_weights]
 loss = model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0).history["loss"][0]
@@ -112,8 +116,9 @@ def _workers(args_for, n=2):
       p.kill()
 
 
-def test_multi_worker_training_with_the_real_entry_point(built_data_dir, tmp_path):
+def test_multi_worker_training_with_the_real_entry_point(built_data_dir, base_weights, tmp_path):
   args = [*TRAIN, *TINY, "--strategy=multi_worker_mirrored", f"--data_dir={built_data_dir}"]
+  args += [f"--weights={base_weights}"]
   # The head phase on cached features, phase 2 on images: both under the strategy.
   args += [f"--model_dir={tmp_path}", "--epochs=1", "--fine_tune_epochs=1", "--cache_features"]
   results = _workers(lambda i: args)
@@ -169,6 +174,8 @@ def test_keras_patch_is_needed_on_this_version():
     (["--strategy=one_device"], "--strategy=one_device found no GPU"),
     (["--strategy=mirrored"], "--strategy=mirrored found no GPU"),
     (["--strategy=one_device", "--num_gpus=2"], "--num_gpus=2 but 0 GPU(s) are visible"),
+    (["--mode=two_phase", "--weights=none"], "--mode=two_phase needs pretrained --weights"),
+    (["--mode=end_to_end", "--cache_features"], "--cache_features needs --mode=two_phase"),
   ],
 )
 def test_bad_flags_fail_fast_and_clearly(tmp_path, flags, message):
@@ -185,8 +192,9 @@ def test_missing_data_dir_is_a_usage_error(tmp_path):
   assert out.returncode != 0 and "--data_dir" in out.stderr
 
 
-def test_cross_validation_over_folds(built_data_dir, tmp_path):
+def test_cross_validation_over_folds(built_data_dir, base_weights, tmp_path):
   args = [*TRAIN, *TINY, f"--data_dir={built_data_dir}", f"--model_dir={tmp_path}"]
+  args += [f"--weights={base_weights}"]
   out = run_ok(args + ["--folds=3", "--epochs=1", "--fine_tune_epochs=0"])
   assert "3-fold cross-validation AUC" in out.stdout
   summary = json.loads((tmp_path / "cv_metrics.json").read_text())

@@ -95,11 +95,12 @@ def plot_curves(val, ev, report, split) -> dict[str, bytes]:
   return {"roc": roc, "pr": png(fig)}
 
 
-def report_split(model, configs, split, seed, log_dir, model_dir):
+def report_split(model, configs, split, seed, log_dir, model_dir, run_info=None):
   """Evaluates configs[split] with thresholds from configs['validation'].
 
-  Writes metrics.json, roc.png and TensorBoard summaries; returns the report
-  and the (labels, scores, features) of validation and of `split`.
+  Writes metrics.json (with `run_info`, if given, under "run"), roc.png and
+  TensorBoard summaries; returns the report and the (labels, scores, features)
+  of validation and of `split`.
   """
   val = outputs(model, configs["validation"])
   ev = val if split == "validation" else outputs(model, configs[split])
@@ -107,6 +108,8 @@ def report_split(model, configs, split, seed, log_dir, model_dir):
     "validation": metrics.summarize(*val[:2], *val[:2], seed=seed),
     split: metrics.summarize(*val[:2], *ev[:2], seed=seed),
   }
+  if run_info:
+    report["run"] = run_info
   result = report[split]
   logging.info(
     "%s AUC %.3f (95%% CI %.3f-%.3f); triage point: sensitivity %.3f, specificity %.3f",
@@ -141,12 +144,23 @@ def evaluation_configs(splits: dict) -> dict:
   }
 
 
-def finish(model_dir: str, splits: dict, seed: int = 0) -> dict:
-  """After training: evaluate the saved model, fit the OOD detector, export, log overlays."""
+def finish(model_dir: str, splits: dict, seed: int = 0, run_info: dict | None = None) -> dict:
+  """After training: evaluate the saved model, fit the OOD detector, export, log overlays.
+
+  Args:
+    model_dir: the run's folder, holding `model.keras`.
+    splits: the run's InputConfig per split name.
+    seed: the bootstrap's seed.
+    run_info: facts about the run (such as which weights were saved), written
+      into metrics.json and the export's metadata.
+
+  Returns:
+    The report written to metrics.json.
+  """
   model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
   configs = evaluation_configs(splits)
   log_dir = os.path.join(model_dir, "logs")
-  report, val, _ = report_split(model, configs, "test", seed, log_dir, model_dir)
+  report, val, _ = report_split(model, configs, "test", seed, log_dir, model_dir, run_info)
   train = outputs(model, configs["train"])
   detector = ood.fit(train[2], val[2])
   threshold = report["test"]["operating_points"][OPERATING_POINT]["threshold"]
@@ -160,6 +174,7 @@ def finish(model_dir: str, splits: dict, seed: int = 0) -> dict:
       "dataset": configs["test"].dataset,
       "operating_point": OPERATING_POINT,
       "test_auc": report["test"]["auc"],
+      **(run_info or {}),
     },
   )
   _log_overlays(export_dir, configs["validation"], log_dir)

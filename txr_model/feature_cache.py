@@ -97,18 +97,37 @@ def batched(
   features: tf.data.Dataset,
   global_batch_size: int,
   training: bool,
-  static: bool,
+  pad_to_steps: int,
   seed: int,
   input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
-  """Shards, shuffles, repeats and batches cached features for one input pipeline."""
+  """Shards, shuffles, repeats and batches cached features for one input pipeline.
+
+  Args:
+    features: (pooled features, label) of one split, from `cached_features`.
+    global_batch_size: examples per step over all replicas.
+    training: shuffle and repeat forever, in full batches.
+    pad_to_steps: > 0 for evaluation under a static-shape strategy: padded to
+      this many full global batches of (features, label, weight), repeated
+      (see `input_pipeline.pad_and_shard`).
+    seed: the shuffle seed.
+    input_context: this input pipeline's context, None for one pipeline.
+
+  Returns:
+    The batched, prefetched dataset.
+  """
   batch = global_batch_size
   if input_context is not None:
     batch = input_context.get_per_replica_batch_size(global_batch_size)
+  if pad_to_steps and not training:
+    features = input_pipeline.pad_and_shard(
+      features, pad_to_steps, global_batch_size, input_context
+    ).repeat()
+  elif input_context is not None:
     features = features.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
   features = features.cache()
   if training:
     features = features.shuffle(8192, seed=seed).repeat()
-  elif static:
-    features = features.repeat()
-  return features.batch(batch, drop_remainder=training or static).prefetch(tf.data.AUTOTUNE)
+  return features.batch(batch, drop_remainder=training or bool(pad_to_steps)).prefetch(
+    tf.data.AUTOTUNE
+  )

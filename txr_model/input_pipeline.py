@@ -83,6 +83,10 @@ class InputConfig:
   repeat: bool = False
   cache: bool = True
   seed: int = 0
+  # > 0: static shapes for an evaluation pass (TPU, multi-worker). The split
+  # is padded with weight-0 blank images to exactly this many global batches,
+  # so each image counts once per pass; elements are then (image, label, weight).
+  pad_to_steps: int = 0
 
 
 def make_dataset(
@@ -92,7 +96,7 @@ def make_dataset(
   split, batch_size = config.split, config.global_batch_size
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(config.global_batch_size)
-    if input_context.num_input_pipelines > 1:
+    if input_context.num_input_pipelines > 1 and not config.pad_to_steps:
       # Each worker reads only its own even part of the split's files.
       split = tfds.even_splits(split, n=input_context.num_input_pipelines)[
         input_context.input_pipeline_id
@@ -104,6 +108,8 @@ def make_dataset(
     return image, tf.cast(example["label"], tf.float32)
 
   ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
+  if config.pad_to_steps:
+    ds = pad_and_shard(ds, config.pad_to_steps, config.global_batch_size, input_context)
   if config.cache:  # Decoded, resized uint8: the expensive part, done once.
     ds = ds.cache()
   if config.training:
@@ -113,14 +119,47 @@ def make_dataset(
   ds = ds.batch(batch_size, drop_remainder=config.drop_remainder, num_parallel_calls=AUTOTUNE)
 
   def to_model(index, batch):
-    images, labels = batch
+    images, *rest = batch  # rest: labels, and weights when padded
     images = tf.cast(images, tf.float32)
     if config.training:
       images = augment(images, tf.stack([tf.constant(config.seed, tf.int64), index]))
-    return scale(images), labels
+    return scale(images), *rest
 
   ds = ds.enumerate().map(to_model, num_parallel_calls=AUTOTUNE)
   return ds.prefetch(AUTOTUNE)
+
+
+def pad_and_shard(
+  ds: tf.data.Dataset,
+  steps: int,
+  global_batch_size: int,
+  input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+  """Pads (x, y) examples to `steps` global batches as (x, y, weight), then shards.
+
+  Static-shape strategies need full batches and the same step count on every
+  replica. Padding the whole split with weight-0 blanks (rather than repeating
+  images until a batch fills) keeps every weighted metric exact: each real
+  example counts once. Every input pipeline pads the same whole split and
+  keeps its own share, so all of them run exactly `steps` steps.
+
+  Args:
+    ds: unbatched (features, label) examples of one whole split.
+    steps: global batches per pass; at least ceil(examples / global_batch_size).
+    global_batch_size: examples per step over all replicas.
+    input_context: this input pipeline's context, None for one pipeline.
+
+  Returns:
+    This pipeline's unbatched (features, label, weight) examples.
+  """
+  spec = ds.element_spec
+  blank = tf.data.Dataset.from_tensors(
+    (tf.zeros(spec[0].shape, spec[0].dtype), tf.zeros([], spec[1].dtype), 0.0)
+  ).repeat()
+  ds = ds.map(lambda x, y: (x, y, 1.0)).concatenate(blank).take(steps * global_batch_size)
+  if input_context is not None and input_context.num_input_pipelines > 1:
+    ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+  return ds
 
 
 def examples(config: InputConfig, split: str) -> tf.data.Dataset:

@@ -1,4 +1,4 @@
-"""The classifier: a frozen-BatchNorm InceptionV3 base and a sigmoid head for P(TB)."""
+"""The classifier: an InceptionV3 base and a sigmoid head for P(TB), two ways to train it."""
 
 import os
 import tempfile
@@ -10,6 +10,10 @@ import tensorflow as tf
 # InceptionV3's top-level blocks end in layers mixed0 ... mixed10.
 NUM_BLOCKS = 11
 NOTOP_WEIGHTS = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+MODES = ("two_phase", "end_to_end")
+# From scratch, BatchNorm must track the changing activations within a few
+# dozen steps (a demo epoch has about 30): Keras's default 0.99 lags for hundreds.
+END_TO_END_BATCHNORM_MOMENTUM = 0.9
 
 
 def _local_weights(weights: str) -> str:
@@ -26,19 +30,39 @@ def _local_weights(weights: str) -> str:
   return local
 
 
-def build_model(image_size: int, weights: str = "none", dropout: float = 0.2) -> keras.Model:
+def build_model(
+  image_size: int, weights: str = "none", dropout: float = 0.2, mode: str = "two_phase"
+) -> keras.Model:
   """InceptionV3 (include_top=False) -> global average pool -> dropout -> Dense(1, sigmoid).
 
-  The model takes [-1, 1]-scaled RGB images (see input_pipeline). The base is
-  frozen and always called with training=False, so its BatchNorm statistics
-  stay fixed during fine-tuning. The output is float32 under mixed precision.
+  The model takes [-1, 1]-scaled RGB images (see input_pipeline); its output is
+  float32 under mixed precision. The classifier's kernel starts at zero, so the
+  first prediction is 0.5 (loss log 2) whatever the scale of the base's
+  features, pretrained or random.
 
   Args:
     image_size: input height and width, at least 75.
     weights: 'imagenet' (downloaded by Keras once into ~/.keras/models),
       a local or gs:// path to a no-top weights file, or 'none' (random init).
     dropout: dropout rate before the classifier.
+    mode: 'two_phase' freezes the whole base, BatchNorm included, for a first
+      phase that trains the head (see `unfreeze_top_blocks` for the second);
+      it needs pretrained weights. 'end_to_end' trains every layer, BatchNorm
+      in training mode with momentum 0.9: from scratch with weights='none'.
+
+  Returns:
+    The uncompiled Keras model.
+
+  Raises:
+    ValueError: a bad mode, or 'two_phase' with random weights.
   """
+  if mode not in MODES:
+    raise ValueError(f"--mode={mode!r}: expected one of {', '.join(MODES)}.")
+  if mode == "two_phase" and weights.lower() == "none":
+    raise ValueError(
+      "--mode=two_phase needs pretrained --weights: a frozen random base gives the head"
+      " nothing to learn. Train from scratch with --mode=end_to_end --weights=none."
+    )
   if weights.lower() == "none":
     base_weights = None
   elif weights == "imagenet":
@@ -55,49 +79,46 @@ def build_model(image_size: int, weights: str = "none", dropout: float = 0.2) ->
     raise RuntimeError(
       f"--weights=imagenet: could not download {NOTOP_WEIGHTS} ({e}). Without"
       " internet, download it on another machine and pass --weights=/path/to/"
-      f"{NOTOP_WEIGHTS} (or put it in ~/.keras/models/), or use --weights=none."
+      f"{NOTOP_WEIGHTS} (or put it in ~/.keras/models/), or train from scratch"
+      " with --mode=end_to_end --weights=none."
     ) from e
-  base.trainable = False
+  if mode == "end_to_end":
+    for layer in base.layers:
+      if isinstance(layer, keras.layers.BatchNormalization):
+        layer.momentum = END_TO_END_BATCHNORM_MOMENTUM
+  else:
+    # In Keras 3 a `training=False` argument here would not reach nested layers
+    # when the outer model is called with training=True: BatchNorm stays in
+    # inference mode because its layers are non-trainable.
+    base.trainable = False
   inputs = keras.Input((image_size, image_size, 3), name="image")
-  x = base(inputs, training=False)
+  x = base(inputs)
   x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
   x = keras.layers.Dropout(dropout, name="dropout")(x)
-  outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="tb_probability")(x)
-  logging.info("InceptionV3 at %d px, weights=%s", image_size, weights)
+  outputs = keras.layers.Dense(
+    1, activation="sigmoid", kernel_initializer="zeros", dtype="float32", name="tb_probability"
+  )(x)
+  logging.info("InceptionV3 at %d px, weights=%s, mode=%s", image_size, weights, mode)
   return keras.Model(inputs, outputs, name="txr_inception_v3")
 
 
 def base_of(model: keras.Model) -> keras.Model:
+  """Returns the InceptionV3 base of a `build_model` model."""
   return model.get_layer("inception_v3")
-
-
-def calibrate_batchnorm(model: keras.Model, images) -> None:
-  """Sets every BatchNorm's statistics from one batch (data-dependent initialisation).
-
-  For `weights=none` only: randomly initialised statistics (mean 0, variance 1)
-  make a frozen random base's features vanish (about 1e-4), leaving the head
-  nothing to learn from. With momentum 0, one training-mode pass sets each
-  layer's statistics to its batch statistics; they then stay frozen as usual.
-  """
-  layers = [
-    layer for layer in base_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)
-  ]
-  base, trainable = base_of(model), base_of(model).trainable
-  momenta = [layer.momentum for layer in layers]
-  base.trainable = True  # A frozen BatchNorm ignores training=True.
-  for layer in layers:
-    layer.momentum = 0.0
-  base(images, training=True)
-  for layer, momentum in zip(layers, momenta, strict=True):
-    layer.momentum = momentum
-  base.trainable = trainable
 
 
 def unfreeze_top_blocks(model: keras.Model, num_blocks: int) -> int:
   """Makes the top `num_blocks` inception blocks trainable; BatchNorm stays frozen.
 
-  Returns the number of trainable base layers. `num_blocks=11` unfreezes the
-  whole base.
+  BatchNorm layers stay non-trainable, which in Keras 3 is what keeps them in
+  inference mode (their pretrained statistics) under `fit`'s training=True.
+
+  Args:
+    model: a `build_model(mode='two_phase')` model.
+    num_blocks: 1 to 11; 11 unfreezes the whole base.
+
+  Returns:
+    The number of trainable base layers.
   """
   if not 1 <= num_blocks <= NUM_BLOCKS:
     raise ValueError(f"fine_tune_blocks={num_blocks}: expected 1 to {NUM_BLOCKS}.")

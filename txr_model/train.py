@@ -1,14 +1,19 @@
-r"""Fine-tunes InceptionV3 on a TFDS chest X-ray dataset under a tf.distribute strategy.
+r"""Trains InceptionV3 on a TFDS chest X-ray dataset under a tf.distribute strategy.
 
   txr-train --flagfile=configs/demo.cfg
 
-Phase 1 trains the head on a frozen base; phase 2 unfreezes the top inception
-blocks at a lower learning rate. A killed run restarted with the same command
-continues where it stopped (BackupAndRestore). Outputs go to --model_dir.
+--mode=two_phase (pretrained weights): phase 1 trains the head on a frozen
+base; phase 2 unfreezes the top inception blocks at a lower learning rate.
+--mode=end_to_end (from scratch, --weights=none): one phase trains every
+layer. Each phase warms its learning rate up for an epoch, then follows a
+cosine decay. Evaluation and export use the weights of the epoch with the best
+validation AUC. A killed run restarted with the same command continues where
+it stopped (BackupAndRestore). Outputs go to --model_dir.
 """
 
 import dataclasses
 import json
+import math
 import os
 
 from absl import app
@@ -21,6 +26,7 @@ import tensorflow_datasets as tfds
 import txr_data  # noqa: F401  (registers the builders)
 from txr_model import evaluation
 from txr_model import feature_cache
+from txr_model import fitting
 from txr_model import input_pipeline
 from txr_model import keras_compat
 from txr_model import metrics
@@ -48,17 +54,41 @@ _GLOBAL_BATCH_SIZE = flags.DEFINE_integer(
 _WEIGHTS = flags.DEFINE_string(
   "weights", "imagenet", "Base weights: 'imagenet', a weights file path, or 'none'."
 )
+_MODE = flags.DEFINE_enum(
+  "mode",
+  "two_phase",
+  model_lib.MODES,
+  "two_phase: head on a frozen pretrained base, then the top blocks (needs --weights)."
+  " end_to_end: every layer from the start, BatchNorm training (from scratch: --weights=none).",
+)
 _DROPOUT = flags.DEFINE_float("dropout", 0.2, "Dropout before the classifier.", 0.0, 0.99)
-_EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs of phase 1 (head only).", lower_bound=1)
+_EPOCHS = flags.DEFINE_integer(
+  "epochs", 5, "Epochs of phase 1 (head only), or of the one end_to_end phase.", lower_bound=1
+)
 _FINE_TUNE_EPOCHS = flags.DEFINE_integer(
-  "fine_tune_epochs", 5, "Epochs of phase 2 (top blocks unfrozen); 0 skips it.", lower_bound=0
+  "fine_tune_epochs",
+  5,
+  "Epochs of phase 2 (top blocks unfrozen); 0 skips it. two_phase only.",
+  lower_bound=0,
 )
 _FINE_TUNE_BLOCKS = flags.DEFINE_integer(
   "fine_tune_blocks", 2, "Top inception blocks to unfreeze in phase 2.", 1, 11
 )
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Phase 1 learning rate.", 0.0)
+_LEARNING_RATE = flags.DEFINE_float(
+  "learning_rate", 1e-3, "Peak learning rate of phase 1 (or of end_to_end).", 0.0
+)
 _FINE_TUNE_LEARNING_RATE = flags.DEFINE_float(
-  "fine_tune_learning_rate", 1e-5, "Phase 2 learning rate.", 0.0
+  "fine_tune_learning_rate", 1e-5, "Peak learning rate of phase 2.", 0.0
+)
+_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 1e-3, "AdamW's decoupled weight decay.", 0.0)
+_WARMUP_EPOCHS = flags.DEFINE_float(
+  "warmup_epochs", 1.0, "Linear learning-rate warm-up of each phase, in epochs.", 0.0
+)
+_PATIENCE = flags.DEFINE_integer(
+  "early_stopping_patience",
+  0,
+  "Stop a phase after this many epochs without a better validation AUC; 0: never.",
+  lower_bound=0,
 )
 _MIXED_PRECISION = flags.DEFINE_enum(
   "mixed_precision",
@@ -86,10 +116,28 @@ _STEPS_PER_EXECUTION = flags.DEFINE_integer(
   "steps_per_execution", 1, "Training steps per tf.function call (raise on TPU).", lower_bound=1
 )
 
+_FLAGS = flags.FLAGS
 flags.mark_flags_as_required(["data_dir", "model_dir"])
 flags.register_validator(
   "folds", lambda k: k == 0 or k >= 3, "--folds needs 3 or more (train, validation, test)."
 )
+
+
+@flags.multi_flags_validator(
+  ["mode", "weights"],
+  "--mode=two_phase needs pretrained --weights (imagenet or a file): a frozen random base gives"
+  " the head nothing to learn. From scratch, use --mode=end_to_end --weights=none.",
+)
+def _two_phase_needs_pretrained_weights(values):
+  return not (values["mode"] == "two_phase" and values["weights"].lower() == "none")
+
+
+@flags.multi_flags_validator(
+  ["mode", "cache_features"],
+  "--cache_features needs --mode=two_phase: it caches the features of a frozen base.",
+)
+def _cache_needs_a_frozen_base(values):
+  return not (values["cache_features"] and values["mode"] == "end_to_end")
 
 
 @flags.multi_flags_validator(["strategy", "mixed_precision"], "float16 is not for TPUs.")
@@ -179,7 +227,7 @@ def main(argv):
     splits = {name: dataclasses.replace(base, split=name) for name in SPLITS}
     report = _train(strategy, chief, work_dir, model_dir, splits)
     if report:
-      print(f"txr-train: done. Outputs in {model_dir} (test AUC {report['test']['auc']:.3f})")
+      print(describe(report, model_dir))
     return
   # Cross-validation over the builder's `fold` feature: fold k is the test set,
   # fold k+1 the validation set, the others train.
@@ -211,8 +259,32 @@ def main(argv):
 SPLITS = ("train", "validation", "test")
 
 
+def describe(report: dict, model_dir: str) -> str:
+  """The closing lines of a run: the test figures with their N and CI, and what they mean.
+
+  Args:
+    report: the report of `evaluation.finish`.
+    model_dir: where the outputs went.
+
+  Returns:
+    Lines for the user.
+  """
+  test, triage = report["test"], report["test"]["operating_points"]["triage"]
+  low, high = test["auc_ci95"]
+  return (
+    f"txr-train: done. Outputs in {model_dir}\n"
+    f"  Test AUC {test['auc']:.3f} (95% CI {low:.3f}-{high:.3f}) on {test['n']} held-out images"
+    f" ({test['n_positive']} abnormal); weights: {report['run']['weights']}.\n"
+    f"  At the triage threshold chosen on validation: sensitivity {triage['sensitivity']:.3f},"
+    f" specificity {triage['specificity']:.3f}.\n"
+    "  AUC is the chance that an abnormal image scores above a normal one. It holds for"
+    " images like this dataset's test split (same source, scanner and population), not for"
+    " others; on the demo's synthetic sample it shows that training works, not clinical skill."
+  )
+
+
 def _train(strategy, chief, work_dir, model_dir, splits):
-  """Trains both phases on splits['train']; on the chief, saves, evaluates and exports.
+  """Trains on splits['train']; on the chief, saves the best weights, evaluates and exports.
 
   Returns the evaluation report on the chief, None on other workers.
   """
@@ -224,17 +296,26 @@ def _train(strategy, chief, work_dir, model_dir, splits):
   logging.info("Dataset %s in %s: %s", _DATASET.value, _DATA_DIR.value, sizes)
   batch = _GLOBAL_BATCH_SIZE.value
   steps = max(1, sizes["train"] // batch)
-  val_steps = max(1, sizes["validation"] // batch) if static else None
+  val_steps = math.ceil(sizes["validation"] / batch) if static else None
+  steps_per_execution = min(_STEPS_PER_EXECUTION.value, steps)
+  if steps_per_execution < _STEPS_PER_EXECUTION.value:
+    logging.warning(
+      "--steps_per_execution=%d is more than an epoch's %d steps: using %d.",
+      _STEPS_PER_EXECUTION.value, steps, steps,
+    )  # fmt: skip
   train_config = dataclasses.replace(
     splits["train"], training=True, drop_remainder=True, repeat=True
   )
-  val_config = dataclasses.replace(splits["validation"], drop_remainder=static, repeat=static)
+  val_config = dataclasses.replace(splits["validation"], repeat=static, pad_to_steps=val_steps or 0)
   train_ds = input_pipeline.distributed_dataset(strategy, train_config)
   val_ds = input_pipeline.distributed_dataset(strategy, val_config)
 
-  def compile_model(model, learning_rate):
+  def compile_model(model, learning_rate, epochs):
     model.compile(
-      optimizer=keras.optimizers.Adam(learning_rate),
+      optimizer=keras.optimizers.AdamW(
+        fitting.learning_rate_schedule(learning_rate, steps, epochs, _WARMUP_EPOCHS.value),
+        weight_decay=_WEIGHT_DECAY.value,
+      ),
       loss=keras.losses.BinaryCrossentropy(),
       metrics=[
         keras.metrics.AUC(name="auc"),
@@ -242,28 +323,26 @@ def _train(strategy, chief, work_dir, model_dir, splits):
         keras.metrics.Precision(name="precision"),
         keras.metrics.Recall(name="recall"),
       ],
-      steps_per_execution=_STEPS_PER_EXECUTION.value,
+      steps_per_execution=steps_per_execution,
     )
 
+  two_phase = _MODE.value == "two_phase"
+  if not two_phase and _FLAGS["fine_tune_epochs"].present:
+    logging.warning("--mode=end_to_end has one phase: --fine_tune_* flags are not used.")
   with strategy.scope():
-    model = model_lib.build_model(_IMAGE_SIZE.value, _WEIGHTS.value, _DROPOUT.value)
-    compile_model(model, _LEARNING_RATE.value)
-  if _WEIGHTS.value.lower() == "none":
-    # The same first (unshuffled) training batch on every worker keeps replicas equal.
-    first = dataclasses.replace(splits["train"], global_batch_size=min(batch, 32), cache=False)
-    model_lib.calibrate_batchnorm(model, next(iter(input_pipeline.make_dataset(first)))[0])
+    model = model_lib.build_model(_IMAGE_SIZE.value, _WEIGHTS.value, _DROPOUT.value, _MODE.value)
+    compile_model(model, _LEARNING_RATE.value, _EPOCHS.value)
 
+  best_path = os.path.join(work_dir, "best.weights.h5")
+  checkpoint = fitting.BestCheckpoint(best_path)
   shared_callbacks = [
     keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
     keras.callbacks.TerminateOnNaN(),
-    keras.callbacks.ModelCheckpoint(
-      os.path.join(work_dir, "best.weights.h5"),
-      monitor="val_auc",
-      mode="max",
-      save_best_only=True,
-      save_weights_only=True,
-    ),
   ]
+  if _PATIENCE.value:
+    shared_callbacks.append(
+      keras.callbacks.EarlyStopping("val_auc", mode="max", patience=_PATIENCE.value)
+    )
 
   def fit(phase, fit_model, initial_epoch, epochs, train, val, callbacks):
     # The backup is kept after success, so a restarted run skips finished phases.
@@ -298,23 +377,24 @@ def _train(strategy, chief, work_dir, model_dir, splits):
         [keras.Input(model.get_layer("pool").output.shape[1:]), model.get_layer("dropout"),
          model.get_layer("tb_probability")]
       )  # fmt: skip
-      compile_model(head, _LEARNING_RATE.value)
+      compile_model(head, _LEARNING_RATE.value, _EPOCHS.value)
     head_train, head_val = (
       strategy.distribute_datasets_from_function(
         lambda ctx, name=name: feature_cache.batched(
-          cached[name], batch, name == "train", static, _SEED.value, ctx
+          cached[name], batch, name == "train", val_steps or 0, _SEED.value, ctx
         )
       )
       for name in ("train", "validation")
     )
     # No best checkpoint here: it would hold the head's weights only.
-    fit("head_cached", head, 0, _EPOCHS.value, head_train, head_val, shared_callbacks[:2])
+    fit("head_cached", head, 0, _EPOCHS.value, head_train, head_val, shared_callbacks)
   else:
-    fit("head", model, 0, _EPOCHS.value, train_ds, val_ds, shared_callbacks)
-  if _FINE_TUNE_EPOCHS.value:
+    phase = "head" if two_phase else "end_to_end"
+    fit(phase, model, 0, _EPOCHS.value, train_ds, val_ds, [*shared_callbacks, checkpoint])
+  if two_phase and _FINE_TUNE_EPOCHS.value:
     with strategy.scope():
       trainable = model_lib.unfreeze_top_blocks(model, _FINE_TUNE_BLOCKS.value)
-      compile_model(model, _FINE_TUNE_LEARNING_RATE.value)
+      compile_model(model, _FINE_TUNE_LEARNING_RATE.value, _FINE_TUNE_EPOCHS.value)
     logging.info("Unfroze the top %d blocks: %d base layers", _FINE_TUNE_BLOCKS.value, trainable)
     fit(
       "fine_tune",
@@ -323,15 +403,22 @@ def _train(strategy, chief, work_dir, model_dir, splits):
       _EPOCHS.value + _FINE_TUNE_EPOCHS.value,
       train_ds,
       val_ds,
-      shared_callbacks,
+      [*shared_callbacks, checkpoint],
     )
 
   if not chief:
     return None  # Only the chief writes the final outputs.
+  if checkpoint.record:
+    model.load_weights(best_path)
+    best = checkpoint.record
+    exported = f"best: epoch {best['epoch']}, val AUC {best['val_auc']:.4f}"
+  else:  # Only the cached head phase ran, or no epoch had a finite validation AUC.
+    exported = "last epoch (no validation AUC was checkpointed)"
+  logging.info("Evaluating and exporting the weights of the %s", exported)
   model.save(os.path.join(model_dir, "model.keras"))
   # Evaluate what was saved on one device (no collectives, whatever the
   # strategy), fit the OOD detector, and export with the chosen threshold.
-  report = evaluation.finish(model_dir, splits, _SEED.value)
+  report = evaluation.finish(model_dir, splits, _SEED.value, {"weights": exported})
   for name in ("model.keras", "export", "metrics.json", "roc.png", "logs"):
     logging.info("Wrote %s", os.path.join(model_dir, name))
   return report

@@ -1,12 +1,16 @@
-r"""Generates the embedded synthetic sample in the real archive's layout.
+r"""Generates synthetic chest X-ray sets in the real archive's layout.
 
-  python -m txr_data.shenzhen_cxr.make_dummy_data [--seed=0]
+  python -m txr_data.shenzhen_cxr.make_dummy_data [--seed=0]     # the embedded sample
+  python -m txr_data.shenzhen_cxr.make_dummy_data --num_images=662 --out=/tmp/txr_demo/raw
 
-Writes `dummy_data/ChinaSet_AllFiles/{CXR_png,ClinicalReadings}`: chest-X-ray-
-like grayscale PNGs (palette, RGB-with-equal-channels and L modes, as in the
+Writes `<out>/ChinaSet_AllFiles/{CXR_png,ClinicalReadings}`: chest-X-ray-like
+grayscale PNGs (palette, RGB-with-equal-channels and L modes, as in the
 archive) whose abnormal cases carry upper-zone opacities, and readings files in
-the archive's varied formats. The output is a function of the seed alone.
-Needs Pillow (the `test` extra) to write palette PNGs.
+the archive's varied formats. File names are the archive's own (normals
+CHNCXR_0001_0 onwards, abnormals CHNCXR_0327_1 onwards), so the builder splits
+them as it splits the real set: all 662 give 484 train, 64 validation and 114
+test images. The output is a function of the flags alone. Needs Pillow (the
+`test` extra) to write palette PNGs.
 """
 
 import os
@@ -18,20 +22,38 @@ import numpy as np
 from PIL import Image
 
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+_NUM_IMAGES = flags.DEFINE_integer(
+  "num_images", 64, "Images, half of each label while the archive's names last.", 2, 662
+)
+_LESION_CONTRAST = flags.DEFINE_float(
+  "lesion_contrast", 0.35, "Peak brightness of an abnormal image's opacities (0-1)."
+)
 _OUT = flags.DEFINE_string(
   "out", os.path.join(os.path.dirname(__file__), "dummy_data"), "Output dir."
 )
 
-NUM_PER_LABEL = 32
 FIRST_ID = (1, 327)  # The archive numbers normals 0001-0326, abnormals 0327-0662.
+NUM_NORMAL = 326
 _FIRST_LINES = ["male 35yrs", "Male,35yr", "female 25", "male  45 yrs", "O", "female 8mon"]
 _FINDINGS = ["STB,ATB in left upper field", "bilateral PTB, infiltrative", "right upper PTB"]
 
 
-def chest_xray(rng: np.random.Generator, abnormal: bool, height: int | None = None) -> np.ndarray:
+def chest_xray(
+  rng: np.random.Generator,
+  abnormal: bool,
+  height: int | None = None,
+  lesion_contrast: float = 0.35,
+) -> np.ndarray:
   """A uint8 radiograph-like image: body, lungs, spine, ribs and, if abnormal, lesions.
 
-  `height` defaults to a random 100-128 px (the sample); benchmarks ask for ~3000.
+  Args:
+    rng: the random generator (its state advances).
+    abnormal: draw 2-4 upper-zone opacities.
+    height: in px; defaults to a random 100-128 (the sample); benchmarks ask for ~3000.
+    lesion_contrast: the opacities' peak brightness, 0-1; lower is harder to see.
+
+  Returns:
+    A [height, width] uint8 array.
   """
   h = int(rng.integers(100, 129)) if height is None else height
   w = int(h * rng.uniform(0.85, 1.15))
@@ -47,7 +69,7 @@ def chest_xray(rng: np.random.Generator, abnormal: bool, height: int | None = No
       cx = rng.choice([0.3, 0.7]) + rng.uniform(-0.07, 0.07)
       cy = rng.uniform(0.25, 0.4)
       r = rng.uniform(0.04, 0.08)
-      img += 0.35 * np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / r**2))
+      img += lesion_contrast * np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / r**2))
   img += rng.normal(0, 0.01, img.shape)
   return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
@@ -59,11 +81,13 @@ def main(argv):
   shutil.rmtree(root, ignore_errors=True)
   os.makedirs(os.path.join(root, "CXR_png"))
   os.makedirs(os.path.join(root, "ClinicalReadings"))
+  normal = min((_NUM_IMAGES.value + 1) // 2, NUM_NORMAL)
   n = 0
-  for label, first in enumerate(FIRST_ID):
-    for i in range(NUM_PER_LABEL):
+  counts = (normal, _NUM_IMAGES.value - normal)
+  for label, (first, count) in enumerate(zip(FIRST_ID, counts, strict=True)):
+    for i in range(count):
       stem = f"CHNCXR_{first + i:04d}_{label}"
-      pixels = chest_xray(rng, abnormal=bool(label))
+      pixels = chest_xray(rng, abnormal=bool(label), lesion_contrast=_LESION_CONTRAST.value)
       image = Image.fromarray(pixels, "L")
       image = [image.convert("P"), image.convert("RGB"), image][n % 3]
       image.save(os.path.join(root, "CXR_png", stem + ".png"), optimize=True)

@@ -1,0 +1,68 @@
+"""What `fit` needs beyond the model: the learning-rate schedule and the best checkpoint."""
+
+import json
+
+import keras
+import tensorflow as tf
+
+
+def learning_rate_schedule(
+  peak: float, steps_per_epoch: int, epochs: int, warmup_epochs: float
+) -> keras.optimizers.schedules.LearningRateSchedule:
+  """Linear warm-up from 0 to `peak`, then cosine decay to 0 at the last step.
+
+  The warm-up keeps the first updates small while the head and (from scratch)
+  BatchNorm statistics settle; the decay lets the last epochs converge.
+
+  Args:
+    peak: the learning rate at the end of the warm-up.
+    steps_per_epoch: training steps per epoch.
+    epochs: epochs of the phase.
+    warmup_epochs: length of the warm-up, in epochs (fractions allowed).
+
+  Returns:
+    A schedule of the optimizer's step count (which BackupAndRestore restores).
+  """
+  total = max(1, steps_per_epoch * epochs)
+  warmup = min(total - 1, round(steps_per_epoch * warmup_epochs))
+  return keras.optimizers.schedules.CosineDecay(
+    0.0 if warmup else peak, total - warmup, warmup_target=peak if warmup else None,
+    warmup_steps=warmup,
+  )  # fmt: skip
+
+
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+  """Saves the weights of the best validation AUC; the best score survives a restart.
+
+  ModelCheckpoint forgets its best score when the process ends, so a resumed
+  run would overwrite the checkpoint with its first epoch, however poor. The
+  score and epoch are kept in `<path>.json` and read back as the threshold.
+  """
+
+  def __init__(self, path: str):
+    """Watches val_auc; saves weights to `path` (a .weights.h5) when it improves.
+
+    Args:
+      path: the weights file, local or gs://; its record is `path + '.json'`.
+    """
+    self.record_path = path + ".json"
+    self.record = {}
+    if tf.io.gfile.exists(self.record_path) and tf.io.gfile.exists(path):
+      with tf.io.gfile.GFile(self.record_path) as f:
+        self.record = json.load(f)
+    super().__init__(
+      path,
+      monitor="val_auc",
+      mode="max",
+      save_best_only=True,
+      save_weights_only=True,
+      initial_value_threshold=self.record.get("val_auc"),
+    )
+
+  def on_epoch_end(self, epoch, logs=None):
+    best = self.best
+    super().on_epoch_end(epoch, logs)
+    if self.best != best:
+      self.record = {"val_auc": float(self.best), "epoch": epoch + 1}
+      with tf.io.gfile.GFile(self.record_path, "w") as f:
+        json.dump(self.record, f)
