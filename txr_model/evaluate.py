@@ -51,6 +51,11 @@ def main(argv):
   if not dataset or not data_dir:
     raise app.UsageError("Give --dataset and --data_dir (no flags.cfg in --model_dir).")
   model = keras.models.load_model(model_path)
+  # Facts about the training run (which weights were saved) stay in the report.
+  run_info = None
+  if tf.io.gfile.exists(os.path.join(model_dir, "metrics.json")):
+    with tf.io.gfile.GFile(os.path.join(model_dir, "metrics.json")) as f:
+      run_info = json.load(f).get("run")
   base = input_pipeline.InputConfig(dataset, data_dir, model.input_shape[1], 32)
   splits = {name: dataclasses.replace(base, split=name) for name in ("validation", _SPLIT.value)}
   report, _, _ = evaluation.report_split(
@@ -60,6 +65,7 @@ def main(argv):
     _SEED.value,
     os.path.join(model_dir, "logs"),
     model_dir,
+    run_info,
   )
   print(json.dumps(evaluation.json_safe(report[_SPLIT.value]), indent=2, sort_keys=True))
 

@@ -28,6 +28,9 @@ _NUM_IMAGES = flags.DEFINE_integer(
 _LESION_CONTRAST = flags.DEFINE_float(
   "lesion_contrast", 0.35, "Peak brightness of an abnormal image's opacities (0-1)."
 )
+_NUISANCE = flags.DEFINE_float(
+  "nuisance", 0.0, "Patient-to-patient variation (0-1): position, size, exposure, noise."
+)
 _OUT = flags.DEFINE_string(
   "out", os.path.join(os.path.dirname(__file__), "dummy_data"), "Output dir."
 )
@@ -43,6 +46,7 @@ def chest_xray(
   abnormal: bool,
   height: int | None = None,
   lesion_contrast: float = 0.35,
+  nuisance: float = 0.0,
 ) -> np.ndarray:
   """A uint8 radiograph-like image: body, lungs, spine, ribs and, if abnormal, lesions.
 
@@ -51,6 +55,10 @@ def chest_xray(
     abnormal: draw 2-4 upper-zone opacities.
     height: in px; defaults to a random 100-128 (the sample); benchmarks ask for ~3000.
     lesion_contrast: the opacities' peak brightness, 0-1; lower is harder to see.
+    nuisance: patient-to-patient variation, 0-1: body position and size,
+      exposure and noise (0, the sample's setting, draws none of it). Without
+      it every film has the same anatomy, and a pixel-level linear model
+      separates even faint lesions.
 
   Returns:
     A [height, width] uint8 array.
@@ -58,6 +66,10 @@ def chest_xray(
   h = int(rng.integers(100, 129)) if height is None else height
   w = int(h * rng.uniform(0.85, 1.15))
   y, x = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
+  if nuisance:
+    shift_x, shift_y = rng.uniform(-0.08, 0.08, 2) * nuisance
+    zoom = 1 + rng.uniform(-0.1, 0.1) * nuisance
+    x, y = (x - 0.5 - shift_x) / zoom + 0.5, (y - 0.5 - shift_y) / zoom + 0.5
   img = 0.15 + 0.55 * (((x - 0.5) / 0.48) ** 2 + ((y - 0.55) / 0.6) ** 2 < 1)
   for cx in (0.3, 0.7):  # lung fields
     lung = ((x - cx) / 0.17) ** 2 + ((y - 0.5) / 0.32) ** 2 < 1
@@ -70,7 +82,10 @@ def chest_xray(
       cy = rng.uniform(0.25, 0.4)
       r = rng.uniform(0.04, 0.08)
       img += lesion_contrast * np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / r**2))
-  img += rng.normal(0, 0.01, img.shape)
+  if nuisance:
+    gain, offset = 1 + rng.uniform(-0.25, 0.25) * nuisance, rng.uniform(-0.1, 0.1) * nuisance
+    img = img * gain + offset
+  img += rng.normal(0, 0.01 + 0.04 * nuisance, img.shape)
   return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
@@ -87,7 +102,9 @@ def main(argv):
   for label, (first, count) in enumerate(zip(FIRST_ID, counts, strict=True)):
     for i in range(count):
       stem = f"CHNCXR_{first + i:04d}_{label}"
-      pixels = chest_xray(rng, abnormal=bool(label), lesion_contrast=_LESION_CONTRAST.value)
+      pixels = chest_xray(
+        rng, bool(label), lesion_contrast=_LESION_CONTRAST.value, nuisance=_NUISANCE.value
+      )
       image = Image.fromarray(pixels, "L")
       image = [image.convert("P"), image.convert("RGB"), image][n % 3]
       image.save(os.path.join(root, "CXR_png", stem + ".png"), optimize=True)
