@@ -27,7 +27,7 @@ def work_dir() -> str:
 
 def manual_dir() -> str:
   """A ChinaSet_AllFiles/ tree of full-size PNGs (generated once)."""
-  from txr_data.shenzhen_cxr import make_dummy_data
+  from txr_data.shenzhen_cxr import synthetic as generator
 
   root = os.path.join(work_dir(), f"archive_{_NUM_IMAGES.value}_{_SIDE.value}")
   png_dir = os.path.join(root, "ChinaSet_AllFiles", "CXR_png")
@@ -42,7 +42,7 @@ def manual_dir() -> str:
     label = i % 2
     stem = f"CHNCXR_{i + 1 if label == 0 else 327 + i:04d}_{label}"
     side = int(_SIDE.value * rng.uniform(0.9, 1.05))
-    pixels = make_dummy_data.chest_xray(rng, bool(label), height=side)
+    pixels = generator.chest_xray(rng, bool(label), height=side)
     with open(os.path.join(png_dir, stem + ".png"), "wb") as f:
       f.write(tf.io.encode_png(pixels[..., None]).numpy())
     with open(os.path.join(root, "ChinaSet_AllFiles", "ClinicalReadings", stem + ".txt"), "w") as f:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from txr_data.shenzhen_cxr import make_dummy_data
+from txr_data.shenzhen_cxr import synthetic
 from txr_model import predict
 
 pytestmark = pytest.mark.heavy
@@ -56,7 +56,7 @@ def inputs(tmp_path_factory):
   rng = np.random.default_rng(12345)
   for i in range(20):
     (folder / f"cxr_{i:02d}.png").write_bytes(
-      _png(make_dummy_data.chest_xray(rng, abnormal=bool(i % 2))[..., None])
+      _png(synthetic.chest_xray(rng, abnormal=bool(i % 2))[..., None])
     )
   y, x = np.mgrid[0:120, 0:160] / np.array([120.0, 160.0])[:, None, None]
   colour = {
