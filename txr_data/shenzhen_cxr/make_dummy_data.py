@@ -90,6 +90,7 @@ def chest_xray(
 
 
 def main(argv):
+  """Writes the set the flags describe."""
   del argv
   rng = np.random.default_rng(_SEED.value)
   root = os.path.join(_OUT.value, "ChinaSet_AllFiles")
