@@ -18,6 +18,18 @@ import txr_data  # noqa: E402  (registers the builders)
 SAMPLE_ROOT = os.path.join(txr_data.SAMPLE_DIR, "ChinaSet_AllFiles")
 
 
+def png_bytes(array, convert: str | None = None) -> bytes:
+  """PNG bytes of `array` (uint16 gives a 16-bit PNG), converted to a Pillow mode."""
+  import io
+
+  from PIL import Image
+
+  image = Image.fromarray(array)
+  buf = io.BytesIO()
+  (image.convert(convert) if convert else image).save(buf, format="PNG")
+  return buf.getvalue()
+
+
 @pytest.fixture
 def sample_copy(tmp_path):
   """A writable copy of the sample's `ChinaSet_AllFiles` tree under tmp_path/manual."""

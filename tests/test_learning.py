@@ -60,10 +60,11 @@ def test_features_of_unseen_images_are_like_the_training_images(learned):
   import keras
 
   from txr_model import input_pipeline
+  from txr_model import model as model_lib
 
   data_dir, model_dir, _ = learned
   model = keras.models.load_model(model_dir / "model.keras")
-  pooled = keras.Model(model.input, model.get_layer("pool").output)
+  pooled = model_lib.feature_extractor(model)
 
   def features(split):
     config = input_pipeline.InputConfig("shenzhen_cxr/512", str(data_dir), 75, 32, split=split)

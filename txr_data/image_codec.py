@@ -27,6 +27,8 @@ class BadImageError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class PngInfo:
+  """What a PNG's header (IHDR) says, read without decoding."""
+
   width: int
   height: int
   bit_depth: int
@@ -34,6 +36,7 @@ class PngInfo:
 
   @property
   def is_gray8(self) -> bool:
+    """Whether the file is already what the builder stores: 8-bit, one channel."""
     return self.color_type == _GRAY and self.bit_depth == 8
 
 

@@ -13,6 +13,7 @@ import os
 from absl import app
 from absl import flags
 
+from txr_model import cli
 from txr_model import evaluation
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A txr-train output directory.")
@@ -22,34 +23,25 @@ _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate; thresholds com
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the bootstrap confidence interval.")
 
 
-def _training_flags(model_dir: str) -> dict:
-  import tensorflow as tf
-
-  path = os.path.join(model_dir, "flags.cfg")
-  if not tf.io.gfile.exists(path):
-    return {}
-  with tf.io.gfile.GFile(path) as f:
-    pairs = (line.strip()[2:].split("=", 1) for line in f if line.startswith("--"))
-    return {k: v for k, v in (p for p in pairs if len(p) == 2)}
-
-
 def main(argv):
+  """Evaluates --model_dir's model on --split and prints the report."""
   del argv
   import keras
   import tensorflow as tf
 
   import txr_data  # noqa: F401  (registers the builders)
   from txr_model import input_pipeline
+  from txr_model import run_config
 
   model_dir = _MODEL_DIR.value
   model_path = os.path.join(model_dir, "model.keras")
   if not tf.io.gfile.exists(model_path):
     raise app.UsageError(f"No {model_path}: point --model_dir at a txr-train output directory.")
-  trained = _training_flags(model_dir)
-  dataset = _DATASET.value or trained.get("dataset")
-  data_dir = _DATA_DIR.value or trained.get("data_dir")
+  trained = run_config.RunConfig.load(model_dir)
+  dataset = _DATASET.value or (trained and trained.dataset)
+  data_dir = _DATA_DIR.value or (trained and trained.data_dir)
   if not dataset or not data_dir:
-    raise app.UsageError("Give --dataset and --data_dir (no flags.cfg in --model_dir).")
+    raise app.UsageError(f"Give --dataset and --data_dir (no {run_config.FILE} in --model_dir).")
   model = keras.models.load_model(model_path)
   # Facts about the training run (which weights were saved) stay in the report.
   run_info = None
@@ -72,10 +64,7 @@ def main(argv):
 
 def run():
   """Console-script entry point (txr-evaluate)."""
-  if "BUILD_WORKING_DIRECTORY" in os.environ:  # `bazel run` starts in the runfiles tree.
-    os.chdir(os.environ["BUILD_WORKING_DIRECTORY"])
-  flags.mark_flag_as_required("model_dir")
-  app.run(main)
+  cli.run(main, ("model_dir",))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Evaluation after training and from the CLI: metrics, curves, OOD fit and export.
+"""Scoring a split and reporting it: metrics, curves, metrics.json and TensorBoard.
 
 Operating points (Youden's J, and the WHO triage point: the highest
 specificity with sensitivity >= 0.90) are chosen on the validation split and
@@ -17,13 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from txr_model import export
 from txr_model import input_pipeline
 from txr_model import metrics
-from txr_model import ood
-from txr_model import predict
-
-OPERATING_POINT = "triage"  # The exported label's threshold: screening favours sensitivity.
+from txr_model import model as model_lib
 
 
 def outputs(model, config):
@@ -32,7 +28,7 @@ def outputs(model, config):
   # Labels without decoding images again; the same order, since nothing shuffles.
   examples = input_pipeline.examples(config, config.split)
   labels = np.array([int(y) for y in examples.map(lambda ex: ex["label"])], int)
-  both = keras.Model(model.input, [model.output, model.get_layer("pool").output])
+  both = keras.Model(model.input, [model.output, model.get_layer(model_lib.POOL).output])
   scores, features = both.predict(ds.map(lambda x, y: x), verbose=0)
   if len(scores) != len(labels):
     raise RuntimeError(f"{len(scores)} predictions for {len(labels)} labels in {config.split}")
@@ -51,6 +47,7 @@ def json_safe(value):
 
 
 def write_json(path: str, value) -> None:
+  """Writes `value` as indented JSON (NaN as null) to a local or gs:// path."""
   with tf.io.gfile.GFile(path, "w") as f:
     json.dump(json_safe(value), f, indent=2, sort_keys=True)
 
@@ -142,52 +139,3 @@ def evaluation_configs(splits: dict) -> dict:
     )
     for name, c in splits.items()
   }
-
-
-def finish(model_dir: str, splits: dict, seed: int = 0, run_info: dict | None = None) -> dict:
-  """After training: evaluate the saved model, fit the OOD detector, export, log overlays.
-
-  Args:
-    model_dir: the run's folder, holding `model.keras`.
-    splits: the run's InputConfig per split name.
-    seed: the bootstrap's seed.
-    run_info: facts about the run (such as which weights were saved), written
-      into metrics.json and the export's metadata.
-
-  Returns:
-    The report written to metrics.json.
-  """
-  model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
-  configs = evaluation_configs(splits)
-  log_dir = os.path.join(model_dir, "logs")
-  report, val, _ = report_split(model, configs, "test", seed, log_dir, model_dir, run_info)
-  train = outputs(model, configs["train"])
-  detector = ood.fit(train[2], val[2])
-  threshold = report["test"]["operating_points"][OPERATING_POINT]["threshold"]
-  export_dir = os.path.join(model_dir, "export")
-  export.export_serving(
-    model,
-    export_dir,
-    threshold,
-    detector,
-    {
-      "dataset": configs["test"].dataset,
-      "operating_point": OPERATING_POINT,
-      "test_auc": report["test"]["auc"],
-      **(run_info or {}),
-    },
-  )
-  _log_overlays(export_dir, configs["validation"], log_dir)
-  return report
-
-
-def _log_overlays(export_dir, base, log_dir, count=4):
-  """Grad-CAM overlays of a few validation images, from the exported `explain` signature."""
-  ds = input_pipeline.examples(base, base.split)
-  explain = tf.saved_model.load(export_dir).signatures["explain"]
-  images = []
-  for example in ds.take(count):
-    heatmap = explain(image_bytes=example["image"][None])["heatmap"][0]
-    images.append(predict.overlay(example["image"], heatmap))
-  with tf.summary.create_file_writer(os.path.join(log_dir, "evaluation")).as_default():
-    tf.summary.image("validation/grad_cam", tf.stack(images), step=0, max_outputs=count)

@@ -2,8 +2,9 @@
 
 `serving_default` returns P(TB), the label at the saved threshold and the
 out-of-distribution flag and score; `explain` returns a Grad-CAM heat map.
-Decoding, grayscale conversion, pad-resizing and scaling live in the graph,
-so no client (TF Serving, another language, txr-predict) re-implements them.
+Decoding, grayscale conversion and pad-resizing live in the graph (scaling is
+in the model), so no client (TF Serving, another language, txr-predict)
+re-implements them.
 """
 
 import json
@@ -14,17 +15,18 @@ import numpy as np
 import tensorflow as tf
 
 from txr_model import input_pipeline
+from txr_model import model as model_lib
 from txr_model import ood
 
 METADATA = "assets.extra/txr.json"  # Beside the graph; TF Serving ignores assets.extra.
 
 
 def _decode(image_bytes, image_size):
-  """bytes -> (model input, colourfulness, width/height) for one image."""
+  """Decodes one image's bytes to (model input, colourfulness, width / height)."""
   rgb = tf.io.decode_image(image_bytes, channels=3, expand_animations=False, dtype=tf.uint8)
   shape = tf.cast(tf.shape(rgb), tf.float32)
   gray = tf.image.rgb_to_grayscale(rgb)
-  image = input_pipeline.scale(input_pipeline.resize_to_square(gray, image_size))
+  image = input_pipeline.resize_to_square(gray, image_size)
   return image, ood.colourfulness(rgb), shape[1] / shape[0]
 
 
@@ -33,9 +35,9 @@ def export_serving(
 ) -> None:
   """Writes the SavedModel to `path` and its metadata JSON beside the graph."""
   image_size = model.input_shape[1]
-  base = model.get_layer("inception_v3")
-  pool = model.get_layer("pool")
-  head = model.get_layer("tb_probability")  # Dropout is the identity at inference.
+  maps_of = model_lib.feature_maps(model)  # uint8 images -> the base's last feature maps
+  pool = model.get_layer(model_lib.POOL)
+  head = model.get_layer(model_lib.CLASSIFIER)  # Dropout is the identity at inference.
   # Variables, not graph constants: the 2048 x 2048 precision matrix is 16 MB.
   ood_vars = tf.Module()
   ood_vars.mean = tf.Variable(np.asarray(detector["mean"], np.float32), trainable=False)
@@ -47,7 +49,7 @@ def export_serving(
       lambda b: _decode(b, image_size),
       image_bytes,
       fn_output_signature=(
-        tf.TensorSpec([image_size, image_size, 3], tf.float32),
+        tf.TensorSpec([image_size, image_size, 1], tf.uint8),
         tf.TensorSpec([], tf.float32),
         tf.TensorSpec([], tf.float32),
       ),
@@ -55,7 +57,7 @@ def export_serving(
 
   def serve(image_bytes):
     images, colour, aspect = decode_batch(image_bytes)
-    pooled = pool(base(images, training=False))
+    pooled = pool(maps_of(images, training=False))
     probability = tf.cast(head(pooled), tf.float32)[:, 0]
     score = ood.mahalanobis(pooled, in_graph) / detector["threshold"]
     flagged = (
@@ -74,7 +76,7 @@ def export_serving(
   def explain(image_bytes):
     images, _, _ = decode_batch(image_bytes)
     with tf.GradientTape() as tape:
-      maps = base(images, training=False)
+      maps = maps_of(images, training=False)
       tape.watch(maps)
       probability = tf.cast(head(pool(maps)), tf.float32)[:, 0]
     grads = tape.gradient(probability, maps)

@@ -20,8 +20,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from txr_model import input_pipeline
+from txr_model import model as model_lib
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model takes uint8 gray images and scales them itself.
 
 
 def _weights_id(weights: str) -> str:
@@ -69,7 +70,7 @@ def cached_features(
     return tf.data.Dataset.load(path)
   if tf.io.gfile.exists(path):
     tf.io.gfile.rmtree(path)
-  pooled = keras.Model(model.input, model.get_layer("pool").output)
+  pooled = model_lib.feature_extractor(model)
   extract = tf.function(lambda x: pooled(x, training=False))
   start, features, labels = time.time(), [], []
   for view in range(views):

@@ -60,6 +60,7 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
     )
 
   def on_epoch_end(self, epoch, logs=None):
+    """Saves as ModelCheckpoint does, and records a new best score beside the weights."""
     best = self.best
     super().on_epoch_end(epoch, logs)
     if self.best != best:

@@ -1,4 +1,6 @@
-"""TFDS -> tf.data for training and evaluation: decode, pad-resize, augment, scale to [-1, 1].
+"""TFDS -> tf.data for training and evaluation: decode, pad-resize, augment; uint8 out.
+
+Scaling to the base's input range happens inside the model (model.py).
 
 Every map is parallel and the pipeline ends in prefetch. Each input pipeline
 (one per worker) reads only its own part of the split, through
@@ -21,16 +23,10 @@ def resize_to_square(image: tf.Tensor, image_size: int) -> tf.Tensor:
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def scale(image: tf.Tensor) -> tf.Tensor:
-  """uint8 or float grayscale 0-255 [..., 1] -> float32 RGB in [-1, 1], as InceptionV3 expects."""
-  image = tf.image.grayscale_to_rgb(tf.cast(image, tf.float32))
-  return keras.applications.inception_v3.preprocess_input(image)
-
-
 def decode_for_model(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Encoded PNG/JPEG bytes (any channels or bit depth) -> model input [size, size, 3]."""
+  """Encoded PNG/JPEG bytes (any channels or bit depth) -> model input, uint8 [size, size, 1]."""
   image = tf.io.decode_image(encoded, channels=1, expand_animations=False, dtype=tf.uint8)
-  return scale(resize_to_square(image, image_size))
+  return resize_to_square(image, image_size)
 
 
 def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -92,7 +88,17 @@ class InputConfig:
 def make_dataset(
   config: InputConfig, input_context: tf.distribute.InputContext | None = None
 ) -> tf.data.Dataset:
-  """The batched, prefetched dataset of (image, label) for one input pipeline."""
+  """The batched, prefetched dataset of (uint8 image, label) for one input pipeline.
+
+  Args:
+    config: what to read and how.
+    input_context: this input pipeline's context under a strategy; None for
+      one pipeline.
+
+  Returns:
+    Batches of (uint8 [batch, size, size, 1], float32 labels), with float32
+    weights as a third element when `config.pad_to_steps` is set.
+  """
   split, batch_size = config.split, config.global_batch_size
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(config.global_batch_size)
@@ -118,14 +124,15 @@ def make_dataset(
     ds = ds.repeat()
   ds = ds.batch(batch_size, drop_remainder=config.drop_remainder, num_parallel_calls=AUTOTUNE)
 
-  def to_model(index, batch):
+  def augment_batch(index, batch):
     images, *rest = batch  # rest: labels, and weights when padded
-    images = tf.cast(images, tf.float32)
-    if config.training:
-      images = augment(images, tf.stack([tf.constant(config.seed, tf.int64), index]))
-    return scale(images), *rest
+    images = augment(
+      tf.cast(images, tf.float32), tf.stack([tf.constant(config.seed, tf.int64), index])
+    )
+    return tf.cast(tf.round(images), tf.uint8), *rest
 
-  ds = ds.enumerate().map(to_model, num_parallel_calls=AUTOTUNE)
+  if config.training:
+    ds = ds.enumerate().map(augment_batch, num_parallel_calls=AUTOTUNE)
   return ds.prefetch(AUTOTUNE)
 
 
@@ -160,6 +167,23 @@ def pad_and_shard(
   if input_context is not None and input_context.num_input_pipelines > 1:
     ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
   return ds
+
+
+def cross_validation_folds(k: int, num_folds: int) -> dict[str, tuple[int, ...]]:
+  """The fold groups of round k of K-fold cross-validation over the `fold` feature.
+
+  Fold k is the test set and fold k+1 (mod K) the validation set; the others train.
+
+  Args:
+    k: the round, 0 to num_folds - 1.
+    num_folds: K, at least 3.
+
+  Returns:
+    {'train': ..., 'validation': ..., 'test': ...}: fold groups for InputConfig.folds.
+  """
+  validation = (k + 1) % num_folds
+  train = tuple(f for f in range(num_folds) if f not in (k, validation))
+  return {"train": train, "validation": (validation,), "test": (k,)}
 
 
 def examples(config: InputConfig, split: str) -> tf.data.Dataset:

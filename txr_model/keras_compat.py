@@ -21,6 +21,7 @@ def _version() -> tuple[int, ...]:
 
 
 def is_affected(version: tuple[int, ...] | None = None) -> bool:
+  """Whether `version` (default: the installed Keras) needs the multi-worker patch."""
   version = _version() if version is None else version
   return AFFECTED[0] <= version <= AFFECTED[1]
 

@@ -46,7 +46,7 @@ def _counts(y, s):
 
 
 def _divide(num, den):
-  """num / den as float64, nan where den is 0 (no warnings)."""
+  """Returns num / den as float64, nan where den is 0 (no warnings)."""
   num = np.asarray(num, dtype=np.float64)
   if den == 0:
     return np.full(num.shape, np.nan)
@@ -234,8 +234,21 @@ def operating_point(labels, scores, threshold):
 
 
 def summarize(val_labels, val_scores, test_labels, test_scores, *, seed=0, n_resamples=2000):
-  """Evaluation protocol: test AUC with 95% bootstrap CI, and operating points whose thresholds
-  are chosen on VALIDATION only (Youden, WHO triage) and then applied unchanged to TEST.
+  """Summarises a test split: AUC with its 95% bootstrap CI, and two operating points.
+
+  The operating points' thresholds (Youden, WHO triage) are chosen on the
+  VALIDATION split only and applied unchanged to the test split.
+
+  Args:
+    val_labels: 0/1 labels of the validation split.
+    val_scores: the model's scores of the validation split.
+    test_labels: 0/1 labels of the evaluated split.
+    test_scores: the model's scores of the evaluated split.
+    seed: the bootstrap's seed.
+    n_resamples: bootstrap resamples.
+
+  Returns:
+    A JSON-ready dict: auc, auc_ci95, n, n_positive, operating_points, validation_auc.
   """
   y_test, s_test = _check(test_labels, test_scores)
   youden = youden_threshold(val_labels, val_scores)

@@ -10,6 +10,9 @@ import tensorflow as tf
 # InceptionV3's top-level blocks end in layers mixed0 ... mixed10.
 NUM_BLOCKS = 11
 NOTOP_WEIGHTS = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# Layer names: the one place they are spelled (Keras names the base itself).
+SCALE, TO_RGB = "scale", "gray_to_rgb"
+BASE, POOL, DROPOUT, CLASSIFIER = "inception_v3", "pool", "dropout", "tb_probability"
 MODES = ("two_phase", "end_to_end")
 # From scratch, BatchNorm must track the changing activations within a few
 # dozen steps (a demo epoch has about 30): Keras's default 0.99 lags for hundreds.
@@ -33,10 +36,14 @@ def _local_weights(weights: str) -> str:
 def build_model(
   image_size: int, weights: str = "none", dropout: float = 0.2, mode: str = "two_phase"
 ) -> keras.Model:
-  """InceptionV3 (include_top=False) -> global average pool -> dropout -> Dense(1, sigmoid).
+  """uint8 gray -> [-1, 1] RGB -> InceptionV3 (no top) -> pool -> dropout -> Dense(1, sigmoid).
 
-  The model takes [-1, 1]-scaled RGB images (see input_pipeline); its output is
-  float32 under mixed precision. The classifier's kernel starts at zero, so the
+  The model takes uint8 grayscale images [size, size, 1], as the input
+  pipeline and the export produce them, and does the cast, the [-1, 1]
+  scaling InceptionV3 expects and the gray-to-RGB copy itself (the keras-io
+  transfer-learning guide's preprocessing layer). So no caller re-implements
+  it, and an accelerator receives 1 byte per pixel instead of 12 (float32 x 3).
+  Its output is float32 under mixed precision. The classifier's kernel starts at zero, so the
   first prediction is 0.5 (loss log 2) whatever the scale of the base's
   features, pretrained or random.
 
@@ -91,12 +98,14 @@ def build_model(
     # when the outer model is called with training=True: BatchNorm stays in
     # inference mode because its layers are non-trainable.
     base.trainable = False
-  inputs = keras.Input((image_size, image_size, 3), name="image")
-  x = base(inputs)
-  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-  x = keras.layers.Dropout(dropout, name="dropout")(x)
+  inputs = keras.Input((image_size, image_size, 1), dtype="uint8", name="image")
+  x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=SCALE)(inputs)
+  x = keras.layers.Concatenate(name=TO_RGB)([x, x, x])
+  x = base(x)
+  x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
+  x = keras.layers.Dropout(dropout, name=DROPOUT)(x)
   outputs = keras.layers.Dense(
-    1, activation="sigmoid", kernel_initializer="zeros", dtype="float32", name="tb_probability"
+    1, activation="sigmoid", kernel_initializer="zeros", dtype="float32", name=CLASSIFIER
   )(x)
   logging.info("InceptionV3 at %d px, weights=%s, mode=%s", image_size, weights, mode)
   return keras.Model(inputs, outputs, name="txr_inception_v3")
@@ -104,7 +113,40 @@ def build_model(
 
 def base_of(model: keras.Model) -> keras.Model:
   """Returns the InceptionV3 base of a `build_model` model."""
-  return model.get_layer("inception_v3")
+  return model.get_layer(BASE)
+
+
+def feature_maps(model: keras.Model) -> keras.Model:
+  """Returns the sub-model from images to the base's last feature maps (for Grad-CAM).
+
+  Args:
+    model: a `build_model` model.
+  """
+  x = model.get_layer(SCALE)(model.input)
+  x = model.get_layer(TO_RGB)([x, x, x])
+  return keras.Model(model.input, base_of(model)(x))
+
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+  """Returns the sub-model from images to pooled base features (shared weights).
+
+  Args:
+    model: a `build_model` model.
+  """
+  return keras.Model(model.input, model.get_layer(POOL).output)
+
+
+def head(model: keras.Model) -> keras.Model:
+  """Returns the sub-model from pooled features to P(TB): the model's own head layers.
+
+  Training it trains `model`'s head (the layers are shared), which is how the
+  cached-feature phase works.
+
+  Args:
+    model: a `build_model` model.
+  """
+  features = keras.Input(model.get_layer(POOL).output.shape[1:])
+  return keras.Sequential([features, model.get_layer(DROPOUT), model.get_layer(CLASSIFIER)])
 
 
 def unfreeze_top_blocks(model: keras.Model, num_blocks: int) -> int:

@@ -3,8 +3,9 @@ r"""Classifies chest X-ray files with an exported txr model.
   txr-predict --export_dir=/tmp/txr_demo/model/export scans/ one.png [--format=json] [--explain]
 
 Prints, per file, P(TB), the label at the saved threshold and the
-out-of-distribution flag and score. Needs only TensorFlow (not txr's model
-code): everything else is in the SavedModel and its assets.extra/txr.json.
+out-of-distribution flag and score. Needs only TensorFlow and absl (of txr,
+only the TensorFlow-only overlay.py): everything else is in the SavedModel and
+its assets.extra/txr.json.
 A bad file is reported by name and the others carry on; the exit code is 1
 if any file failed.
 """
@@ -20,15 +21,21 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
+from txr_model import cli
+from txr_model import overlay
+
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "The export/ folder of a txr-train run.")
 _FORMAT = flags.DEFINE_enum("format", "table", ["table", "json", "csv"], "Output format.")
 _EXPLAIN = flags.DEFINE_bool("explain", False, "Write a Grad-CAM overlay PNG per image.")
 _EXPLAIN_DIR = flags.DEFINE_string("explain_dir", "txr_explain", "Where --explain writes.")
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
+# Copies, not imports: this module must not pull in TFDS or Keras code.
+# Their sources of truth: txr_data.image_codec.MAX_PIXELS, the builders'
+# ClassLabel names and txr_model.export.METADATA (a test checks they agree).
 MAX_PIXELS = 100_000_000  # Far above any radiograph: larger is a decompression bomb.
 LABELS = ("normal", "abnormal")
-METADATA = "assets.extra/txr.json"  # Written by txr_model.export beside the graph.
+METADATA = "assets.extra/txr.json"
 
 
 def find_images(paths: list[str]) -> list[str]:
@@ -67,17 +74,6 @@ def check_image(data: bytes) -> None:
     raise ValueError(f"cannot decode: {e.message}") from e
 
 
-def overlay(image_bytes, heatmap, alpha: float = 0.4) -> tf.Tensor:
-  """uint8 RGB: the image as the model saw it (pad-resized), blended with a jet heat map."""
-  size = heatmap.shape[0]
-  gray = tf.io.decode_image(image_bytes, channels=1, expand_animations=False, dtype=tf.uint8)
-  gray = tf.image.resize_with_pad(tf.cast(gray, tf.float32), size, size) / 255.0
-  h = tf.clip_by_value(tf.cast(heatmap, tf.float32), 0.0, 1.0)[..., None]
-  jet = tf.clip_by_value(1.5 - tf.abs(4.0 * h - tf.constant([3.0, 2.0, 1.0])), 0.0, 1.0)
-  blended = (1 - alpha) * tf.image.grayscale_to_rgb(gray) + alpha * jet
-  return tf.cast(tf.round(255 * blended), tf.uint8)
-
-
 def predict_files(export_dir: str, files: list[str], explain_dir: str | None = None):
   """One result dict per file, in order; a failed file has an `error` instead of outputs."""
   model = tf.saved_model.load(export_dir)
@@ -107,7 +103,7 @@ def predict_files(export_dir: str, files: list[str], explain_dir: str | None = N
         written.add(name)
         result["explanation"] = os.path.join(explain_dir, name)
         with tf.io.gfile.GFile(result["explanation"], "wb") as f:
-          f.write(tf.io.encode_png(overlay(data, heatmap)).numpy())
+          f.write(tf.io.encode_png(overlay.overlay(data, heatmap)).numpy())
     except (ValueError, tf.errors.OpError) as e:
       result["error"] = str(getattr(e, "message", e)).splitlines()[0]
     results.append(result)
@@ -115,6 +111,15 @@ def predict_files(export_dir: str, files: list[str], explain_dir: str | None = N
 
 
 def format_results(results, fmt: str) -> str:
+  """Renders `predict_files` results as an aligned table, CSV or JSON.
+
+  Args:
+    results: one dict per file, from `predict_files`.
+    fmt: 'table', 'csv' or 'json'.
+
+  Returns:
+    The text to print.
+  """
   columns = ["file", "probability", "label", "out_of_distribution", "ood_score", "error"]
   if fmt == "json":
     return json.dumps(results, indent=2)
@@ -136,6 +141,7 @@ def format_results(results, fmt: str) -> str:
 
 
 def main(argv):
+  """Classifies the files and folders named on the command line; 1 if any failed."""
   paths = argv[1:]
   if not paths:
     raise app.UsageError("Name image files or folders to classify.")
@@ -159,10 +165,7 @@ def main(argv):
 
 def run():
   """Console-script entry point (txr-predict)."""
-  if "BUILD_WORKING_DIRECTORY" in os.environ:  # `bazel run` starts in the runfiles tree.
-    os.chdir(os.environ["BUILD_WORKING_DIRECTORY"])
-  flags.mark_flag_as_required("export_dir")
-  app.run(main)
+  cli.run(main, ("export_dir",))
 
 
 if __name__ == "__main__":

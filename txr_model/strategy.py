@@ -1,13 +1,32 @@
 """Turns --strategy into a tf.distribute.Strategy, failing loudly when asked-for hardware is absent.
 
+Cluster handling (TF_CONFIG: this task, whether it is the chief) lives here
+too, beside the strategy factory, as in the Model Garden's distribute_utils.
+
 The strategy must be created before any dataset (TPUs need it) and logical CPU
 devices before any TF op, so `configure_cpu_devices` runs first in `main`.
 """
+
+import json
+import os
 
 from absl import logging
 import tensorflow as tf
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+def task() -> tuple[str, int]:
+  """Returns (type, index) of this process in TF_CONFIG; ('chief', 0) without one."""
+  task_spec = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+  return task_spec.get("type", "chief"), int(task_spec.get("index", 0))
+
+
+def is_chief() -> bool:
+  """Whether this process writes the run's outputs: the chief, or worker 0 without one."""
+  kind, index = task()
+  cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+  return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
 
 
 def configure_cpu_devices(count: int) -> None:

@@ -12,7 +12,6 @@ it stopped (BackupAndRestore). Outputs go to --model_dir.
 """
 
 import dataclasses
-import json
 import math
 import os
 
@@ -24,13 +23,16 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import txr_data  # noqa: F401  (registers the builders)
+from txr_model import cli
 from txr_model import evaluation
 from txr_model import feature_cache
+from txr_model import finish
 from txr_model import fitting
 from txr_model import input_pipeline
 from txr_model import keras_compat
 from txr_model import metrics
 from txr_model import model as model_lib
+from txr_model import run_config
 from txr_model import strategy as strategy_lib
 
 _DATASET = flags.DEFINE_string("dataset", "shenzhen_cxr/512", "TFDS name/config to train on.")
@@ -155,94 +157,86 @@ def _tpu_node_needs_gcs(values):
   return all(str(values[k]).startswith("gs://") for k in ("data_dir", "model_dir"))
 
 
-def _task() -> tuple[str, int]:
-  """(type, index) of this process in TF_CONFIG; ('chief', 0) without one."""
-  task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-  return task.get("type", "chief"), int(task.get("index", 0))
-
-
-def _is_chief() -> bool:
-  kind, index = _task()
-  cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-  return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
-
-
 def _flagfile_text() -> str:
   module = flags.FLAGS.find_module_defining_flag("model_dir")
   return "".join(f.serialize() + "\n" for f in flags.FLAGS.get_flags_for_module(module))
 
 
 def main(argv):
+  """Builds the dataset if needed, trains (or cross-validates), evaluates and exports."""
   del argv
+  config = run_config.RunConfig.from_flags(_FLAGS)
+  if config.mode == "end_to_end" and _FLAGS["fine_tune_epochs"].present:
+    logging.warning("--mode=end_to_end has one phase: --fine_tune_* flags are not used.")
   # Logical devices must be set before any TF op runs, and the strategy made
   # before any dataset (TPUs need both).
-  strategy_lib.configure_cpu_devices(_NUM_CPU_DEVICES.value)
-  strategy = strategy_lib.get_strategy(_STRATEGY.value, _TPU.value, _NUM_GPUS.value)
+  strategy_lib.configure_cpu_devices(config.num_cpu_devices)
+  strategy = strategy_lib.get_strategy(config.strategy, config.tpu, config.num_gpus)
   keras_compat.patch_multi_worker_fit()
   replicas = strategy.num_replicas_in_sync
-  if _GLOBAL_BATCH_SIZE.value % replicas:
+  if config.global_batch_size % replicas:
     raise app.UsageError(
-      f"--global_batch_size={_GLOBAL_BATCH_SIZE.value} is not a multiple of the"
+      f"--global_batch_size={config.global_batch_size} is not a multiple of the"
       f" {replicas} replicas."
     )
-  policy = strategy_lib.compute_dtype_policy(_MIXED_PRECISION.value, strategy)
+  policy = strategy_lib.compute_dtype_policy(config.mixed_precision, strategy)
   keras.mixed_precision.set_global_policy(policy)
-  keras.utils.set_random_seed(_SEED.value)
-  chief = _is_chief()
-  model_dir = _MODEL_DIR.value
+  keras.utils.set_random_seed(config.seed)
+  chief = strategy_lib.is_chief()
+  model_dir = config.model_dir
   # Non-chief workers keep their own backups and logs apart from the chief's.
-  work_dir = model_dir if chief else os.path.join(model_dir, "worker_{}_{}".format(*_task()))
+  work_dir = (
+    model_dir if chief else os.path.join(model_dir, "worker_{}_{}".format(*strategy_lib.task()))
+  )
   tf.io.gfile.makedirs(work_dir)
   logging.info(
     "Strategy %s: %d replica(s), global batch %d, dtype policy %s, chief=%s",
     type(strategy).__name__,
     replicas,
-    _GLOBAL_BATCH_SIZE.value,
+    config.global_batch_size,
     policy,
     chief,
   )
 
-  builder = tfds.builder(_DATASET.value, data_dir=_DATA_DIR.value)
+  builder = tfds.builder(config.dataset, data_dir=config.data_dir)
   if not builder.is_prepared():
     if not chief:
       raise app.UsageError(
-        f"{_DATASET.value} is not built in {_DATA_DIR.value}: build it once (tfds build or"
+        f"{config.dataset} is not built in {config.data_dir}: build it once (tfds build or"
         " the chief) before starting the other workers."
       )
-    logging.info("Building %s into %s", _DATASET.value, _DATA_DIR.value)
+    logging.info("Building %s into %s", config.dataset, config.data_dir)
     builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=_MANUAL_DIR.value)
+      download_config=tfds.download.DownloadConfig(manual_dir=config.manual_dir)
     )
   if chief:
     with tf.io.gfile.GFile(os.path.join(model_dir, "flags.cfg"), "w") as f:
-      f.write(_flagfile_text())
+      f.write(_flagfile_text())  # for reruns: --flagfile=<model_dir>/flags.cfg
+    config.save(model_dir)  # for txr-evaluate
   base = input_pipeline.InputConfig(
-    dataset=_DATASET.value,
-    data_dir=_DATA_DIR.value,
-    image_size=_IMAGE_SIZE.value,
-    global_batch_size=_GLOBAL_BATCH_SIZE.value,
-    seed=_SEED.value,
+    dataset=config.dataset,
+    data_dir=config.data_dir,
+    image_size=config.image_size,
+    global_batch_size=config.global_batch_size,
+    seed=config.seed,
   )
-  if not _FOLDS.value:
+  if not config.folds:
     splits = {name: dataclasses.replace(base, split=name) for name in SPLITS}
-    report = _train(strategy, chief, work_dir, model_dir, splits)
+    report = _train(config, strategy, chief, work_dir, model_dir, splits)
     if report:
       print(describe(report, model_dir))
     return
-  # Cross-validation over the builder's `fold` feature: fold k is the test set,
-  # fold k+1 the validation set, the others train.
-  k_folds = _FOLDS.value
+  k_folds = config.folds
   aucs, reports = [], {}
   for k in range(k_folds):
-    held_out = {"test": (k,), "validation": ((k + 1) % k_folds,)}
-    held_out["train"] = tuple(f for f in range(k_folds) if f not in (k, (k + 1) % k_folds))
+    held_out = input_pipeline.cross_validation_folds(k, k_folds)
     splits = {
       name: dataclasses.replace(base, split="all", folds=held_out[name], num_folds=k_folds)
       for name in SPLITS
     }
     fold_dir = os.path.join(model_dir, f"fold_{k}")
     fold_work_dir = os.path.join(work_dir, f"fold_{k}")
-    report = _train(strategy, chief, fold_work_dir, fold_dir, splits)
+    report = _train(config, strategy, chief, fold_work_dir, fold_dir, splits)
     if report:
       reports[f"fold_{k}"] = report["test"]
       aucs.append(report["test"]["auc"])
@@ -263,7 +257,7 @@ def describe(report: dict, model_dir: str) -> str:
   """The closing lines of a run: the test figures with their N and CI, and what they mean.
 
   Args:
-    report: the report of `evaluation.finish`.
+    report: the report of `finish.finish_run`.
     model_dir: where the outputs went.
 
   Returns:
@@ -283,7 +277,7 @@ def describe(report: dict, model_dir: str) -> str:
   )
 
 
-def _train(strategy, chief, work_dir, model_dir, splits):
+def _train(config, strategy, chief, work_dir, model_dir, splits):
   """Trains on splits['train']; on the chief, saves the best weights, evaluates and exports.
 
   Returns the evaluation report on the chief, None on other workers.
@@ -293,15 +287,15 @@ def _train(strategy, chief, work_dir, model_dir, splits):
     strategy, (tf.distribute.TPUStrategy, tf.distribute.MultiWorkerMirroredStrategy)
   )  # Their replicas need static shapes and equal step counts.
   sizes = {name: input_pipeline.count(config) for name, config in splits.items()}
-  logging.info("Dataset %s in %s: %s", _DATASET.value, _DATA_DIR.value, sizes)
-  batch = _GLOBAL_BATCH_SIZE.value
+  logging.info("Dataset %s in %s: %s", config.dataset, config.data_dir, sizes)
+  batch = config.global_batch_size
   steps = max(1, sizes["train"] // batch)
   val_steps = math.ceil(sizes["validation"] / batch) if static else None
-  steps_per_execution = min(_STEPS_PER_EXECUTION.value, steps)
-  if steps_per_execution < _STEPS_PER_EXECUTION.value:
+  steps_per_execution = min(config.steps_per_execution, steps)
+  if steps_per_execution < config.steps_per_execution:
     logging.warning(
       "--steps_per_execution=%d is more than an epoch's %d steps: using %d.",
-      _STEPS_PER_EXECUTION.value, steps, steps,
+      config.steps_per_execution, steps, steps,
     )  # fmt: skip
   train_config = dataclasses.replace(
     splits["train"], training=True, drop_remainder=True, repeat=True
@@ -313,8 +307,8 @@ def _train(strategy, chief, work_dir, model_dir, splits):
   def compile_model(model, learning_rate, epochs):
     model.compile(
       optimizer=keras.optimizers.AdamW(
-        fitting.learning_rate_schedule(learning_rate, steps, epochs, _WARMUP_EPOCHS.value),
-        weight_decay=_WEIGHT_DECAY.value,
+        fitting.learning_rate_schedule(learning_rate, steps, epochs, config.warmup_epochs),
+        weight_decay=config.weight_decay,
       ),
       loss=keras.losses.BinaryCrossentropy(),
       metrics=[
@@ -326,12 +320,10 @@ def _train(strategy, chief, work_dir, model_dir, splits):
       steps_per_execution=steps_per_execution,
     )
 
-  two_phase = _MODE.value == "two_phase"
-  if not two_phase and _FLAGS["fine_tune_epochs"].present:
-    logging.warning("--mode=end_to_end has one phase: --fine_tune_* flags are not used.")
+  two_phase = config.mode == "two_phase"
   with strategy.scope():
-    model = model_lib.build_model(_IMAGE_SIZE.value, _WEIGHTS.value, _DROPOUT.value, _MODE.value)
-    compile_model(model, _LEARNING_RATE.value, _EPOCHS.value)
+    model = model_lib.build_model(config.image_size, config.weights, config.dropout, config.mode)
+    compile_model(model, config.learning_rate, config.epochs)
 
   best_path = os.path.join(work_dir, "best.weights.h5")
   checkpoint = fitting.BestCheckpoint(best_path)
@@ -339,9 +331,9 @@ def _train(strategy, chief, work_dir, model_dir, splits):
     keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
     keras.callbacks.TerminateOnNaN(),
   ]
-  if _PATIENCE.value:
+  if config.early_stopping_patience:
     shared_callbacks.append(
-      keras.callbacks.EarlyStopping("val_auc", mode="max", patience=_PATIENCE.value)
+      keras.callbacks.EarlyStopping("val_auc", mode="max", patience=config.early_stopping_patience)
     )
 
   def fit(phase, fit_model, initial_epoch, epochs, train, val, callbacks):
@@ -364,43 +356,40 @@ def _train(strategy, chief, work_dir, model_dir, splits):
       verbose=2,
     )
 
-  if _CACHE_FEATURES.value:
+  if config.cache_features:
     # The head alone, on cached bottleneck features: it shares its layers with
     # `model`, so training it trains the model's head.
     cache_dir = os.path.join(work_dir, "feature_cache")
     cached = {
-      name: feature_cache.cached_features(model, splits[name], _WEIGHTS.value, views, cache_dir)
-      for name, views in (("train", _CACHE_VIEWS.value), ("validation", 1))
+      name: feature_cache.cached_features(model, splits[name], config.weights, views, cache_dir)
+      for name, views in (("train", config.cache_views), ("validation", 1))
     }
     with strategy.scope():
-      head = keras.Sequential(
-        [keras.Input(model.get_layer("pool").output.shape[1:]), model.get_layer("dropout"),
-         model.get_layer("tb_probability")]
-      )  # fmt: skip
-      compile_model(head, _LEARNING_RATE.value, _EPOCHS.value)
+      head = model_lib.head(model)
+      compile_model(head, config.learning_rate, config.epochs)
     head_train, head_val = (
       strategy.distribute_datasets_from_function(
         lambda ctx, name=name: feature_cache.batched(
-          cached[name], batch, name == "train", val_steps or 0, _SEED.value, ctx
+          cached[name], batch, name == "train", val_steps or 0, config.seed, ctx
         )
       )
       for name in ("train", "validation")
     )
     # No best checkpoint here: it would hold the head's weights only.
-    fit("head_cached", head, 0, _EPOCHS.value, head_train, head_val, shared_callbacks)
+    fit("head_cached", head, 0, config.epochs, head_train, head_val, shared_callbacks)
   else:
     phase = "head" if two_phase else "end_to_end"
-    fit(phase, model, 0, _EPOCHS.value, train_ds, val_ds, [*shared_callbacks, checkpoint])
-  if two_phase and _FINE_TUNE_EPOCHS.value:
+    fit(phase, model, 0, config.epochs, train_ds, val_ds, [*shared_callbacks, checkpoint])
+  if two_phase and config.fine_tune_epochs:
     with strategy.scope():
-      trainable = model_lib.unfreeze_top_blocks(model, _FINE_TUNE_BLOCKS.value)
-      compile_model(model, _FINE_TUNE_LEARNING_RATE.value, _FINE_TUNE_EPOCHS.value)
-    logging.info("Unfroze the top %d blocks: %d base layers", _FINE_TUNE_BLOCKS.value, trainable)
+      trainable = model_lib.unfreeze_top_blocks(model, config.fine_tune_blocks)
+      compile_model(model, config.fine_tune_learning_rate, config.fine_tune_epochs)
+    logging.info("Unfroze the top %d blocks: %d base layers", config.fine_tune_blocks, trainable)
     fit(
       "fine_tune",
       model,
-      _EPOCHS.value,
-      _EPOCHS.value + _FINE_TUNE_EPOCHS.value,
+      config.epochs,
+      config.epochs + config.fine_tune_epochs,
       train_ds,
       val_ds,
       [*shared_callbacks, checkpoint],
@@ -418,7 +407,7 @@ def _train(strategy, chief, work_dir, model_dir, splits):
   model.save(os.path.join(model_dir, "model.keras"))
   # Evaluate what was saved on one device (no collectives, whatever the
   # strategy), fit the OOD detector, and export with the chosen threshold.
-  report = evaluation.finish(model_dir, splits, _SEED.value, {"weights": exported})
+  report = finish.finish_run(model_dir, splits, config.seed, {"weights": exported})
   for name in ("model.keras", "export", "metrics.json", "roc.png", "logs"):
     logging.info("Wrote %s", os.path.join(model_dir, name))
   return report
@@ -426,9 +415,7 @@ def _train(strategy, chief, work_dir, model_dir, splits):
 
 def run():
   """Console-script entry point (txr-train)."""
-  if "BUILD_WORKING_DIRECTORY" in os.environ:  # `bazel run` starts in the runfiles tree.
-    os.chdir(os.environ["BUILD_WORKING_DIRECTORY"])
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,22 @@ _SPLIT_OF_FOLD = ["train"] * 7 + ["validation"] + ["test"] * 2
 _WORKERS = os.cpu_count() or 1  # Read at import: TFDS tests mock `os`.
 
 
+@dataclasses.dataclass(eq=False, kw_only=True)
+class ShenzhenConfig(tfds.core.BuilderConfig):
+  """A BuilderConfig that carries its image size, as TFDS's own builders do.
+
+  Attributes:
+    max_side: the longest side in px after an area resize (aspect kept), or
+      None to store the source pixels.
+  """
+
+  max_side: int | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class Reading:
+  """One ClinicalReadings file: what could be parsed, the rest left unknown."""
+
   sex: str = "unknown"
   age: int = -1
   finding: str = ""
@@ -73,7 +87,7 @@ def fold_of(stem: str) -> int:
 
 
 def split_of(stem: str) -> str:
-  """train (folds 0-6), validation (fold 7) or test (folds 8-9): 70/10/20."""
+  """Returns the split of a file stem: train (folds 0-6), validation (7) or test (8-9)."""
   return _SPLIT_OF_FOLD[fold_of(stem)]
 
 
@@ -109,8 +123,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
-    tfds.core.BuilderConfig(name="original", description="Source pixels, not resized."),
-    tfds.core.BuilderConfig(name="512", description="Longest side 512 px, aspect ratio kept."),
+    ShenzhenConfig(name="original", description="Source pixels, not resized."),
+    ShenzhenConfig(name="512", description="Longest side 512 px, aspect ratio kept.", max_side=512),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
   Download ChinaSet_AllFiles.zip from {_HOMEPAGE} (or {_URL}) and
@@ -138,10 +152,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       supervised_keys=("image", "label"),
       homepage=_HOMEPAGE,
     )
-
-  @property
-  def _max_side(self) -> int | None:
-    return None if self.builder_config.name == "original" else int(self.builder_config.name)
 
   def _source_root(self, dl_manager: tfds.download.DownloadManager) -> epath.Path:
     """The manual dir when given or filled, else the downloaded archive."""
@@ -177,7 +187,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _example(self, item):
     stem, path, reading_path = item
     with tf.io.gfile.GFile(path, "rb") as f:
-      image = image_codec.normalise_png(f.read(), path, self._max_side)
+      image = image_codec.normalise_png(f.read(), path, self.builder_config.max_side)
     reading = Reading()
     if reading_path:
       with tf.io.gfile.GFile(reading_path, "rb") as f:

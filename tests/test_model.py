@@ -1,9 +1,8 @@
-"""The model (weights, freezing, BatchNorm) and the input pipeline, in process."""
+"""The model: weights, modes, freezing, BatchNorm, the head's start and preprocessing."""
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from txr_model import input_pipeline
 from txr_model import model as model_lib
@@ -17,7 +16,8 @@ def model(base_weights):
 
 
 def test_builds_at_75px_with_frozen_base(model):
-  assert model.input_shape == (None, SIZE, SIZE, 3) and model.output_shape == (None, 1)
+  assert model.input_shape == (None, SIZE, SIZE, 1) and model.output_shape == (None, 1)
+  assert model.input.dtype == "uint8"
   assert not model_lib.base_of(model).trainable
   assert [w.name for w in model.trainable_weights] == ["kernel", "bias"]  # the head only
   assert model.layers[-1].dtype_policy.name == "float32"
@@ -65,18 +65,19 @@ def test_end_to_end_trains_everything_with_batchnorm_in_training_mode():
   base = model_lib.base_of(model)
   assert base.trainable and all(layer.trainable for layer in base.layers)
   assert {layer.momentum for layer in _batchnorms(model)} == {0.9}
-  x = np.random.default_rng(0).uniform(-1, 1, (4, SIZE, SIZE, 3)).astype("float32")
+  x = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 1)).astype("uint8")
   # Training mode reaches the nested base: batch statistics, not the moving ones.
-  pooled = keras.Model(model.input, model.get_layer("pool").output)
+  pooled = model_lib.feature_extractor(model)
   assert not np.allclose(pooled(x, training=True), pooled(x, training=False))
 
 
 def test_the_head_starts_at_one_half_on_any_features(model, built_data_dir):
   """First loss log 2, whatever the features' scale: the classifier's kernel starts at zero."""
   scratch = model_lib.build_model(SIZE, "none", mode="end_to_end")
-  x, y = next(iter(input_pipeline.make_dataset(_config(built_data_dir, split="test"))))
+  config = input_pipeline.InputConfig("shenzhen_cxr/512", built_data_dir, SIZE, 8, split="test")
+  x, y = next(iter(input_pipeline.make_dataset(config)))
   for m in (model, scratch):
-    pooled = keras.Model(m.input, m.get_layer("pool").output)(x, training=False).numpy()
+    pooled = model_lib.feature_extractor(m)(x, training=False).numpy()
     assert np.isfinite(pooled).all()
     p = m(x, training=False).numpy()
     np.testing.assert_allclose(p, 0.5)
@@ -100,9 +101,10 @@ def test_unfrozen_top_blocks_keep_batchnorm_frozen(base_weights):
     model_lib.unfreeze_top_blocks(model, 12)
   # Keras 3 passes an outer training=True down to the base: BatchNorm ignores it
   # only because its layers are non-trainable, so both modes give the same output.
-  x = np.random.default_rng(0).uniform(-1, 1, (4, SIZE, SIZE, 3)).astype("float32")
+  x = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 1)).astype("uint8")
+  maps = model_lib.feature_maps(model)
   np.testing.assert_allclose(
-    base(x, training=True).numpy(), base(x, training=False).numpy(), rtol=1e-5, atol=1e-5
+    maps(x, training=True).numpy(), maps(x, training=False).numpy(), rtol=1e-5, atol=1e-5
   )
   # Training changes the unfrozen convolutions but not BatchNorm statistics (two
   # steps: the first only moves the zero-initialised classifier).
@@ -117,60 +119,10 @@ def test_unfrozen_top_blocks_keep_batchnorm_frozen(base_weights):
   assert not np.array_equal(conv_before, conv.numpy())
 
 
-def _config(data_dir, **kw):
-  return input_pipeline.InputConfig("shenzhen_cxr/512", data_dir, SIZE, 8, **kw)
-
-
-def test_eval_pipeline_shapes_range_and_determinism(built_data_dir):
-  ds = input_pipeline.make_dataset(_config(built_data_dir, split="validation"))
-  batches = list(ds)
-  assert sum(len(y) for _, y in batches) == 9  # no drop_remainder at evaluation
-  x, y = batches[0]
-  assert x.dtype == tf.float32 and x.shape[1:] == (SIZE, SIZE, 3) and y.dtype == tf.float32
-  assert -1.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
-  np.testing.assert_array_equal(x[..., 0], x[..., 2])  # gray replicated to RGB
-  again = next(iter(ds))[0]  # no augmentation at evaluation
-  np.testing.assert_array_equal(x.numpy(), again.numpy())
-
-
-def test_training_pipeline_is_static_and_augmented(built_data_dir):
-  config = _config(built_data_dir, training=True, drop_remainder=True, repeat=True, cache=False)
-  ds = input_pipeline.make_dataset(config)
-  assert ds.element_spec[0].shape == (8, SIZE, SIZE, 3)
-  plain = input_pipeline.make_dataset(_config(built_data_dir, seed=0))
-  augmented = input_pipeline.make_dataset(
-    _config(built_data_dir, training=True, drop_remainder=True, seed=0)
-  )
-  # Augmentation changes pixels of the same images; ordering aside, compare means per image.
-  a = np.sort(next(iter(plain))[0].numpy().mean(axis=(1, 2, 3)))
-  b = np.sort(next(iter(augmented))[0].numpy().mean(axis=(1, 2, 3)))
-  assert not np.allclose(a, b)
-
-
-def test_resize_pads_instead_of_stretching():
-  tall = tf.fill([200, 100, 1], tf.constant(200, tf.uint8))
-  out = input_pipeline.resize_to_square(tall, 100).numpy()[..., 0]
-  assert out.shape == (100, 100)
-  assert (out[:, 25:75] == 200).all() and (out[:, :24] == 0).all() and (out[:, 76:] == 0).all()
-
-
-def test_static_validation_pads_with_weight_zero_and_counts_each_image_once(built_data_dir):
-  # 9 validation images, global batch 8: 2 steps of 8, padded with 7 blanks.
-  ds = input_pipeline.make_dataset(_config(built_data_dir, split="validation", pad_to_steps=2))
-  batches = list(ds)
-  assert [b[0].shape[0] for b in batches] == [8, 8]
-  weights = np.concatenate([w.numpy() for _, _, w in batches])
-  assert weights.sum() == 9 and set(weights) == {0.0, 1.0}
-
-
-def test_pad_and_shard_gives_every_pipeline_the_same_steps():
-  ds = tf.data.Dataset.from_tensor_slices((np.arange(10, dtype="float32"), np.ones(10, "float32")))
-  shards = []
-  for i in range(2):
-    context = tf.distribute.InputContext(
-      num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2
-    )
-    shards.append(list(input_pipeline.pad_and_shard(ds, 2, 8, context).as_numpy_iterator()))
-  assert [len(s) for s in shards] == [8, 8]  # 2 steps x 4 examples per pipeline each
-  real = sorted(x for s in shards for x, _, w in s if w == 1.0)
-  assert real == list(range(10))  # every example once, none twice
+def test_the_model_scales_uint8_gray_to_rgb_in_minus_one_to_one(model):
+  """InceptionV3's preprocessing lives in the model: 0 -> -1, 255 -> 1, gray copied to RGB."""
+  rgb = keras.Model(model.input, model.get_layer(model_lib.TO_RGB).output)
+  x = np.broadcast_to(np.array([0, 51, 255], "uint8")[:, None, None, None], (3, SIZE, SIZE, 1))
+  out = rgb(x).numpy()
+  assert out.shape == (3, SIZE, SIZE, 3)
+  np.testing.assert_allclose(out[:, 0, 0, :], [[-1.0] * 3, [-0.6] * 3, [1.0] * 3], atol=1e-6)

@@ -1,0 +1,75 @@
+"""The input pipeline: decoding, padding, augmentation, static-shape padding, CV folds."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from txr_model import input_pipeline
+
+SIZE = 75
+
+
+def _config(data_dir, **kw):
+  return input_pipeline.InputConfig("shenzhen_cxr/512", data_dir, SIZE, 8, **kw)
+
+
+def test_eval_pipeline_shapes_range_and_determinism(built_data_dir):
+  ds = input_pipeline.make_dataset(_config(built_data_dir, split="validation"))
+  batches = list(ds)
+  assert sum(len(y) for _, y in batches) == 9  # no drop_remainder at evaluation
+  x, y = batches[0]
+  assert x.dtype == tf.uint8 and x.shape[1:] == (SIZE, SIZE, 1) and y.dtype == tf.float32
+  again = next(iter(ds))[0]  # no augmentation at evaluation
+  np.testing.assert_array_equal(x.numpy(), again.numpy())
+
+
+def test_training_pipeline_is_static_and_augmented(built_data_dir):
+  config = _config(built_data_dir, training=True, drop_remainder=True, repeat=True, cache=False)
+  ds = input_pipeline.make_dataset(config)
+  assert ds.element_spec[0].shape == (8, SIZE, SIZE, 1) and ds.element_spec[0].dtype == tf.uint8
+  plain = input_pipeline.make_dataset(_config(built_data_dir, seed=0))
+  augmented = input_pipeline.make_dataset(
+    _config(built_data_dir, training=True, drop_remainder=True, seed=0)
+  )
+  # Augmentation changes pixels of the same images; ordering aside, compare means per image.
+  a = np.sort(next(iter(plain))[0].numpy().mean(axis=(1, 2, 3)))
+  b = np.sort(next(iter(augmented))[0].numpy().mean(axis=(1, 2, 3)))
+  assert not np.allclose(a, b)
+
+
+def test_resize_pads_instead_of_stretching():
+  tall = tf.fill([200, 100, 1], tf.constant(200, tf.uint8))
+  out = input_pipeline.resize_to_square(tall, 100).numpy()[..., 0]
+  assert out.shape == (100, 100)
+  assert (out[:, 25:75] == 200).all() and (out[:, :24] == 0).all() and (out[:, 76:] == 0).all()
+
+
+def test_static_validation_pads_with_weight_zero_and_counts_each_image_once(built_data_dir):
+  # 9 validation images, global batch 8: 2 steps of 8, padded with 7 blanks.
+  ds = input_pipeline.make_dataset(_config(built_data_dir, split="validation", pad_to_steps=2))
+  batches = list(ds)
+  assert [b[0].shape[0] for b in batches] == [8, 8]
+  weights = np.concatenate([w.numpy() for _, _, w in batches])
+  assert weights.sum() == 9 and set(weights) == {0.0, 1.0}
+
+
+def test_pad_and_shard_gives_every_pipeline_the_same_steps():
+  ds = tf.data.Dataset.from_tensor_slices((np.arange(10, dtype="float32"), np.ones(10, "float32")))
+  shards = []
+  for i in range(2):
+    context = tf.distribute.InputContext(
+      num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2
+    )
+    shards.append(list(input_pipeline.pad_and_shard(ds, 2, 8, context).as_numpy_iterator()))
+  assert [len(s) for s in shards] == [8, 8]  # 2 steps x 4 examples per pipeline each
+  real = sorted(x for s in shards for x, _, w in s if w == 1.0)
+  assert real == list(range(10))  # every example once, none twice
+
+
+@pytest.mark.parametrize("k_folds", [3, 5, 10])
+def test_cross_validation_rounds_use_every_fold_once_as_test_and_as_validation(k_folds):
+  rounds = [input_pipeline.cross_validation_folds(k, k_folds) for k in range(k_folds)]
+  for k, groups in enumerate(rounds):
+    assert groups["test"] == (k,) and groups["validation"] == ((k + 1) % k_folds,)
+    assert sorted(sum(groups.values(), ())) == list(range(k_folds))  # a partition
+  assert sorted(r["validation"][0] for r in rounds) == list(range(k_folds))

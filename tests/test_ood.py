@@ -1,0 +1,33 @@
+"""The out-of-distribution detector's numbers, without a model."""
+
+import numpy as np
+import tensorflow as tf
+
+from txr_model import ood
+
+
+def test_mahalanobis_threshold_flags_about_one_percent_and_far_points():
+  rng = np.random.default_rng(0)
+  train, val = rng.normal(size=(400, 8)), rng.normal(size=(2000, 8))
+  detector = ood.fit(train, val)
+  flagged = ood.mahalanobis(val, detector) > detector["threshold"]
+  assert abs(flagged.mean() - (1 - ood.VALIDATION_QUANTILE)) < 0.005
+  far = np.full((1, 8), 6.0)
+  assert ood.mahalanobis(far, detector)[0] > 2 * detector["threshold"]
+  # The graph version (used in the export) gives the same distances.
+  tf_distances = ood.mahalanobis(tf.constant(val[:5], tf.float32), detector).numpy()
+  np.testing.assert_allclose(tf_distances, ood.mahalanobis(val[:5], detector), rtol=1e-4)
+
+
+def test_more_features_than_images_still_gives_a_detector():
+  rng = np.random.default_rng(1)
+  detector = ood.fit(rng.normal(size=(20, 64)), rng.normal(size=(10, 64)))
+  assert np.isfinite(detector["precision"]).all() and np.isfinite(detector["threshold"])
+
+
+def test_gray_images_have_no_colour_and_photographs_do():
+  gray = tf.tile(tf.random.uniform([16, 16, 1], 0, 255), [1, 1, 3])
+  assert float(ood.colourfulness(gray)) < 1e-3
+  rng = np.random.default_rng(2)
+  photo = tf.constant(rng.uniform(0, 255, (16, 16, 3)), tf.float32)
+  assert float(ood.colourfulness(photo)) > ood.MAX_COLOURFULNESS

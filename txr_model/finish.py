@@ -1,0 +1,68 @@
+"""Finishing a training run: evaluate the saved model, fit the OOD detector, export.
+
+The exported label uses the triage operating point, chosen on validation.
+"""
+
+import os
+
+import keras
+import tensorflow as tf
+
+from txr_model import evaluation
+from txr_model import export
+from txr_model import input_pipeline
+from txr_model import ood
+from txr_model import overlay
+
+OPERATING_POINT = "triage"  # The exported label's threshold: screening favours sensitivity.
+
+
+def finish_run(model_dir: str, splits: dict, seed: int = 0, run_info: dict | None = None) -> dict:
+  """After training: evaluate the saved model, fit the OOD detector, export, log overlays.
+
+  Args:
+    model_dir: the run's folder, holding `model.keras`.
+    splits: the run's InputConfig per split name.
+    seed: the bootstrap's seed.
+    run_info: facts about the run (such as which weights were saved), written
+      into metrics.json and the export's metadata.
+
+  Returns:
+    The report written to metrics.json.
+  """
+  model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
+  configs = evaluation.evaluation_configs(splits)
+  log_dir = os.path.join(model_dir, "logs")
+  report, val, _ = evaluation.report_split(
+    model, configs, "test", seed, log_dir, model_dir, run_info
+  )
+  train = evaluation.outputs(model, configs["train"])
+  detector = ood.fit(train[2], val[2])
+  threshold = report["test"]["operating_points"][OPERATING_POINT]["threshold"]
+  export_dir = os.path.join(model_dir, "export")
+  export.export_serving(
+    model,
+    export_dir,
+    threshold,
+    detector,
+    {
+      "dataset": configs["test"].dataset,
+      "operating_point": OPERATING_POINT,
+      "test_auc": report["test"]["auc"],
+      **(run_info or {}),
+    },
+  )
+  _log_overlays(export_dir, configs["validation"], log_dir)
+  return report
+
+
+def _log_overlays(export_dir, base, log_dir, count=4):
+  """Grad-CAM overlays of a few validation images, from the exported `explain` signature."""
+  ds = input_pipeline.examples(base, base.split)
+  explain = tf.saved_model.load(export_dir).signatures["explain"]
+  images = []
+  for example in ds.take(count):
+    heatmap = explain(image_bytes=example["image"][None])["heatmap"][0]
+    images.append(overlay.overlay(example["image"], heatmap))
+  with tf.summary.create_file_writer(os.path.join(log_dir, "evaluation")).as_default():
+    tf.summary.image("validation/grad_cam", tf.stack(images), step=0, max_outputs=count)
