@@ -54,3 +54,16 @@ def test_train_and_evaluate_define_only_their_own_flags():
     assert "--model_dir" in out.stdout, out.stderr[-2000:]
     for flag in ("--export_dir", "--explain_dir", "--format"):
       assert flag not in out.stdout, (module, flag)
+
+
+def test_a_folder_without_images_is_a_usage_error(tmp_path):
+  export_dir, empty = tmp_path / "export", tmp_path / "scans"
+  export_dir.mkdir()
+  (export_dir / "saved_model.pb").write_bytes(b"")
+  empty.mkdir()
+  (empty / "notes.txt").write_text("no images here")
+  out = subprocess.run(
+    [sys.executable, "-m", "txr_model.predict", f"--export_dir={export_dir}", str(empty)],
+    cwd=REPO, capture_output=True, text=True,
+  )  # fmt: skip
+  assert out.returncode == 2 and f"No PNG or JPEG files in {empty}" in out.stderr

@@ -71,7 +71,7 @@ config = ip.InputConfig("shenzhen_cxr/512", {data_dir!r}, 75, 8, training=True,
                         drop_remainder=True, repeat=True)
 ds = ip.distributed_dataset(strategy, config)
 with strategy.scope():
-  model = m.build_model(75, "none", mode="end_to_end")
+  model = m.build_model(75, {weights!r})
   model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
 before = [w.numpy().copy() for w in model.trainable_weights]
 loss = model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0).history["loss"][0]
@@ -81,8 +81,9 @@ print("replicas", strategy.num_replicas_in_sync, "loss", loss)
 """
 
 
-def test_mirrored_strategy_over_two_logical_cpus(built_data_dir):
-  out = run_ok([sys.executable, "-c", MIRRORED.format(data_dir=built_data_dir)])
+def test_mirrored_strategy_over_two_logical_cpus(built_data_dir, base_weights):
+  script = MIRRORED.format(data_dir=built_data_dir, weights=base_weights)
+  out = run_ok([sys.executable, "-c", script])
   assert "replicas 2 loss" in out.stdout
 
 

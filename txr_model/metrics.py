@@ -170,19 +170,15 @@ def confusion(labels, scores, threshold):
   return {"tp": tp, "fp": fp, "tn": tn, "fn": fn}
 
 
-def _ratio(num, den):
-  return float(num / den) if den else float("nan")
-
-
 def rates(conf):
   """Accuracy, sensitivity, specificity, PPV and NPV from confusion counts (nan if undefined)."""
   tp, fp, tn, fn = conf["tp"], conf["fp"], conf["tn"], conf["fn"]
   return {
-    "accuracy": _ratio(tp + tn, tp + fp + tn + fn),
-    "sensitivity": _ratio(tp, tp + fn),
-    "specificity": _ratio(tn, tn + fp),
-    "ppv": _ratio(tp, tp + fp),
-    "npv": _ratio(tn, tn + fn),
+    "accuracy": float(_divide(tp + tn, tp + fp + tn + fn)),
+    "sensitivity": float(_divide(tp, tp + fn)),
+    "specificity": float(_divide(tn, tn + fp)),
+    "ppv": float(_divide(tp, tp + fp)),
+    "npv": float(_divide(tn, tn + fn)),
   }
 
 

@@ -148,6 +148,8 @@ def main(argv):
   if not tf.io.gfile.exists(os.path.join(_EXPORT_DIR.value, "saved_model.pb")):
     raise app.UsageError(f"--export_dir={_EXPORT_DIR.value} holds no saved_model.pb.")
   files = find_images(paths)
+  if not files:
+    raise app.UsageError(f"No PNG or JPEG files in {' '.join(paths)}.", exitcode=2)
   results = predict_files(_EXPORT_DIR.value, files, _EXPLAIN_DIR.value if _EXPLAIN.value else None)
   print(format_results(results, _FORMAT.value))
   if _FORMAT.value == "table":

@@ -181,7 +181,6 @@ def main(argv):
     )
   policy = strategy_lib.compute_dtype_policy(config.mixed_precision, strategy)
   keras.mixed_precision.set_global_policy(policy)
-  keras.utils.set_random_seed(config.seed)
   chief = strategy_lib.is_chief()
   model_dir = config.model_dir
   # Non-chief workers keep their own backups and logs apart from the chief's.
@@ -209,6 +208,9 @@ def main(argv):
     builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=config.manual_dir)
     )
+  # Seeded only after the build: TFDS names its temporary build folder with
+  # Python's `random`, so two runs seeded alike would build into the same one.
+  keras.utils.set_random_seed(config.seed)
   if chief:
     with tf.io.gfile.GFile(os.path.join(model_dir, "flags.cfg"), "w") as f:
       f.write(_flagfile_text())  # for reruns: --flagfile=<model_dir>/flags.cfg
@@ -286,7 +288,7 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
   static = isinstance(
     strategy, (tf.distribute.TPUStrategy, tf.distribute.MultiWorkerMirroredStrategy)
   )  # Their replicas need static shapes and equal step counts.
-  sizes = {name: input_pipeline.count(config) for name, config in splits.items()}
+  sizes = {name: input_pipeline.count(split) for name, split in splits.items()}
   logging.info("Dataset %s in %s: %s", config.dataset, config.data_dir, sizes)
   batch = config.global_batch_size
   steps = max(1, sizes["train"] // batch)
