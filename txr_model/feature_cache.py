@@ -123,12 +123,14 @@ def batched(
   if pad_to_steps and not training:
     features = input_pipeline.pad_and_shard(
       features, pad_to_steps, global_batch_size, input_context
-    ).repeat()
+    )
   elif input_context is not None:
     features = features.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-  features = features.cache()
+  features = features.cache()  # Before any repeat: a cache of an endless stream never completes.
   if training:
     features = features.shuffle(8192, seed=seed).repeat()
+  elif pad_to_steps:
+    features = features.repeat()
   return features.batch(batch, drop_remainder=training or bool(pad_to_steps)).prefetch(
     tf.data.AUTOTUNE
   )

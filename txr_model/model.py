@@ -34,7 +34,7 @@ def _local_weights(weights: str) -> str:
 
 
 def build_model(
-  image_size: int, weights: str = "none", dropout: float = 0.2, mode: str = "two_phase"
+  image_size: int, weights: str, dropout: float = 0.2, mode: str = "two_phase"
 ) -> keras.Model:
   """uint8 gray -> [-1, 1] RGB -> InceptionV3 (no top) -> pool -> dropout -> Dense(1, sigmoid).
 
