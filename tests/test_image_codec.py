@@ -79,3 +79,59 @@ def test_decompression_bomb_is_refused():
   data = image_codec.PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IEND", b"")
   with pytest.raises(image_codec.BadImageError, match="bomb.png: refusing a 100000 x 100000"):
     image_codec.normalise_png(data, "bomb.png")
+
+
+def _chunk(kind, body):
+  return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _with_idat(png: bytes, idat: bytes) -> bytes:
+  """`png` with its image data replaced by `idat`, every CRC valid."""
+  start = png.index(b"IDAT") - 4
+  end = png.index(b"IEND") - 4
+  return png[:start] + _chunk(b"IDAT", idat) + png[end:]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut"])
+def test_corrupt_zlib_stream_with_valid_crcs_is_refused(damage):
+  image = np.random.default_rng(1).integers(0, 256, (40, 50), dtype=np.uint8)
+  png = _png(image)
+  idat = zlib.compress(b"\0" + b"\0".join(image[i].tobytes() for i in range(40)))
+  assert image_codec.png_info(_with_idat(png, idat), "ok.png").is_gray8
+  bad = b"\x78\x9c" + bytes(range(200)) if damage == "garbage" else idat[: len(idat) // 2]
+  with pytest.raises(image_codec.BadImageError, match="z.png: corrupt PNG image data"):
+    image_codec.normalise_png(_with_idat(png, bad), "z.png")
+
+
+def test_interlaced_png_passes_the_data_check_and_decodes():
+  image = np.random.default_rng(2).integers(0, 256, (37, 29), dtype=np.uint8)
+  passes = ((0, 8, 0, 8), (4, 8, 0, 8), (0, 4, 4, 8), (2, 4, 0, 4), (0, 2, 2, 4), (1, 2, 0, 2),
+            (0, 1, 1, 2))  # fmt: skip
+  raw = b"".join(
+    b"\0" + row.tobytes() for x0, dx, y0, dy in passes for row in image[y0::dy, x0::dx]
+    if image[y0::dy, x0::dx].size
+  )  # fmt: skip
+  header = struct.pack(">IIBBBBB", 29, 37, 8, 0, 0, 0, 1)
+  png = (image_codec.PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw))
+         + _chunk(b"IEND", b""))  # fmt: skip
+  info = image_codec.png_info(png, "i.png")
+  assert info.interlace == 1 and info.is_gray8
+  np.testing.assert_array_equal(_decoded(png)[..., 0], image)
+
+
+def _twelve_bit(values: np.ndarray, sbit: bool) -> bytes:
+  png = _png(values.astype(np.uint16))
+  if sbit:  # sBIT goes right after IHDR (8 + 25 bytes).
+    png = png[:33] + _chunk(b"sBIT", b"\x0c") + png[33:]
+  return png
+
+
+@pytest.mark.parametrize("sbit", [True, False])
+def test_twelve_bit_data_in_16_bit_png_scales_by_its_real_depth(sbit):
+  values = np.linspace(0, 4095 if sbit else 3000, 30 * 40).reshape(30, 40)
+  png = _twelve_bit(values, sbit)
+  assert image_codec.png_info(png, "m.png").significant_bits == (12 if sbit else 0)
+  out = _decoded(image_codec.normalise_png(png, "m.png"))[..., 0].astype(float)
+  # By 4095 either way (3000 needs 12 bits), not by 65535, which leaves it black.
+  expected = np.round(values.astype(np.uint16).astype(float) * 255 / 4095)
+  np.testing.assert_allclose(out, expected, atol=0.5)

@@ -266,3 +266,70 @@ def test_tfds_cli_build_then_load_in_fresh_processes(tmp_path):
   )
   out = _run([sys.executable, "-c", bare], cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})
   assert "45 ['normal', 'abnormal']" in out
+
+
+def test_corrupt_image_data_fails_the_build_by_name(tmp_path, sample_copy):
+  import zlib
+
+  target = sample_copy / "CXR_png" / "CHNCXR_0001_0.png"
+  png = target.read_bytes()
+  start, end = png.index(b"IDAT") - 4, png.index(b"IEND") - 4
+  body = png[start + 8 : end - 4][: (end - start) // 2]  # The zlib stream cut in half.
+  chunk = len(body).to_bytes(4, "big") + b"IDAT" + body
+  crc = zlib.crc32(b"IDAT" + body).to_bytes(4, "big")
+  target.write_bytes(png[:start] + chunk + crc + png[end:])
+  with pytest.raises(ValueError, match="CHNCXR_0001_0.png: corrupt PNG image data"):
+    _build(sample_copy.parent, tmp_path / "data")
+
+
+def test_lower_case_names_get_the_canonical_key_and_split(tmp_path, sample_copy):
+  png = sample_copy / "CXR_png" / "CHNCXR_0001_0.png"
+  txt = sample_copy / "ClinicalReadings" / "CHNCXR_0001_0.txt"
+  png.rename(png.with_name("chncxr_0001_0.png"))
+  txt.rename(txt.with_name("chncxr_0001_0.txt"))
+  builder = _build(sample_copy.parent, tmp_path / "data")
+  split = scb.split_of("CHNCXR_0001_0")
+  found = [
+    ex for ex in tfds.as_numpy(builder.as_dataset(split=split))
+    if ex["image/filename"] == b"chncxr_0001_0.png"
+  ]  # fmt: skip
+  assert len(found) == 1 and found[0]["patient_id"] == 1 and found[0]["sex"] != 2
+
+
+def test_a_patient_filed_with_both_labels_is_refused(tmp_path, sample_copy):
+  src = sample_copy / "CXR_png" / "CHNCXR_0001_0.png"
+  (sample_copy / "CXR_png" / "CHNCXR_0001_1.png").write_bytes(src.read_bytes())
+  with pytest.raises(ValueError, match="CHNCXR_0001_1.png: the same patient is also filed"):
+    _build(sample_copy.parent, tmp_path / "data")
+
+
+def test_conflicting_readings_in_two_layouts_are_refused(tmp_path, sample_copy):
+  other = sample_copy / "extra"
+  other.mkdir()
+  (other / "CHNCXR_0001_0.txt").write_text("female 40yrs\nnormal\n")
+  with pytest.raises(ValueError, match="CHNCXR_0001_0.txt: differs from the reading at"):
+    _build(sample_copy.parent, tmp_path / "data")
+
+
+@pytest.mark.parametrize(
+  "data,expected",
+  [
+    ("male 35yrs\nnormal".encode("utf-16"), "male 35yrs\nnormal"),
+    ("female 30 años\nnormal".encode("latin-1"), "female 30 años\nnormal"),
+    ("male 35yrs\nnormal".encode("utf-8-sig"), "male 35yrs\nnormal"),
+    (b"\x00\x01\x02\x89PNG binary", None),
+  ],
+)
+def test_readings_in_other_encodings(data, expected):
+  from txr_data import nlm_tb
+
+  assert nlm_tb.decode_reading(data) == expected
+
+
+def test_unreadable_readings_are_counted_in_a_warning(tmp_path, sample_copy, caplog):
+  for name in ("CHNCXR_0001_0.txt", "CHNCXR_0002_0.txt"):
+    (sample_copy / "ClinicalReadings" / name).write_bytes(b"\x00\x01binary\xff")
+  with caplog.at_level("WARNING"):
+    builder = _build(sample_copy.parent, tmp_path / "data")
+  assert "2 readings file(s) are not text" in caplog.text
+  assert builder.info.splits.total_num_examples == 64
