@@ -1,6 +1,7 @@
 """What the command-line entry points share. absl only, so txr-predict stays light."""
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -8,6 +9,9 @@ from absl import flags
 
 def run(main, required_flags: tuple[str, ...] = ()) -> None:
   """Runs an absl `main` as a console script (txr-train, txr-evaluate, txr-predict).
+
+  A usage error prints one line naming the command and exits 2, instead of
+  absl's whole help text.
 
   Args:
     main: the absl main function.
@@ -17,4 +21,50 @@ def run(main, required_flags: tuple[str, ...] = ()) -> None:
     os.chdir(os.environ["BUILD_WORKING_DIRECTORY"])
   for name in required_flags:
     flags.mark_flag_as_required(name)
-  app.run(main)
+
+  def one_line_usage_errors(argv):
+    try:
+      return main(argv)
+    except app.UsageError as e:
+      print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+      return 2
+
+  app.run(one_line_usage_errors)
+
+
+def check_folder_flag(name: str, path: str | None) -> None:
+  """Raises a UsageError if flag `--name` names something that is not a folder.
+
+  Args:
+    name: the flag's name.
+    path: its value (local or gs://); a missing folder is fine (it is created).
+  """
+  import tensorflow as tf  # Lazily: importing this module must stay cheap.
+
+  if path and tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+    raise app.UsageError(f"--{name}={path} is a file, not a folder.")
+
+
+def dataset_builder(dataset: str, data_dir: str):
+  """The TFDS builder of `--dataset`, or a one-line UsageError naming it.
+
+  Args:
+    dataset: a TFDS name/config, such as 'shenzhen_cxr/512'.
+    data_dir: the TFDS data dir.
+
+  Returns:
+    The builder (not necessarily prepared).
+  """
+  import tensorflow_datasets as tfds
+
+  import txr_data  # noqa: F401  (registers the builders)
+
+  check_folder_flag("data_dir", data_dir)
+  try:
+    return tfds.builder(dataset, data_dir=data_dir)
+  except ValueError as e:  # DatasetNotFoundError, or an unknown config
+    detail = str(e).split(": BuilderConfig ")[-1].split("\n")[0].split(". Here are")[0]
+    raise app.UsageError(
+      f"--dataset={dataset}: {detail.rstrip('.')}. Use shenzhen_cxr/512, shenzhen_cxr/original"
+      " or another registered TFDS name/config."
+    ) from e

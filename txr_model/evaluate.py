@@ -34,6 +34,7 @@ def main(argv):
   from txr_model import run_config
 
   model_dir = _MODEL_DIR.value
+  cli.check_folder_flag("model_dir", model_dir)
   model_path = os.path.join(model_dir, "model.keras")
   if not tf.io.gfile.exists(model_path):
     raise app.UsageError(f"No {model_path}: point --model_dir at a txr-train output directory.")
@@ -42,6 +43,7 @@ def main(argv):
   data_dir = _DATA_DIR.value or (trained and trained.data_dir)
   if not dataset or not data_dir:
     raise app.UsageError(f"Give --dataset and --data_dir (no {run_config.FILE} in --model_dir).")
+  cli.dataset_builder(dataset, data_dir)  # A one-line error for an unknown name.
   model = keras.models.load_model(model_path)
   # Facts about the training run (which weights were saved) stay in the report.
   run_info = None

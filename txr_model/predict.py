@@ -147,6 +147,8 @@ def main(argv):
     raise app.UsageError("Name image files or folders to classify.")
   if not tf.io.gfile.exists(os.path.join(_EXPORT_DIR.value, "saved_model.pb")):
     raise app.UsageError(f"--export_dir={_EXPORT_DIR.value} holds no saved_model.pb.")
+  if _EXPLAIN.value:
+    cli.check_folder_flag("explain_dir", _EXPLAIN_DIR.value)
   files = find_images(paths)
   if not files:
     raise app.UsageError(f"No PNG or JPEG files in {' '.join(paths)}.", exitcode=2)

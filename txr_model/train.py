@@ -32,6 +32,7 @@ from txr_model import input_pipeline
 from txr_model import keras_compat
 from txr_model import metrics
 from txr_model import model as model_lib
+from txr_model import model_dir_lock
 from txr_model import run_config
 from txr_model import strategy as strategy_lib
 
@@ -168,6 +169,9 @@ def main(argv):
   config = run_config.RunConfig.from_flags(_FLAGS)
   if config.mode == "end_to_end" and _FLAGS["fine_tune_epochs"].present:
     logging.warning("--mode=end_to_end has one phase: --fine_tune_* flags are not used.")
+  # Every usage error before anything is created; neither check runs a TF op.
+  cli.check_folder_flag("model_dir", config.model_dir)
+  builder = cli.dataset_builder(config.dataset, config.data_dir)
   # Logical devices must be set before any TF op runs, and the strategy made
   # before any dataset (TPUs need both).
   strategy_lib.configure_cpu_devices(config.num_cpu_devices)
@@ -196,8 +200,19 @@ def main(argv):
     policy,
     chief,
   )
+  if not chief:
+    _run(config, strategy, builder, chief, work_dir)
+    return
+  try:
+    with model_dir_lock.hold(model_dir):
+      _run(config, strategy, builder, chief, work_dir)
+  except model_dir_lock.ModelDirInUseError as e:
+    raise app.UsageError(str(e)) from None
 
-  builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+
+def _run(config, strategy, builder, chief, work_dir):
+  """Builds the dataset if needed, then trains once or per cross-validation fold."""
+  model_dir = config.model_dir
   if not builder.is_prepared():
     if not chief:
       raise app.UsageError(

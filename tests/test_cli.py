@@ -1,0 +1,42 @@
+"""Usage errors: one line on stderr, exit 2, nothing created."""
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def _run(module, *args):
+  return subprocess.run(
+    [sys.executable, "-m", f"txr_model.{module}", *args], cwd=REPO, capture_output=True, text=True
+  )
+
+
+def _error_line(out) -> str:
+  lines = [line for line in out.stderr.splitlines() if ".py: error: " in line]
+  assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
+  # Only TensorFlow's start-up chatter may surround it: no help text, no traceback.
+  assert "Traceback" not in out.stderr and "--helpfull" not in out.stderr
+  return lines[0]
+
+
+def test_usage_errors_are_one_line_and_create_nothing(tmp_path):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  model_dir = tmp_path / "model"
+  data = f"--data_dir={tmp_path / 'data'}"
+  line = _error_line(_run("train", "--dataset=no_such_ds", data, f"--model_dir={model_dir}"))
+  assert "--dataset=no_such_ds" in line and "not found" in line
+  line = _error_line(_run("train", f"--data_dir={a_file}", f"--model_dir={model_dir}"))
+  assert f"--data_dir={a_file} is a file" in line
+  line = _error_line(_run("train", data, f"--model_dir={a_file}"))
+  assert f"--model_dir={a_file} is a file" in line
+  assert not model_dir.exists() and not (tmp_path / "data").exists()
+
+  export_dir = tmp_path / "export"
+  export_dir.mkdir()
+  (export_dir / "saved_model.pb").write_bytes(b"")
+  line = _error_line(
+    _run("predict", f"--export_dir={export_dir}", "--explain", f"--explain_dir={a_file}", "x.png")
+  )
+  assert f"--explain_dir={a_file} is a file" in line
