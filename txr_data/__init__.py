@@ -1,13 +1,16 @@
 """TFDS builders for the NLM tuberculosis chest X-ray sets.
 
-Importing this package registers them, so `tfds.load('shenzhen_cxr')` works.
+Importing this package registers them, so `tfds.load('shenzhen_cxr')` and
+`tfds.load('montgomery_cxr')` work.
 """
 
 import os
 
+from txr_data import montgomery_cxr
 from txr_data import shenzhen_cxr
 
-# The embedded synthetic sample in the real archive's layout (for demos/tests).
+# The embedded synthetic samples in the real archives' layouts (for demos/tests).
 SAMPLE_DIR = os.path.join(os.path.dirname(__file__), "shenzhen_cxr", "dummy_data")
+MONTGOMERY_SAMPLE_DIR = os.path.join(os.path.dirname(__file__), "montgomery_cxr", "dummy_data")
 
-__all__ = ["SAMPLE_DIR", "shenzhen_cxr"]
+__all__ = ["MONTGOMERY_SAMPLE_DIR", "SAMPLE_DIR", "montgomery_cxr", "shenzhen_cxr"]

@@ -55,6 +55,10 @@ def png_info(data: bytes, name: str) -> PngInfo:
   """
   if not data:
     raise BadImageError(f"{name}: the file is empty (0 bytes); re-copy it.")
+  if data.startswith(b"\xff\xd8\xff"):  # Re-distributed copies often save JPEGs as .png.
+    raise BadImageError(
+      f"{name}: a JPEG file named .png; convert it to PNG or use the original archive."
+    )
   if not data.startswith(PNG_SIGNATURE):
     raise BadImageError(
       f"{name}: not a PNG file (bad signature); replace it with the original PNG from the archive."

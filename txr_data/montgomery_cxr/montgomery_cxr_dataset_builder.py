@@ -1,0 +1,237 @@
+"""montgomery_cxr: the NLM Montgomery County tuberculosis chest X-ray set, with lung masks."""
+
+import os
+import re
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from txr_data import image_codec
+from txr_data import nlm_tb
+from txr_data.shenzhen_cxr import shenzhen_cxr_dataset_builder as _shenzhen
+
+_URL = "http://openi.nlm.nih.gov/imgs/collections/NLM-MontgomeryCXRSet.zip"
+_HOMEPAGE = "https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets"
+PREFIX = "MCUCXR"
+MASK_SIDES = ("leftMask", "rightMask")  # Folders under ManualMask/, one binary PNG per image.
+Reading = _shenzhen.Reading  # The same three fields as Shenzhen's readings.
+# "Patient's Sex: F" / "Patient's Age: 045Y" (DICOM tags), in any order; the rest is the finding.
+_FIELD_RE = re.compile(r"^patient\W?s?\s+(sex|age)\s*[:=]?\s*(.*)$", re.IGNORECASE)
+_SEX_RE = re.compile(r"^(female|male|f|m)\b", re.IGNORECASE)  # 'O' (other) is unknown.
+_AGE_RE = re.compile(r"^(\d+)\s*([a-z]*)\.?$", re.IGNORECASE)
+_COLOURS = {0: "a grayscale", 2: "an RGB", 3: "a palette", 4: "a grayscale+alpha", 6: "an RGBA"}
+
+
+def label_of(filename: str) -> int:
+  """Returns 0 (normal) or 1 (abnormal) from a `MCUCXR_<id>_<0|1>.png` name."""
+  return nlm_tb.label_of(filename, PREFIX)
+
+
+def _age(value: str) -> int:
+  """Years from a DICOM age ('045Y', '010M', '003W', '012D') or a bare number; -1 if unknown."""
+  match = _AGE_RE.match(value.strip())
+  if not match:
+    return -1
+  unit = match[2][:1].lower()
+  if unit in ("", "y"):
+    return int(match[1])
+  return 0 if unit in ("m", "w", "d") else -1  # Infants (months, weeks, days) are 0 years old.
+
+
+def parse_reading(text: str) -> Reading:
+  """Parses a Montgomery ClinicalReadings file.
+
+  The archive's files read "Patient's Sex: F", "Patient's Age: 045Y", then the
+  radiologist's finding ("normal", or a description of the TB findings). Sex
+  F/M (or Female/Male) is parsed, anything else ('O') is unknown; an age in
+  months, weeks or days is 0 years; what cannot be parsed is left unknown.
+
+  Args:
+    text: the file's text.
+
+  Returns:
+    The sex, age in years (-1 if unknown) and the finding: every other
+    non-empty line, joined by spaces.
+  """
+  sex, age, finding = "unknown", -1, []
+  for line in text.replace("\r", "\n").split("\n"):
+    line = line.strip()
+    field = _FIELD_RE.match(line)
+    if field is None:
+      if line:
+        finding.append(line)
+    elif field[1].lower() == "sex":
+      value = _SEX_RE.match(field[2])
+      sex = {"f": "female", "m": "male"}[value[1][0].lower()] if value else "unknown"
+    else:
+      age = _age(field[2])
+  return Reading(sex=sex, age=age, finding=" ".join(finding))
+
+
+def find_masks(root: str) -> dict[str, dict[str, str]]:
+  """Finds lung masks: `<prefix>_*.png` files in `leftMask/` and `rightMask/` folders.
+
+  Folder names and the prefix match in any case, as image names do.
+
+  Args:
+    root: the folder to walk.
+
+  Returns:
+    {canonical stem: {'leftMask' or 'rightMask': path}}.
+
+  Raises:
+    ValueError: naming the file, for a badly named mask or the same mask twice.
+  """
+  sides = {side.lower(): side for side in MASK_SIDES}
+  masks = {}
+  for folder, _, files in tf.io.gfile.walk(root):
+    parts = [part for part in re.split(r"[\\/]", folder) if part]
+    side = sides.get(parts[-1].lower()) if parts else None
+    if side is None or "__MACOSX" in parts:
+      continue
+    for name in sorted(files):
+      if not name.upper().startswith(PREFIX + "_"):
+        continue
+      path = os.path.join(folder, name)
+      label_of(path)  # Raises for a bad suffix or extension.
+      other = masks.setdefault(nlm_tb.canonical_stem(name, PREFIX), {}).setdefault(side, path)
+      if other != path:
+        raise ValueError(f"{path}: the same {side} is also at {other}; keep only one.")
+  return masks
+
+
+def _read(path: str) -> bytes:
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return f.read()
+
+
+def _read_mask(path: str, size: tuple[int, int]) -> tf.Tensor:
+  """A mask file as a bool [height, width, 1] tensor; its size must be `size`."""
+  data = _read(path)
+  info = image_codec.png_info(data, path)
+  if (info.height, info.width) != size:
+    raise image_codec.BadImageError(
+      f"{path}: a {info.width} x {info.height} mask for a {size[1]} x {size[0]} image;"
+      " a mask must have its image's size."
+    )
+  try:
+    mask = image_codec.to_grayscale(data, info)
+  except tf.errors.OpError as e:
+    raise image_codec.BadImageError(f"{path}: cannot decode PNG ({e.message}); re-copy it.") from e
+  return mask > tf.reduce_max(mask) // 2  # 0/255 (the archive's) and 0/1 masks alike.
+
+
+class Builder(nlm_tb.NlmTbBuilder):
+  """DatasetBuilder for the Montgomery County TB chest X-ray set."""
+
+  PREFIX = PREFIX
+  URL = _URL
+  # Masks share their image's file name: not images. As in the archive, or lower-cased.
+  SKIP_DIRS = tuple(name for base in ("ManualMask", *MASK_SIDES) for name in (base, base.lower()))
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [
+    nlm_tb.TbConfig(
+      name="original", description="Source pixels: 12-bit data as uint16, full size."
+    ),
+    nlm_tb.TbConfig(
+      name="512", description="8-bit, longest side 512 px, aspect ratio kept.", max_side=512
+    ),
+  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
+  Download NLM-MontgomeryCXRSet.zip from {_HOMEPAGE} (or {_URL}) and
+  put it in the manual dir, as the zip or extracted: the `MontgomerySet/` tree
+  (CXR_png/, ClinicalReadings/, ManualMask/leftMask/ and rightMask/), or a bare
+  folder of `MCUCXR_*.png` files (with `MCUCXR_*.txt` readings beside them and
+  leftMask/ and rightMask/ folders, both optional).
+  """
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    dtype = np.uint16 if self.builder_config.max_side is None else np.uint8
+    return self.dataset_info_from_configs(
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(None, None, 1), dtype=dtype, encoding_format="png"),
+          "lung_mask": tfds.features.Image(
+            shape=(None, None, 1), dtype=np.uint8, encoding_format="png"
+          ),
+          "image/filename": tfds.features.Text(),
+          "label": tfds.features.ClassLabel(names=nlm_tb.LABELS),
+          "patient_id": np.int32,
+          "sex": tfds.features.ClassLabel(names=["female", "male", "unknown"]),
+          "age": np.int32,
+          "finding": tfds.features.Text(),
+          "fold": np.int32,
+        }
+      ),
+      supervised_keys=("image", "label"),
+      homepage=_HOMEPAGE,
+    )
+
+  def _find(self, root):
+    images, readings = super()._find(root)
+    self._masks = find_masks(os.fspath(root))
+    for stem in sorted(images):
+      sides = self._masks.get(stem, {})
+      if len(sides) == 1:
+        ((side, path),) = sides.items()
+        missing = MASK_SIDES[1 - MASK_SIDES.index(side)]
+        raise ValueError(
+          f"{path}: this image's {missing} is missing; restore it, or remove both masks."
+        )
+    self._unmasked = [stem for stem in sorted(images) if stem not in self._masks]
+    return images, readings
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    splits = super()._split_generators(dl_manager)
+    if self._unmasked:
+      logging.warning(
+        "%d image(s) have no lung masks (no leftMask/ or rightMask/ file), e.g. %s: their"
+        " lung_mask is stored all zero.",
+        len(self._unmasked),
+        self._unmasked[0],
+      )
+    return splits
+
+  def _image(self, data: bytes, path: str):
+    """The stored image and the source's (height, width), which its masks must match."""
+    info = image_codec.png_info(data, path)
+    size, max_side = (info.height, info.width), self.builder_config.max_side
+    if max_side is not None:
+      return image_codec.normalise_png(data, path, max_side), size
+    if (info.color_type, info.bit_depth) != (0, 16):  # Colour type 0: grayscale.
+      raise image_codec.BadImageError(
+        f"{path}: {_COLOURS.get(info.color_type, 'an unknown colour type')} PNG with"
+        f" {info.bit_depth}-bit samples; the archive's images are 16-bit grayscale, which the"
+        " `original` config stores unchanged. Use the original archive, or the `512` config,"
+        " which converts."
+      )
+    return data, size
+
+  def _lung_mask(self, stem: str, size: tuple[int, int]) -> bytes:
+    """The union of the left and right masks as a 0/1 PNG, resized as the image is."""
+    union = tf.zeros([*size, 1], tf.bool)
+    for path in self._masks.get(stem, {}).values():
+      union |= _read_mask(path, size)
+    mask = tf.cast(union, tf.uint8) * 255
+    if self.builder_config.max_side is not None:
+      mask = image_codec.shrink(mask, self.builder_config.max_side)  # Area, then threshold.
+    return tf.io.encode_png(tf.cast(mask >= 128, tf.uint8)).numpy()
+
+  def _features(self, stem, path, image, reading):
+    encoded, size = image
+    parsed = parse_reading(reading) if reading is not None else Reading()
+    return {
+      "image": encoded,
+      "lung_mask": self._lung_mask(stem, size),
+      "image/filename": os.path.basename(path),
+      "label": label_of(path),
+      "patient_id": int(stem.split("_")[1]),
+      "sex": parsed.sex,
+      "age": parsed.age,
+      "finding": parsed.finding,
+      "fold": nlm_tb.fold_of(stem),
+    }
