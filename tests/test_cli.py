@@ -34,9 +34,24 @@ def test_usage_errors_are_one_line_and_create_nothing(tmp_path):
   assert not model_dir.exists() and not (tmp_path / "data").exists()
 
   export_dir = tmp_path / "export"
-  export_dir.mkdir()
+  (export_dir / "assets.extra").mkdir(parents=True)
   (export_dir / "saved_model.pb").write_bytes(b"")
+  (export_dir / "assets.extra" / "txr.json").write_text("{}")
   line = _error_line(
     _run("predict", f"--export_dir={export_dir}", "--explain", f"--explain_dir={a_file}", "x.png")
   )
   assert f"--explain_dir={a_file} is a file" in line
+
+
+def test_evaluate_on_a_dataset_not_built_says_how_to_build_it(tmp_path):
+  model_dir = tmp_path / "model"
+  model_dir.mkdir()
+  (model_dir / "model.keras").write_bytes(b"")  # only its presence is checked first
+  data_dir = tmp_path / "data"
+  line = _error_line(
+    _run("evaluate", f"--model_dir={model_dir}", "--dataset=montgomery_cxr/512",
+         f"--data_dir={data_dir}", "--split=all")
+  )  # fmt: skip
+  assert f"montgomery_cxr/512 is not built in {data_dir}" in line
+  assert f"tfds build txr_data/montgomery_cxr --config=512 --data_dir={data_dir}" in line
+  assert not (model_dir / "evaluation").exists()

@@ -8,14 +8,17 @@ import io
 import json
 import subprocess
 import sys
+import types
 
 from conftest import REPO
 from conftest import run_ok
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_dicom import dicom_bytes
 
 from txr_data.shenzhen_cxr import synthetic
+from txr_model import export
 from txr_model import predict
 
 pytestmark = pytest.mark.heavy
@@ -25,19 +28,53 @@ def _png(array) -> bytes:
   return tf.io.encode_png(np.asarray(array, np.uint8)).numpy()
 
 
+def _evaluate(model_dir, *flags):
+  """Runs txr-evaluate; returns its printed JSON, with the run's own files checked untouched."""
+  before = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()}
+  out = run_ok([sys.executable, "-m", "txr_model.evaluate", f"--model_dir={model_dir}", *flags])
+  assert all(p.read_bytes() == data for p, data in before.items())
+  return json.loads(out.stdout[out.stdout.index("{") :])
+
+
 def test_evaluate_cli_takes_thresholds_from_validation(resumed_run):
   model_dir, _, _ = resumed_run
-  out = run_ok([sys.executable, "-m", "txr_model.evaluate", f"--model_dir={model_dir}"])
-  printed = json.loads(out.stdout[out.stdout.index("{") :])
-  report = json.loads((model_dir / "metrics.json").read_text())
-  assert printed == report["test"]
+  printed = _evaluate(model_dir)
+  out_dir = model_dir / "evaluation" / "shenzhen_cxr_512_test"
+  report = json.loads((out_dir / "metrics.json").read_text())
+  assert printed == {"test": report["test"], "protocol": report["protocol"]}
+  run = json.loads((model_dir / "metrics.json").read_text())["test"]  # the same model and images
+  assert report["test"]["n"] == run["n"] and report["test"]["auc"] == pytest.approx(run["auc"])
   for point in ("youden", "triage"):
     test_point = report["test"]["operating_points"][point]
     assert test_point["threshold"] == report["validation"]["operating_points"][point]["threshold"]
     assert sum(test_point[k] for k in ("tp", "fp", "tn", "fn")) == report["test"]["n"] == 10
   low, high = report["test"]["auc_ci95"]
   assert low <= report["test"]["auc"] <= high
-  assert (model_dir / "roc.png").read_bytes().startswith(b"\x89PNG")
+  calibration = report["test"]["calibration"]
+  assert calibration["n"] == 10 and sum(b["n"] for b in calibration["bins"]) == 10
+  assert 0.0 <= calibration["ece"] <= 1.0
+  for name in ("roc.png", "reliability.png"):
+    assert (out_dir / name).read_bytes().startswith(b"\x89PNG")
+  assert len((out_dir / "scores_test.csv").read_text().splitlines()) == 1 + 10
+  assert list((out_dir / "logs" / "evaluation").glob("events.out.tfevents.*"))
+
+
+def test_cross_site_evaluation_applies_the_training_sites_thresholds(resumed_run):
+  model_dir, _, _ = resumed_run
+  run = json.loads((model_dir / "metrics.json").read_text())
+  printed = _evaluate(model_dir, "--dataset=montgomery_cxr/512", "--split=all")
+  report = json.loads(
+    (model_dir / "evaluation" / "montgomery_cxr_512_all" / "metrics.json").read_text()
+  )
+  assert printed == {"all": report["all"], "protocol": report["protocol"]}
+  assert report["protocol"] == {
+    "thresholds_from": {"dataset": "shenzhen_cxr/512", "split": "validation", "n": 9},
+    "evaluated": {"dataset": "montgomery_cxr/512", "split": "all", "n": 20},
+  }
+  for point in ("youden", "triage"):  # chosen on Shenzhen's validation split, applied unchanged
+    threshold = run["validation"]["operating_points"][point]["threshold"]
+    assert report["all"]["operating_points"][point]["threshold"] == threshold
+  assert report["all"]["n"] == 20 and report["all"]["n_positive"] == 10
 
 
 def test_tensorboard_has_curves_and_grad_cam_overlays(resumed_run):
@@ -47,6 +84,7 @@ def test_tensorboard_has_curves_and_grad_cam_overlays(resumed_run):
     for event in tf.compat.v1.train.summary_iterator(str(path)):
       tags.update(v.tag for v in event.summary.value)
   assert {"test/roc_curve", "test/pr_curve", "test/auc", "validation/grad_cam"} <= tags
+  assert {"test/ece", "test/reliability_diagram"} <= tags
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +114,25 @@ def inputs(tmp_path_factory):
   (folder / "sixteen_bit.png").write_bytes(
     tf.io.encode_png(np.uint16(np.linspace(0, 65535, 90 * 100).reshape(90, 100, 1))).numpy()
   )
+  film = synthetic.chest_xray(np.random.default_rng(7), abnormal=True)
+  (folder / "cxr_dicom.dcm").write_bytes(dicom_bytes(np.uint16(film) * 16))
+  (folder / "bad_gif.png").write_bytes(_gif(film))
   return folder
+
+
+def _gif(array) -> bytes:
+  from PIL import Image
+
+  buf = io.BytesIO()
+  Image.fromarray(np.uint8(array)).save(buf, format="GIF")
+  return buf.getvalue()
 
 
 def test_ood_flags_colour_images_and_passes_held_out_xrays(resumed_run, inputs):
   model_dir, _, _ = resumed_run
   files = predict.find_images([str(inputs)])
   results = {r["file"].rsplit("/", 1)[-1]: r for r in predict.predict_files(
-    str(model_dir / "export"), [f for f in files if "bad" not in f]
+    str(model_dir / "export"), [f for f in files if "bad" not in f and "dcm" not in f]
   )}  # fmt: skip
   colour = [r for name, r in results.items() if name.startswith("colour_")]
   xrays = [r for name, r in results.items() if name.startswith("cxr_")]
@@ -106,15 +155,18 @@ def test_predict_cli_reports_bad_files_and_carries_on(resumed_run, inputs, tmp_p
   )  # fmt: skip
   assert out.returncode == 1, out.stderr[-3000:]
   results = {r["file"].rsplit("/", 1)[-1]: r for r in json.loads(out.stdout)}
-  assert len(results) == 20 + 8 + 3 + 1
+  assert len(results) == 20 + 8 + 4 + 1 + 1
   errors = {name: r["error"] for name, r in results.items() if "error" in r}
-  assert set(errors) == {"bad_truncated.png", "bad_text.png", "bad_huge.png"}
-  assert "too large" in errors["bad_huge.png"] and "not a PNG or JPEG" in errors["bad_text.png"]
-  assert "3 of 32 file(s) failed" in out.stderr
+  assert set(errors) == {"bad_truncated.png", "bad_text.png", "bad_huge.png", "bad_gif.png"}
+  assert "too large" in errors["bad_huge.png"] and "not a PNG, JPEG" in errors["bad_text.png"]
+  assert errors["bad_gif.png"] == "not a PNG, JPEG or DICOM file"
+  assert errors["bad_truncated.png"] == "cannot decode: corrupt or truncated image data"
+  assert "4 of 34 file(s) failed" in out.stderr
   assert results["sixteen_bit.png"]["label"] in ("normal", "abnormal")
+  assert results["cxr_dicom.dcm"]["label"] in ("normal", "abnormal")
   overlay = tf.io.decode_png((explain_dir / "cxr_03.png.gradcam.png").read_bytes())
   assert overlay.shape == (75, 75, 3)
-  assert len(list(explain_dir.glob("*.png"))) == 29
+  assert len(list(explain_dir.glob("*.png"))) == 30
 
   table = run_ok([*base, str(inputs / "cxr_01.png"), str(inputs / "colour_noise.jpg")]).stdout
   assert table.splitlines()[0].split()[:3] == ["file", "probability", "label"]
@@ -124,3 +176,50 @@ def test_predict_cli_reports_bad_files_and_carries_on(resumed_run, inputs, tmp_p
     csv.DictReader(io.StringIO(run_ok([*base, "--format=csv", str(inputs / "cxr_01.png")]).stdout))
   )
   assert rows[0]["out_of_distribution"] in ("True", "False") and float(rows[0]["probability"]) >= 0
+
+
+def test_serving_signature_answers_each_element(resumed_run, inputs):
+  """A TF Serving client's batch with bad elements: the good ones are answered as if alone."""
+  model_dir, _, _ = resumed_run
+  serve = tf.saved_model.load(str(model_dir / "export")).signatures["serving_default"]
+  good = (inputs / "cxr_01.png").read_bytes()
+  batch = [good, b"garbage", b"", good[: len(good) // 2], _gif(np.zeros((8, 8), np.uint8))]
+  out = serve(image_bytes=tf.constant(batch))
+  alone = serve(image_bytes=tf.constant([good]))
+  errors = [e.decode() for e in out["error"].numpy()]
+  assert errors[0] == "" and all(errors[1:]), errors
+  assert float(out["probability"][0]) == pytest.approx(float(alone["probability"][0]), abs=1e-5)
+  assert out["probability"].numpy()[1:].tolist() == [-1.0] * 4
+  assert out["label"].numpy()[1:].tolist() == [-1] * 4
+  assert out["probability"].dtype == tf.float32
+
+
+def test_a_killed_export_leaves_the_previous_export_and_nothing_loadable(
+  resumed_run, tmp_path, monkeypatch
+):
+  import shutil
+
+  import keras
+
+  model_dir, _, _ = resumed_run
+  export_dir = tmp_path / "export"
+  shutil.copytree(model_dir / "export", export_dir)
+  before = (export_dir / predict.METADATA).read_text()
+
+  def killed(*args, **kwargs):
+    raise KeyboardInterrupt  # as a kill after the graph is written, before its metadata
+
+  # The metadata file is written last: a kill before it leaves the graph without it.
+  monkeypatch.setattr(export, "json", types.SimpleNamespace(dump=killed))
+  model = keras.models.load_model(model_dir / "model.keras")
+  with pytest.raises(KeyboardInterrupt):
+    export.export_serving(model, str(export_dir), 0.5, {"mean": np.zeros(2048),
+                          "precision": np.eye(2048), "threshold": 1.0}, {})  # fmt: skip
+  assert (export_dir / predict.METADATA).read_text() == before  # the old export is intact
+  assert (tmp_path / "export.partial" / "saved_model.pb").exists()
+  partial = subprocess.run(
+    [sys.executable, "-m", "txr_model.predict", f"--export_dir={tmp_path / 'export.partial'}",
+     str(tmp_path / "x.png")],
+    cwd=REPO, capture_output=True, text=True,
+  )  # fmt: skip
+  assert partial.returncode == 2 and "the export is incomplete" in partial.stderr

@@ -126,3 +126,18 @@ def test_the_model_scales_uint8_gray_to_rgb_in_minus_one_to_one(model):
   out = rgb(x).numpy()
   assert out.shape == (3, SIZE, SIZE, 3)
   np.testing.assert_allclose(out[:, 0, 0, :], [[-1.0] * 3, [-0.6] * 3, [1.0] * 3], atol=1e-6)
+
+
+def test_as_float32_serves_a_mixed_precision_model_in_float32(model):
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    mixed = model_lib.build_model(75, "none", mode="end_to_end")
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  mixed.set_weights(model.get_weights())
+  served = model_lib.as_float32(mixed)
+  assert {layer.compute_dtype for layer in model_lib.base_of(served).layers} == {"float32"}
+  assert served.get_layer(model_lib.SCALE).compute_dtype == "float32"
+  assert model_lib.as_float32(model) is model  # Already float32: nothing to do.
+  image = np.random.default_rng(0).integers(0, 256, (1, 75, 75, 1), dtype=np.uint8)
+  np.testing.assert_allclose(served(image), model(image), atol=1e-5)

@@ -1,10 +1,16 @@
 """Exports a SavedModel whose signatures take encoded PNG/JPEG bytes.
 
-`serving_default` returns P(TB), the label at the saved threshold and the
-out-of-distribution flag and score; `explain` returns a Grad-CAM heat map.
-Decoding, grayscale conversion and pad-resizing live in the graph (scaling is
-in the model), so no client (TF Serving, another language, txr-predict)
-re-implements them.
+`serving_default` returns, per element, P(TB), the label at the saved
+threshold, the out-of-distribution flag and score, and `error` ('' when the
+element is valid; then probability and score are -1 and label -1); `explain`
+returns a Grad-CAM heat map and the image the model saw. Checking, decoding
+and resizing live in the graph (decode.py; scaling is in the model), so no
+client (TF Serving, another language, txr-predict) re-implements them. The
+graph computes in float32 whatever the training policy.
+
+The export is written beside its final place and renamed into it (locally),
+and its metadata file is written last, so a kill never leaves an `export/`
+that txr-predict accepts.
 """
 
 import json
@@ -14,26 +20,34 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from txr_model import input_pipeline
+from txr_model import decode
 from txr_model import model as model_lib
 from txr_model import ood
 
 METADATA = "assets.extra/txr.json"  # Beside the graph; TF Serving ignores assets.extra.
 
 
-def _decode(image_bytes, image_size):
-  """Decodes one image's bytes to (model input, colourfulness, width / height)."""
-  rgb = tf.io.decode_image(image_bytes, channels=3, expand_animations=False, dtype=tf.uint8)
-  shape = tf.cast(tf.shape(rgb), tf.float32)
-  gray = tf.image.rgb_to_grayscale(rgb)
-  image = input_pipeline.resize_to_square(gray, image_size)
-  return image, ood.colourfulness(rgb), shape[1] / shape[0]
-
-
 def export_serving(
-  model: keras.Model, path: str, threshold: float, detector: dict, metadata: dict
+  model: keras.Model,
+  path: str,
+  threshold: float,
+  detector: dict,
+  metadata: dict,
+  max_side: int | None = None,
 ) -> None:
-  """Writes the SavedModel to `path` and its metadata JSON beside the graph."""
+  """Writes the SavedModel to `path` and its metadata JSON beside the graph.
+
+  Args:
+    model: the trained model (any dtype policy).
+    path: the export folder (local or gs://); an existing export is replaced.
+    threshold: P(TB) at or above which the label is abnormal.
+    detector: the fitted OOD detector (ood.fit).
+    metadata: facts about the run, written into assets.extra/txr.json.
+    max_side: the training images' stored longest side (the dataset's
+      builder config), so served images are shrunk the same way; None if the
+      dataset stored the source pixels.
+  """
+  model = model_lib.as_float32(model)
   image_size = model.input_shape[1]
   maps_of = model_lib.feature_maps(model)  # uint8 images -> the base's last feature maps
   pool = model.get_layer(model_lib.POOL)
@@ -44,22 +58,12 @@ def export_serving(
   ood_vars.precision = tf.Variable(np.asarray(detector["precision"], np.float32), trainable=False)
   in_graph = {"mean": ood_vars.mean, "precision": ood_vars.precision}
 
-  def decode_batch(image_bytes):
-    return tf.map_fn(
-      lambda b: _decode(b, image_size),
-      image_bytes,
-      fn_output_signature=(
-        tf.TensorSpec([image_size, image_size, 1], tf.uint8),
-        tf.TensorSpec([], tf.float32),
-        tf.TensorSpec([], tf.float32),
-      ),
-    )
-
   def serve(image_bytes):
-    images, colour, aspect = decode_batch(image_bytes)
+    images, colour, aspect, error = decode.decode_batch(image_bytes, image_size, max_side)
+    valid = error == ""
     pooled = pool(maps_of(images, training=False))
-    probability = tf.cast(head(pooled), tf.float32)[:, 0]
-    score = ood.mahalanobis(pooled, in_graph) / detector["threshold"]
+    probability = tf.where(valid, head(pooled)[:, 0], -1.0)
+    score = tf.where(valid, ood.mahalanobis(pooled, in_graph) / detector["threshold"], -1.0)
     flagged = (
       (score > 1.0)
       | (colour > ood.MAX_COLOURFULNESS)
@@ -68,13 +72,14 @@ def export_serving(
     )
     return {
       "probability": probability,
-      "label": tf.cast(probability >= threshold, tf.int32),
+      "label": tf.where(valid, tf.cast(probability >= threshold, tf.int32), -1),
       "ood_score": score,
-      "out_of_distribution": flagged,
+      "out_of_distribution": flagged & valid,
+      "error": error,
     }
 
   def explain(image_bytes):
-    images, _, _ = decode_batch(image_bytes)
+    images, _, _, error = decode.decode_batch(image_bytes, image_size, max_side)
     with tf.GradientTape() as tape:
       maps = maps_of(images, training=False)
       tape.watch(maps)
@@ -84,7 +89,7 @@ def export_serving(
     cam = tf.nn.relu(tf.reduce_sum(tf.cast(weights * maps, tf.float32), axis=-1))[..., None]
     cam = tf.image.resize(cam, [image_size, image_size])[..., 0]
     cam /= tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8
-    return {"heatmap": cam, "probability": probability}
+    return {"heatmap": cam, "probability": probability, "image": images, "error": error}
 
   archive = keras.export.ExportArchive()
   archive.track(model)
@@ -92,15 +97,24 @@ def export_serving(
   signature = [tf.TensorSpec([None], tf.string, name="image_bytes")]
   archive.add_endpoint(name="serve", fn=serve, input_signature=signature)
   archive.add_endpoint(name="explain", fn=explain, input_signature=signature)
-  archive.write_out(path, verbose=False)
+  local = "://" not in path  # Object stores cannot rename folders: there txr.json marks done.
+  target = f"{path}.partial" if local else path
+  if tf.io.gfile.exists(target):
+    tf.io.gfile.rmtree(target)
+  archive.write_out(target, verbose=False)
   metadata = {
     **metadata,
     "image_size": image_size,
+    "max_side": max_side,
     "threshold": threshold,
     "ood_threshold": detector["threshold"],
     "max_colourfulness": ood.MAX_COLOURFULNESS,
     "aspect_range": list(ood.ASPECT_RANGE),
   }
-  tf.io.gfile.makedirs(os.path.join(path, os.path.dirname(METADATA)))
-  with tf.io.gfile.GFile(os.path.join(path, METADATA), "w") as f:
+  tf.io.gfile.makedirs(os.path.join(target, os.path.dirname(METADATA)))
+  with tf.io.gfile.GFile(os.path.join(target, METADATA), "w") as f:
     json.dump(metadata, f, indent=2, default=lambda v: np.asarray(v).tolist())
+  if local:
+    if tf.io.gfile.exists(path):
+      tf.io.gfile.rmtree(path)
+    tf.io.gfile.rename(target, path)

@@ -7,6 +7,7 @@ import os
 
 import keras
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from txr_model import evaluation
 from txr_model import export
@@ -40,6 +41,12 @@ def finish_run(model_dir: str, splits: dict, seed: int = 0, run_info: dict | Non
   detector = ood.fit(train[2], val[2])
   threshold = report["test"]["operating_points"][OPERATING_POINT]["threshold"]
   export_dir = os.path.join(model_dir, "export")
+  dataset = configs["test"].dataset
+  # Served images are shrunk as the builder shrank the training images.
+  sides = {
+    getattr(tfds.builder(name, data_dir=configs["test"].data_dir).builder_config, "max_side", None)
+    for name in dataset.split("+")
+  }
   export.export_serving(
     model,
     export_dir,
@@ -51,6 +58,7 @@ def finish_run(model_dir: str, splits: dict, seed: int = 0, run_info: dict | Non
       "test_auc": report["test"]["auc"],
       **(run_info or {}),
     },
+    max_side=max(sides) if None not in sides else None,
   )
   _log_overlays(export_dir, configs["validation"], log_dir)
   return report
@@ -62,7 +70,7 @@ def _log_overlays(export_dir, base, log_dir, count=4):
   explain = tf.saved_model.load(export_dir).signatures["explain"]
   images = []
   for example in ds.take(count):
-    heatmap = explain(image_bytes=example["image"][None])["heatmap"][0]
-    images.append(overlay.overlay(example["image"], heatmap))
+    out = explain(image_bytes=example["image"][None])
+    images.append(overlay.overlay(out["image"][0], out["heatmap"][0]))
   with tf.summary.create_file_writer(os.path.join(log_dir, "evaluation")).as_default():
     tf.summary.image("validation/grad_cam", tf.stack(images), step=0, max_outputs=count)

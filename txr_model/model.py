@@ -111,6 +111,39 @@ def build_model(
   return keras.Model(inputs, outputs, name="txr_inception_v3")
 
 
+def as_float32(model: keras.Model) -> keras.Model:
+  """A float32 copy of a mixed-precision model, with the same weights; else the model itself.
+
+  The export serves in float32 whatever the training policy: float16 is slow
+  on CPUs, where TF Serving often runs.
+
+  Args:
+    model: a model from `build_model`, under any dtype policy.
+
+  Returns:
+    A model whose layers all compute in float32.
+  """
+
+  def float32(node):
+    if isinstance(node, dict):
+      if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and node["config"][
+        "name"
+      ].startswith("mixed_"):
+        return "float32"
+      return {key: float32(value) for key, value in node.items()}
+    if isinstance(node, list):
+      return [float32(value) for value in node]
+    return node
+
+  config = model.get_config()
+  converted = float32(config)
+  if converted == config:
+    return model
+  clone = model.__class__.from_config(converted)
+  clone.set_weights(model.get_weights())
+  return clone
+
+
 def base_of(model: keras.Model) -> keras.Model:
   """Returns the InceptionV3 base of a `build_model` model."""
   return model.get_layer(BASE)

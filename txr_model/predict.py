@@ -3,9 +3,11 @@ r"""Classifies chest X-ray files with an exported txr model.
   txr-predict --export_dir=/tmp/txr_demo/model/export scans/ one.png [--format=json] [--explain]
 
 Prints, per file, P(TB), the label at the saved threshold and the
-out-of-distribution flag and score. Needs only TensorFlow and absl (of txr,
-only the TensorFlow-only overlay.py): everything else is in the SavedModel and
-its assets.extra/txr.json.
+out-of-distribution flag and score, a batch of rows at a time. Reads PNG and
+JPEG files, and DICOM (.dcm) with the optional extra: pip install 'txr[dicom]'.
+Needs only TensorFlow and absl (of txr, only the TensorFlow-only overlay.py,
+and dicom.py for DICOM): the checks, decoding and everything else are in the
+SavedModel and its assets.extra/txr.json.
 A bad file is reported by name and the others carry on; the exit code is 1
 if any file failed.
 """
@@ -14,6 +16,7 @@ import csv
 import io
 import json
 import os
+import stat
 import struct
 import sys
 
@@ -28,18 +31,32 @@ _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "The export/ folder of a t
 _FORMAT = flags.DEFINE_enum("format", "table", ["table", "json", "csv"], "Output format.")
 _EXPLAIN = flags.DEFINE_bool("explain", False, "Write a Grad-CAM overlay PNG per image.")
 _EXPLAIN_DIR = flags.DEFINE_string("explain_dir", "txr_explain", "Where --explain writes.")
+_BATCH_SIZE = flags.DEFINE_integer(
+  "batch_size", 8, "Images per call to the model; rows print as each batch ends.", lower_bound=1
+)
 
-EXTENSIONS = (".png", ".jpg", ".jpeg")
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
 # Copies, not imports: this module must not pull in TFDS or Keras code.
 # Their sources of truth: txr_data.image_codec.MAX_PIXELS, the builders'
 # ClassLabel names and txr_model.export.METADATA (a test checks they agree).
 MAX_PIXELS = 100_000_000  # Far above any radiograph: larger is a decompression bomb.
 LABELS = ("normal", "abnormal")
 METADATA = "assets.extra/txr.json"
+# A 100 Mpx 16-bit PNG stored uncompressed is 200 MB; anything larger is not a radiograph.
+MAX_BYTES = 256 * 2**20
+_HEADER_BYTES = 4096
+COLUMNS = ["file", "probability", "label", "out_of_distribution", "ood_score", "error"]
 
 
 def find_images(paths: list[str]) -> list[str]:
-  """Files as given, and the PNG/JPEG files under folders, sorted."""
+  """Files as given, and the PNG/JPEG/DICOM files under folders, sorted.
+
+  Args:
+    paths: files and folders (local or gs://).
+
+  Returns:
+    The files to classify, in order.
+  """
   found = []
   for path in paths:
     if tf.io.gfile.isdir(path):
@@ -50,94 +67,166 @@ def find_images(paths: list[str]) -> list[str]:
   return found
 
 
-def _size(data: bytes) -> tuple[int, int]:
-  """(height, width) from the header, without decoding; raises ValueError if unknown."""
-  if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
-    width, height = struct.unpack(">II", data[16:24])
-    return height, width
-  if data.startswith(b"\xff\xd8"):
-    height, width, _ = tf.image.extract_jpeg_shape(data).numpy()
-    return int(height), int(width)
-  raise ValueError("not a PNG or JPEG file")
+def _is_dicom(path: str, header: bytes) -> bool:
+  return header[128:132] == b"DICM" or path.lower().endswith(".dcm")
 
 
-def check_image(data: bytes) -> None:
-  """Raises ValueError if `data` is not a decodable, reasonably sized PNG/JPEG."""
-  if not data:
+def _check_header(header: bytes) -> None:
+  """Refuses what is not a PNG or JPEG, and PNGs over the pixel limit, before reading the rest."""
+  if header.startswith(b"\x89PNG\r\n\x1a\n") and len(header) >= 24:
+    width, height = struct.unpack(">II", header[16:24])
+    if width * height > MAX_PIXELS:
+      raise ValueError(f"{width} x {height} pixels is too large for a radiograph")
+  elif not header.startswith(b"\xff\xd8\xff"):
+    raise ValueError("not a PNG, JPEG or DICOM file")
+
+
+def read_image(path: str) -> bytes:
+  """The bytes to send to the model: a PNG/JPEG as stored, a DICOM converted to PNG.
+
+  Only regular files are read (a FIFO or device would block forever), the
+  header is checked before the rest is read, and the size is capped.
+
+  Args:
+    path: a local or gs:// file.
+
+  Returns:
+    Encoded PNG or JPEG bytes.
+
+  Raises:
+    ValueError: saying why the file cannot be used.
+  """
+  if "://" not in path:
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+      raise ValueError("not a regular file")
+  size = tf.io.gfile.stat(path).length
+  if size == 0:
     raise ValueError("empty file")
-  height, width = _size(data)
-  if height * width > MAX_PIXELS:
-    raise ValueError(f"{width} x {height} pixels is too large for a radiograph")
-  try:
-    tf.io.decode_image(data, expand_animations=False)
-  except tf.errors.OpError as e:
-    raise ValueError(f"cannot decode: {e.message}") from e
+  if size > MAX_BYTES:
+    raise ValueError(f"{size} bytes is too large for a radiograph (limit {MAX_BYTES})")
+  with tf.io.gfile.GFile(path, "rb") as f:
+    header = f.read(_HEADER_BYTES)
+    if _is_dicom(path, header):
+      from txr_model import dicom  # Only DICOM users need pydicom.
+
+      return dicom.to_png(header + f.read(), MAX_PIXELS)
+    _check_header(header)
+    return header + f.read()
 
 
-def predict_files(export_dir: str, files: list[str], explain_dir: str | None = None):
-  """One result dict per file, in order; a failed file has an `error` instead of outputs."""
+def predict_files(export_dir: str, files: list[str], explain_dir: str | None = None,
+                  batch_size: int = 8):  # fmt: skip
+  """Yields one result dict per file, in order, a batch at a time.
+
+  A failed file has an `error` instead of outputs: a file that cannot be read
+  here, or an image the serving graph refused.
+
+  Args:
+    export_dir: a txr export folder.
+    files: the files to classify.
+    explain_dir: where to write Grad-CAM overlays, or None.
+    batch_size: images per call to the model.
+
+  Yields:
+    {'file', 'probability', 'label', 'out_of_distribution', 'ood_score'} or
+    {'file', 'error'} per file.
+  """
   model = tf.saved_model.load(export_dir)
   serve = model.signatures["serving_default"]
   if explain_dir:
     tf.io.gfile.makedirs(explain_dir)
-  results, written = [], set()
-  for path in files:
-    result = {"file": path}
-    try:
-      with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
-      check_image(data)
-      out = serve(image_bytes=tf.constant([data]))
-      result.update(
-        probability=float(out["probability"][0]),
-        label=LABELS[int(out["label"][0])],
-        out_of_distribution=bool(out["out_of_distribution"][0]),
-        ood_score=float(out["ood_score"][0]),
-      )
-      if explain_dir:
-        heatmap = model.signatures["explain"](image_bytes=tf.constant([data]))["heatmap"][0]
-        # scan.png and scan.jpg, or two folders' scan.png, must not overwrite each other.
-        name = os.path.basename(path) + ".gradcam.png"
-        while name in written:
-          name = f"{len(written)}_{name}"
-        written.add(name)
-        result["explanation"] = os.path.join(explain_dir, name)
-        with tf.io.gfile.GFile(result["explanation"], "wb") as f:
-          f.write(tf.io.encode_png(overlay.overlay(data, heatmap)).numpy())
-    except (ValueError, tf.errors.OpError) as e:
-      result["error"] = str(getattr(e, "message", e)).splitlines()[0]
-    results.append(result)
-  return results
+  written = set()
+  for start in range(0, len(files), batch_size):
+    results, batch = [], []
+    for path in files[start : start + batch_size]:
+      results.append({"file": path})
+      try:
+        batch.append((results[-1], read_image(path)))
+      except (OSError, ValueError, tf.errors.OpError) as e:
+        results[-1]["error"] = str(getattr(e, "message", e)).splitlines()[0]
+    if batch:
+      data = tf.constant([b for _, b in batch])
+      out = serve(image_bytes=data)
+      explained = model.signatures["explain"](image_bytes=data) if explain_dir else None
+      for i, (result, _) in enumerate(batch):
+        error = out["error"][i].numpy().decode()
+        if error:
+          result["error"] = error
+          continue
+        result.update(
+          probability=float(out["probability"][i]),
+          label=LABELS[int(out["label"][i])],
+          out_of_distribution=bool(out["out_of_distribution"][i]),
+          ood_score=float(out["ood_score"][i]),
+        )
+        if explained is not None:
+          # scan.png and scan.jpg, or two folders' scan.png, must not overwrite each other.
+          name = os.path.basename(result["file"]) + ".gradcam.png"
+          while name in written:
+            name = f"{len(written)}_{name}"
+          written.add(name)
+          result["explanation"] = os.path.join(explain_dir, name)
+          image = overlay.overlay(explained["image"][i], explained["heatmap"][i])
+          with tf.io.gfile.GFile(result["explanation"], "wb") as f:
+            f.write(tf.io.encode_png(image).numpy())
+    yield from results
 
 
-def format_results(results, fmt: str) -> str:
-  """Renders `predict_files` results as an aligned table, CSV or JSON.
+class Printer:
+  """Prints results as they come, as an aligned table, CSV or a JSON array."""
 
-  Args:
-    results: one dict per file, from `predict_files`.
-    fmt: 'table', 'csv' or 'json'.
+  def __init__(self, fmt: str, files: list[str], out=sys.stdout):
+    """Starts the output.
 
-  Returns:
-    The text to print.
-  """
-  columns = ["file", "probability", "label", "out_of_distribution", "ood_score", "error"]
-  if fmt == "json":
-    return json.dumps(results, indent=2)
-  rows = [{c: r.get(c, "") for c in columns} for r in results]
-  for row in rows:
+    Args:
+      fmt: 'table', 'csv' or 'json'.
+      files: every file that will be printed (sets the table's first column).
+      out: where to print.
+    """
+    self.fmt, self.out, self.count = fmt, out, 0
+    # Fixed up front, so rows can print before all are known.
+    self.widths = {c: max(len(c), 8) for c in COLUMNS[:-1]}
+    self.widths["file"] = max(len(f) for f in ["file", *files])
+    if fmt == "json":
+      self._print("[", end="")
+    elif fmt == "csv":
+      self._print(",".join(COLUMNS))
+    else:
+      self._row({c: c for c in COLUMNS})
+
+  def _print(self, text, end="\n"):
+    print(text, end=end, file=self.out, flush=True)
+
+  def _row(self, row):
+    line = "  ".join(str(row[c]).ljust(self.widths[c]) for c in COLUMNS[:-1])
+    self._print(f"{line}  {row['error']}".rstrip())
+
+  def add(self, result: dict) -> None:
+    """Prints one result.
+
+    Args:
+      result: a dict from `predict_files`.
+    """
+    self.count += 1
+    if self.fmt == "json":
+      self._print(("," if self.count > 1 else "") + "\n" + json.dumps(result), end="")
+      return
+    row = {c: result.get(c, "") for c in COLUMNS}
     for key in ("probability", "ood_score"):
       if isinstance(row[key], float):
         row[key] = f"{row[key]:.4f}"
-  if fmt == "csv":
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue().rstrip("\n")
-  widths = {c: max(len(c), *(len(str(row[c])) for row in rows)) for c in columns}
-  lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-  lines += ["  ".join(str(row[c]).ljust(widths[c]) for c in columns) for row in rows]
-  return "\n".join(line.rstrip() for line in lines)
+    if self.fmt == "csv":
+      buf = io.StringIO()
+      csv.DictWriter(buf, COLUMNS, lineterminator="").writerow(row)
+      self._print(buf.getvalue())
+    else:
+      self._row(row)
+
+  def close(self) -> None:
+    """Ends the output (the JSON array's bracket)."""
+    if self.fmt == "json":
+      self._print("\n]")
 
 
 def main(argv):
@@ -147,13 +236,23 @@ def main(argv):
     raise app.UsageError("Name image files or folders to classify.")
   if not tf.io.gfile.exists(os.path.join(_EXPORT_DIR.value, "saved_model.pb")):
     raise app.UsageError(f"--export_dir={_EXPORT_DIR.value} holds no saved_model.pb.")
+  if not tf.io.gfile.exists(os.path.join(_EXPORT_DIR.value, METADATA)):
+    raise app.UsageError(
+      f"--export_dir={_EXPORT_DIR.value} has no {METADATA}: the export is incomplete (killed"
+      " while exporting?). Rerun the txr-train command to export again."
+    )
   if _EXPLAIN.value:
     cli.check_folder_flag("explain_dir", _EXPLAIN_DIR.value)
   files = find_images(paths)
   if not files:
-    raise app.UsageError(f"No PNG or JPEG files in {' '.join(paths)}.", exitcode=2)
-  results = predict_files(_EXPORT_DIR.value, files, _EXPLAIN_DIR.value if _EXPLAIN.value else None)
-  print(format_results(results, _FORMAT.value))
+    raise app.UsageError(f"No PNG, JPEG or DICOM files in {' '.join(paths)}.")
+  explain_dir = _EXPLAIN_DIR.value if _EXPLAIN.value else None
+  printer = Printer(_FORMAT.value, files)
+  failed = 0
+  for result in predict_files(_EXPORT_DIR.value, files, explain_dir, _BATCH_SIZE.value):
+    printer.add(result)
+    failed += "error" in result
+  printer.close()
   if _FORMAT.value == "table":
     with tf.io.gfile.GFile(os.path.join(_EXPORT_DIR.value, METADATA)) as f:
       meta = json.load(f)
@@ -161,9 +260,8 @@ def main(argv):
       f"label: abnormal when probability >= {meta['threshold']:.4f} (the"
       f" {meta['operating_point']} operating point, chosen on validation)"
     )
-  failed = [r["file"] for r in results if "error" in r]
   if failed:
-    print(f"txr-predict: {len(failed)} of {len(results)} file(s) failed.", file=sys.stderr)
+    print(f"txr-predict: {failed} of {len(files)} file(s) failed.", file=sys.stderr)
   return 1 if failed else 0
 
 

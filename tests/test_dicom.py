@@ -1,0 +1,87 @@
+"""DICOM -> PNG for txr-predict: LUTs, MONOCHROME1, limits, and a clear message without pydicom."""
+
+import builtins
+import io
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+import pytest
+import tensorflow as tf
+
+from txr_model import dicom
+
+
+def dicom_bytes(pixels: np.ndarray, **attributes) -> bytes:
+  """A single-frame grayscale DICOM file (Digital X-Ray) holding `pixels` (uint16)."""
+  meta = FileMetaDataset()
+  meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+  meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+  meta.TransferSyntaxUID = ExplicitVRLittleEndian
+  ds = Dataset()
+  ds.file_meta = meta
+  ds.SOPClassUID = meta.MediaStorageSOPClassUID
+  ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+  ds.Modality = "DX"
+  ds.Rows, ds.Columns = pixels.shape
+  ds.SamplesPerPixel = 1
+  ds.PhotometricInterpretation = "MONOCHROME2"
+  ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+  ds.PixelRepresentation = 0
+  for key, value in attributes.items():
+    setattr(ds, key, value)
+  ds.PixelData = pixels.astype(np.uint16).tobytes()
+  buf = io.BytesIO()
+  ds.save_as(buf, enforce_file_format=True)
+  return buf.getvalue()
+
+
+RAMP = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (48, 1))
+
+
+def _gray(png: bytes) -> np.ndarray:
+  return tf.io.decode_png(png).numpy()[..., 0].astype(int)
+
+
+def test_monochrome2_maps_its_range_to_0_255():
+  out = _gray(dicom.to_png(dicom_bytes(RAMP), 10**8))
+  assert out.shape == (48, 64) and out[0, 0] == 0 and out[0, -1] == 255
+  assert (np.diff(out[0]) >= 0).all()
+
+
+def test_monochrome1_is_inverted():
+  out = _gray(dicom.to_png(dicom_bytes(RAMP, PhotometricInterpretation="MONOCHROME1"), 10**8))
+  assert out[0, 0] == 255 and out[0, -1] == 0
+
+
+def test_modality_and_voi_luts_are_applied():
+  # Window 1000-2000 (in rescaled units): below is black, above is white.
+  data = dicom_bytes(RAMP, RescaleSlope=1, RescaleIntercept=0, WindowCenter=1500,
+                     WindowWidth=1000)  # fmt: skip
+  out = _gray(dicom.to_png(data, 10**8))
+  values = RAMP[0]
+  assert (out[0][values < 900] == 0).all() and (out[0][values > 2100] == 255).all()
+  middle = out[0][(values > 1100) & (values < 1900)]
+  assert ((middle > 0) & (middle < 255)).all()
+
+
+def test_too_large_and_not_dicom_are_refused():
+  with pytest.raises(ValueError, match="64 x 48 pixels is too large"):
+    dicom.to_png(dicom_bytes(RAMP), 1000)
+  with pytest.raises(ValueError, match="not a readable DICOM file|DICOM file without pixel data"):
+    dicom.to_png(b"\0" * 128 + b"DICM" + b"garbage", 10**8)
+
+
+def test_without_pydicom_the_message_says_what_to_install(monkeypatch):
+  real_import = builtins.__import__
+
+  def no_pydicom(name, *args, **kwargs):
+    if name.startswith("pydicom"):
+      raise ImportError(name)
+    return real_import(name, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, "__import__", no_pydicom)
+  with pytest.raises(ValueError, match=r"pip install 'txr\[dicom\]'"):
+    dicom.to_png(dicom_bytes(RAMP), 10**8)

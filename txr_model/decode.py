@@ -1,0 +1,209 @@
+"""Encoded image bytes -> model input, inside the exported graph, one bad element at a time.
+
+TF Serving clients send whatever they like, so the serving signature defends
+itself: each element's format and size are read from its header before any
+decoding (PNG IHDR bytes, `extract_jpeg_shape`), images over the pixel limit
+are never decoded, and an element that fails to decode gets an error string
+while the rest of the batch is answered. Decode errors are caught per element
+by running the decodes through `tf.data` with `ignore_errors` (a plain op error
+would fail the whole request).
+
+Images are converted as the builder converted the training images: gray
+directly (colour only when the file is colour, for the colourfulness check),
+16-bit data scaled by its real bit depth, EXIF orientation applied, the
+builder's area resize to its `max_side`, then the input pipeline's pad-resize.
+"""
+
+import tensorflow as tf
+
+from txr_data import image_codec
+from txr_model import input_pipeline
+from txr_model import ood
+
+PNG_SIGNATURE = image_codec.PNG_SIGNATURE
+# EXIF lives in the first 64 KB (one APP1 segment at most; PNG's eXIf before IDAT).
+_EXIF_WINDOW = 65536
+# The start of an EXIF IFD entry for Orientation (tag 0x0112, type SHORT, count
+# 1) in either byte order; the value's low byte follows. Found by splitting on
+# the bytes: TF's regexes are UTF-8 and do not match arbitrary binary.
+_ORIENTATION_ENTRIES = (
+  b"\x01\x12\x00\x03\x00\x00\x00\x01\x00",
+  b"\x12\x01\x03\x00\x01\x00\x00\x00",
+)
+ERRORS = {
+  "empty": "empty input",
+  "format": "not a PNG or JPEG image",
+  "too_large": f"more than {image_codec.MAX_PIXELS} pixels: too large for a radiograph",
+  "decode": "cannot decode: corrupt or truncated image data",
+}
+
+
+def _be32(b: tf.Tensor) -> tf.Tensor:
+  """Big-endian uint32 from the last axis' 4 bytes, as int64."""
+  b = tf.cast(b, tf.int64)
+  return b[..., 0] * 2**24 + b[..., 1] * 2**16 + b[..., 2] * 2**8 + b[..., 3]
+
+
+def _headers(image_bytes: tf.Tensor) -> tf.Tensor:
+  """The first 32 bytes of each element, zero-padded: uint8 [n, 32]."""
+  head = tf.strings.substr(image_bytes, 0, 32)
+  head = tf.strings.substr(tf.strings.join([head, tf.constant(b"\0" * 32)]), 0, 32)
+  return tf.reshape(tf.io.decode_raw(head, tf.uint8), [-1, 32])
+
+
+def _collect(dataset: tf.data.Dataset, n: tf.Tensor, row: tuple) -> tuple:
+  """Scatters a dataset of (index, values...) into [n, ...] tensors plus a `present` mask.
+
+  `row` is a (dummy) element whose shapes and dtypes match the values: it is
+  appended with index n, so the batch is never empty, and dropped.
+  """
+  sentinel = tf.data.Dataset.from_tensors((tf.cast(n, tf.int32), *row))
+  batch = dataset.concatenate(sentinel).batch(tf.cast(n, tf.int64) + 1).get_single_element()
+  index, values = batch[0], batch[1:]
+  keep = index < n
+  index = tf.boolean_mask(index, keep)[:, None]
+  present = tf.scatter_nd(index, tf.ones_like(index[:, 0]), [n]) > 0
+  out = []
+  for v in values:
+    v = tf.boolean_mask(v, keep)
+    out.append(tf.scatter_nd(index, v, tf.concat([[n], tf.shape(v)[1:]], 0)))
+  return present, *out
+
+
+def _after(data: tf.Tensor, marker: bytes) -> tuple[tf.Tensor, tf.Tensor]:
+  """(whether `marker` occurs in `data`, the byte right after its first occurrence or 0)."""
+  parts = tf.strings.split(data, sep=marker, maxsplit=1)
+  first = tf.strings.substr(tf.strings.join([parts[-1], b"\0"]), 0, 1)
+  found = tf.size(parts) == 2
+  return found, tf.where(found, tf.cast(tf.io.decode_raw(first, tf.uint8)[0], tf.int32), 0)
+
+
+def _orientation(data: tf.Tensor) -> tf.Tensor:
+  """The EXIF orientation (1-8) in the first 64 KB of `data`, 1 if there is none."""
+  window = tf.strings.substr(data, 0, _EXIF_WINDOW)
+  has_exif = _after(window, b"Exif\0\0")[0] | _after(window, b"eXIf")[0]
+  orientation = tf.constant(1)
+  for marker in _ORIENTATION_ENTRIES:
+    found, value = _after(window, marker)
+    orientation = tf.where(has_exif & found & (value >= 1) & (value <= 8), value, orientation)
+  return orientation
+
+
+def orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+  """Applies an EXIF orientation (1-8) to an [h, w, c] image, so it displays upright.
+
+  Args:
+    image: the decoded image.
+    orientation: the EXIF Orientation value; 1 (or anything else) leaves it.
+
+  Returns:
+    The upright image.
+  """
+  transpose = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
+  branches = [
+    lambda: image,
+    lambda: image,  # 1: upright
+    lambda: tf.image.flip_left_right(image),  # 2: mirrored
+    lambda: tf.image.rot90(image, 2),  # 3: upside down
+    lambda: tf.image.flip_up_down(image),  # 4
+    lambda: transpose(image),  # 5
+    lambda: tf.image.rot90(image, 3),  # 6: stored rotated 90 degrees anticlockwise
+    lambda: tf.image.rot90(transpose(image), 2),  # 7
+    lambda: tf.image.rot90(image, 1),  # 8: stored rotated 90 degrees clockwise
+  ]
+  return tf.switch_case(tf.clip_by_value(orientation, 0, 8), branches)
+
+
+def _significant_bits(data: tf.Tensor) -> tf.Tensor:
+  """A PNG's sBIT depth (its first byte), or 0 when the file has no sBIT chunk."""
+  return _after(tf.strings.substr(data, 0, _EXIF_WINDOW), b"sBIT")[1]
+
+
+def _gray(data, is_png, png_depth, colour):
+  """Decodes one validated element to uint8 gray [h, w, 1] and its colourfulness."""
+
+  def decode(channels):
+    def png():
+      def sixteen():
+        image = tf.io.decode_png(data, channels=channels, dtype=tf.uint16)
+        return image_codec.to_uint8(image, _significant_bits(data))
+
+      return tf.cond(png_depth == 16, sixteen, lambda: tf.io.decode_png(data, channels=channels))
+
+    return tf.cond(is_png, png, lambda: tf.io.decode_jpeg(data, channels=channels))
+
+  def from_colour():
+    rgb = decode(3)
+    # Radiographs saved as RGB have equal channels: keep them exact, as the builder does.
+    equal = tf.reduce_all(rgb[..., :1] == rgb)
+    gray = tf.cond(equal, lambda: rgb[..., :1], lambda: tf.image.rgb_to_grayscale(rgb))
+    return gray, ood.colourfulness(rgb[::4, ::4])  # A subsample: the statistic is global.
+
+  return tf.cond(colour, from_colour, lambda: (decode(1), tf.constant(0.0)))
+
+
+def decode_batch(image_bytes: tf.Tensor, image_size: int, max_side: int | None):
+  """Decodes a batch of encoded PNG/JPEG images for the model, element by element.
+
+  Args:
+    image_bytes: string [n], each element one encoded image.
+    image_size: the model's input size.
+    max_side: the training dataset's stored longest side (its builder config),
+      or None if it stored the source pixels.
+
+  Returns:
+    (images uint8 [n, size, size, 1] (zeros where invalid), colourfulness [n],
+    width / height [n], error string [n]: '' where the element is valid).
+  """
+  image_bytes = tf.reshape(image_bytes, [-1])
+  n = tf.size(image_bytes)
+  head = _headers(image_bytes)
+  length = tf.strings.length(image_bytes)
+  is_png = tf.reduce_all(head[:, :8] == tf.io.decode_raw(PNG_SIGNATURE, tf.uint8), axis=1)
+  is_png &= tf.reduce_all(head[:, 12:16] == tf.io.decode_raw(b"IHDR", tf.uint8), axis=1)
+  is_jpeg = tf.reduce_all(head[:, :3] == tf.constant([0xFF, 0xD8, 0xFF], tf.uint8), axis=1)
+  png_pixels = _be32(head[:, 16:20]) * _be32(head[:, 20:24])
+  png_depth = tf.cast(head[:, 24], tf.int32)
+  png_colour = tf.cast(head[:, 25], tf.int32) & 2 > 0  # RGB, RGBA and palette types
+
+  # JPEG sizes need the SOF segment: parsed by TF, per element, errors caught.
+  index = tf.range(n)
+  jpegs = tf.data.Dataset.from_tensor_slices((index, image_bytes, is_jpeg))
+  jpegs = jpegs.filter(lambda i, b, jpeg: jpeg).map(
+    lambda i, b, jpeg: (i, tf.cast(tf.image.extract_jpeg_shape(b), tf.int64))
+  )
+  jpeg_ok, jpeg_shape = _collect(jpegs.ignore_errors(), n, (tf.zeros([3], tf.int64),))
+  pixels = tf.where(is_png, png_pixels, jpeg_shape[:, 0] * jpeg_shape[:, 1])
+  colour = tf.where(is_png, png_colour, jpeg_shape[:, 2] >= 3)
+
+  error = tf.fill([n], "")
+  error = tf.where(~(is_png | is_jpeg), ERRORS["format"], error)
+  error = tf.where(is_jpeg & ~jpeg_ok, ERRORS["decode"], error)
+  error = tf.where(
+    (is_png | jpeg_ok) & ((pixels > image_codec.MAX_PIXELS) | (pixels <= 0)),
+    ERRORS["too_large"],
+    error,
+  )
+  error = tf.where(length == 0, ERRORS["empty"], error)
+
+  def one(i, data, png, depth, has_colour):
+    gray, colourfulness = _gray(data, png, depth, has_colour)
+    gray = orient(gray, _orientation(data))
+    shape = tf.cast(tf.shape(gray), tf.float32)
+    if max_side:
+      gray = image_codec.shrink(gray, max_side)
+    image = input_pipeline.resize_to_square(gray, image_size)
+    return i, image, colourfulness, shape[1] / shape[0]
+
+  valid = tf.data.Dataset.from_tensor_slices(
+    (index, image_bytes, is_png, png_depth, colour, error == "")
+  )
+  decoded = (
+    valid.filter(lambda *x: x[-1])
+    .map(lambda *x: one(*x[:-1]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    .ignore_errors()
+  )
+  row = (tf.zeros([image_size, image_size, 1], tf.uint8), tf.constant(0.0), tf.constant(0.0))
+  ok, images, colourfulness, aspect = _collect(decoded, n, row)
+  error = tf.where((error == "") & ~ok, ERRORS["decode"], error)
+  return images, colourfulness, aspect, error

@@ -1,0 +1,56 @@
+"""DICOM files (what hospitals store) -> 8-bit grayscale PNG bytes for the model.
+
+Needs pydicom (pip install 'txr[dicom]'). Applies the modality LUT (rescale
+slope/intercept) and the VOI LUT or window the file carries, inverts
+MONOCHROME1 (where high values are dark), then maps the result to 0-255.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+INSTALL = "reading DICOM needs pydicom: pip install 'txr[dicom]'"
+
+
+def to_png(data: bytes, max_pixels: int) -> bytes:
+  """Converts one DICOM file's bytes to an 8-bit grayscale PNG.
+
+  Args:
+    data: the file's bytes.
+    max_pixels: refuse larger images before decoding their pixels.
+
+  Returns:
+    PNG bytes.
+
+  Raises:
+    ValueError: saying why the file cannot be used (pydicom missing included).
+  """
+  try:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+    from pydicom.pixels import apply_voi_lut
+  except ImportError:
+    raise ValueError(INSTALL) from None
+  import io
+
+  try:
+    ds = pydicom.dcmread(io.BytesIO(data))
+  except Exception as e:  # pydicom raises many types for a bad file.
+    raise ValueError(f"not a readable DICOM file ({e})") from None
+  if "PixelData" not in ds:
+    raise ValueError("DICOM file without pixel data")
+  rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+  if rows * columns > max_pixels:
+    raise ValueError(f"{columns} x {rows} pixels is too large for a radiograph")
+  if int(ds.get("SamplesPerPixel", 1)) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+    raise ValueError("only single-frame grayscale DICOM radiographs are supported")
+  try:
+    pixels = ds.pixel_array
+  except Exception as e:  # Compressed data without its decoder, truncated data.
+    raise ValueError(f"cannot decode the DICOM pixel data ({e})") from None
+  values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
+  low, high = float(values.min()), float(values.max())
+  scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+  if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+    scaled = 1.0 - scaled
+  image = np.round(scaled * 255).astype(np.uint8)[..., None]
+  return tf.io.encode_png(image).numpy()
