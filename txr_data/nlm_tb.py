@@ -16,6 +16,7 @@ import re
 
 from absl import logging
 from etils import epath
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -37,6 +38,63 @@ class TbConfig(tfds.core.BuilderConfig):
   """
 
   max_side: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+  """One ClinicalReadings file: what could be parsed, the rest left unknown."""
+
+  sex: str = "unknown"
+  age: int = -1
+  finding: str = ""
+
+
+def features(image_dtype=np.uint8, **extra) -> tfds.features.FeaturesDict:
+  """The features both sets have (plus `extra`): image, label, patient, readings, fold.
+
+  Args:
+    image_dtype: the stored image's dtype (uint16 keeps 12-bit sources).
+    **extra: further features, such as Montgomery's lung_mask.
+
+  Returns:
+    The FeaturesDict.
+  """
+  return tfds.features.FeaturesDict(
+    {
+      "image": tfds.features.Image(shape=(None, None, 1), dtype=image_dtype, encoding_format="png"),
+      **extra,
+      "image/filename": tfds.features.Text(),
+      "label": tfds.features.ClassLabel(names=LABELS),
+      "patient_id": np.int32,
+      "sex": tfds.features.ClassLabel(names=["female", "male", "unknown"]),
+      "age": np.int32,
+      "finding": tfds.features.Text(),
+      "fold": np.int32,
+    }
+  )
+
+
+def values(stem: str, path: str, prefix: str, reading: Reading) -> dict:
+  """The shared features' values of one image (all but the image itself).
+
+  Args:
+    stem: the canonical stem.
+    path: the image file.
+    prefix: the set's prefix.
+    reading: its parsed readings file.
+
+  Returns:
+    {feature: value}.
+  """
+  return {
+    "image/filename": os.path.basename(path),
+    "label": label_of(path, prefix),
+    "patient_id": int(stem.split("_")[1]),
+    "sex": reading.sex,
+    "age": reading.age,
+    "finding": reading.finding,
+    "fold": fold_of(stem),
+  }
 
 
 def label_of(filename: str, prefix: str) -> int:
@@ -126,7 +184,7 @@ def find_sources(
         continue  # Some releases keep lung masks beside the images.
       stem, ext = canonical_stem(name, prefix), os.path.splitext(name)[1]
       if ext.lower() == ".txt":
-        if stem in readings and _read(readings[stem]) != _read(path):
+        if stem in readings and read_bytes(readings[stem]) != read_bytes(path):
           raise ValueError(
             f"{path}: differs from the reading at {readings[stem]}; keep only the right one."
           )
@@ -147,7 +205,8 @@ def find_sources(
   return images, readings
 
 
-def _read(path: str) -> bytes:
+def read_bytes(path: str) -> bytes:
+  """The bytes of a local or gs:// file."""
   with tf.io.gfile.GFile(path, "rb") as f:
     return f.read()
 
@@ -218,7 +277,7 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _example(self, item):
     stem, path, reading_path = item
-    image = self._image(_read(path), path)
+    image = self._image(read_bytes(path), path)
     return stem, self._features(stem, path, image, reading_path and _text(reading_path))
 
   def _generate_examples(self, items):
@@ -230,4 +289,4 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 def _text(path: str) -> str | None:
-  return decode_reading(_read(path))
+  return decode_reading(read_bytes(path))

@@ -10,13 +10,12 @@ import tensorflow_datasets as tfds
 
 from txr_data import image_codec
 from txr_data import nlm_tb
-from txr_data.shenzhen_cxr import shenzhen_cxr_dataset_builder as _shenzhen
 
 _URL = "http://openi.nlm.nih.gov/imgs/collections/NLM-MontgomeryCXRSet.zip"
 _HOMEPAGE = "https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets"
 PREFIX = "MCUCXR"
 MASK_SIDES = ("leftMask", "rightMask")  # Folders under ManualMask/, one binary PNG per image.
-Reading = _shenzhen.Reading  # The same three fields as Shenzhen's readings.
+Reading = nlm_tb.Reading
 # "Patient's Sex: F" / "Patient's Age: 045Y" (DICOM tags), in any order; the rest is the finding.
 _FIELD_RE = re.compile(r"^patient\W?s?\s+(sex|age)\s*[:=]?\s*(.*)$", re.IGNORECASE)
 _SEX_RE = re.compile(r"^(female|male|f|m)\b", re.IGNORECASE)  # 'O' (other) is unknown.
@@ -102,14 +101,9 @@ def find_masks(root: str) -> dict[str, dict[str, str]]:
   return masks
 
 
-def _read(path: str) -> bytes:
-  with tf.io.gfile.GFile(path, "rb") as f:
-    return f.read()
-
-
 def _read_mask(path: str, size: tuple[int, int]) -> tf.Tensor:
   """A mask file as a bool [height, width, 1] tensor; its size must be `size`."""
-  data = _read(path)
+  data = nlm_tb.read_bytes(path)
   info = image_codec.png_info(data, path)
   if (info.height, info.width) != size:
     raise image_codec.BadImageError(
@@ -152,20 +146,9 @@ class Builder(nlm_tb.NlmTbBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     dtype = np.uint16 if self.builder_config.max_side is None else np.uint8
     return self.dataset_info_from_configs(
-      features=tfds.features.FeaturesDict(
-        {
-          "image": tfds.features.Image(shape=(None, None, 1), dtype=dtype, encoding_format="png"),
-          "lung_mask": tfds.features.Image(
-            shape=(None, None, 1), dtype=np.uint8, encoding_format="png"
-          ),
-          "image/filename": tfds.features.Text(),
-          "label": tfds.features.ClassLabel(names=nlm_tb.LABELS),
-          "patient_id": np.int32,
-          "sex": tfds.features.ClassLabel(names=["female", "male", "unknown"]),
-          "age": np.int32,
-          "finding": tfds.features.Text(),
-          "fold": np.int32,
-        }
+      features=nlm_tb.features(
+        dtype,
+        lung_mask=tfds.features.Image(shape=(None, None, 1), dtype=np.uint8, encoding_format="png"),
       ),
       supervised_keys=("image", "label"),
       homepage=_HOMEPAGE,
@@ -227,11 +210,5 @@ class Builder(nlm_tb.NlmTbBuilder):
     return {
       "image": encoded,
       "lung_mask": self._lung_mask(stem, size),
-      "image/filename": os.path.basename(path),
-      "label": label_of(path),
-      "patient_id": int(stem.split("_")[1]),
-      "sex": parsed.sex,
-      "age": parsed.age,
-      "finding": parsed.finding,
-      "fold": nlm_tb.fold_of(stem),
+      **nlm_tb.values(stem, path, PREFIX, parsed),
     }

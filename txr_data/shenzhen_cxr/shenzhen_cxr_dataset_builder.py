@@ -1,10 +1,7 @@
 """shenzhen_cxr: the NLM Shenzhen Hospital tuberculosis chest X-ray set."""
 
-import dataclasses
-import os
 import re
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from txr_data import nlm_tb
@@ -23,13 +20,7 @@ fold_of = nlm_tb.fold_of
 split_of = nlm_tb.split_of
 
 
-@dataclasses.dataclass(frozen=True)
-class Reading:
-  """One ClinicalReadings file: what could be parsed, the rest left unknown."""
-
-  sex: str = "unknown"
-  age: int = -1
-  finding: str = ""
+Reading = nlm_tb.Reading
 
 
 def label_of(filename: str) -> int:
@@ -82,33 +73,11 @@ class Builder(nlm_tb.NlmTbBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-      features=tfds.features.FeaturesDict(
-        {
-          "image": tfds.features.Image(
-            shape=(None, None, 1), dtype=np.uint8, encoding_format="png"
-          ),
-          "image/filename": tfds.features.Text(),
-          "label": tfds.features.ClassLabel(names=nlm_tb.LABELS),
-          "patient_id": np.int32,
-          "sex": tfds.features.ClassLabel(names=["female", "male", "unknown"]),
-          "age": np.int32,
-          "finding": tfds.features.Text(),
-          "fold": np.int32,
-        }
-      ),
+      features=nlm_tb.features(),
       supervised_keys=("image", "label"),
       homepage=_HOMEPAGE,
     )
 
   def _features(self, stem, path, image, reading):
     parsed = parse_reading(reading) if reading is not None else Reading()
-    return {
-      "image": image,
-      "image/filename": os.path.basename(path),
-      "label": label_of(path),
-      "patient_id": int(stem.split("_")[1]),
-      "sex": parsed.sex,
-      "age": parsed.age,
-      "finding": parsed.finding,
-      "fold": fold_of(stem),
-    }
+    return {"image": image, **nlm_tb.values(stem, path, PREFIX, parsed)}
