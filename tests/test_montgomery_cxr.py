@@ -3,9 +3,9 @@
 import os
 import re
 import shutil
-import zipfile
 
 from conftest import png_bytes as _png
+from conftest import zip_tree
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -231,12 +231,8 @@ def test_archive_layouts_build_the_same_dataset(tmp_path, layout):
   manual = tmp_path / "manual"
   if layout == "zip":
     manual.mkdir()
-    with zipfile.ZipFile(manual / "NLM-MontgomeryCXRSet.zip", "w") as z:
-      for folder, _, files in os.walk(SAMPLE_ROOT):
-        for f in files:
-          path = os.path.join(folder, f)
-          z.write(path, os.path.join("MontgomerySet", os.path.relpath(path, SAMPLE_ROOT)))
-      z.writestr("__MACOSX/MontgomerySet/ManualMask/leftMask/._MCUCXR_0001_0.png", b"junk")
+    zip_tree(SAMPLE_ROOT, manual / "NLM-MontgomeryCXRSet.zip", "MontgomerySet",
+             "ManualMask/leftMask/._MCUCXR_0001_0.png")  # fmt: skip
   elif layout == "bare":  # Images and readings in one folder, the mask folders beside them.
     manual.mkdir()
     for sub in ("CXR_png", "ClinicalReadings"):
@@ -285,23 +281,6 @@ def test_missing_masks_are_counted_in_one_warning(tmp_path, sample_copy, caplog)
   assert len(examples) == 20
   assert not examples["MCUCXR_0001_0.png"]["lung_mask"].any()
   assert examples["MCUCXR_0002_0.png"]["lung_mask"].any()
-
-
-def test_download_path_uses_download_and_extract(tmp_path, monkeypatch):
-  """With no manual dir, the archive is fetched through the download manager."""
-  urls = []
-
-  def fake_download_and_extract(self, url):
-    urls.append(url)
-    return tfds.core.Path(txr_data.MONTGOMERY_SAMPLE_DIR)
-
-  monkeypatch.setattr(
-    tfds.download.DownloadManager, "download_and_extract", fake_download_and_extract
-  )
-  builder = tfds.builder("montgomery_cxr/512", data_dir=os.fspath(tmp_path))
-  builder.download_and_prepare()
-  assert urls == [mcb._URL]
-  assert builder.info.splits["train"].num_examples == 15
 
 
 @pytest.mark.parametrize("state", ["missing", "unrelated"])

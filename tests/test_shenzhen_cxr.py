@@ -5,16 +5,15 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
 
 from conftest import REPO
 from conftest import SAMPLE_ROOT
 from conftest import png_bytes as _png
+from conftest import zip_tree
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import txr_data
 from txr_data import image_codec
 from txr_data.shenzhen_cxr import shenzhen_cxr_dataset_builder as scb
 
@@ -106,12 +105,8 @@ def test_archive_layouts_build_the_same_dataset(tmp_path, root):
   manual = tmp_path / "manual"
   if root == "zip":
     manual.mkdir()
-    with zipfile.ZipFile(manual / "ChinaSet_AllFiles.zip", "w") as z:
-      for folder, _, files in os.walk(SAMPLE_ROOT):
-        for f in files:
-          path = os.path.join(folder, f)
-          z.write(path, os.path.join("ChinaSet_AllFiles", os.path.relpath(path, SAMPLE_ROOT)))
-      z.writestr("__MACOSX/ChinaSet_AllFiles/CXR_png/._CHNCXR_0001_0.png", b"junk")
+    zip_tree(SAMPLE_ROOT, manual / "ChinaSet_AllFiles.zip", "ChinaSet_AllFiles",
+             "CXR_png/._CHNCXR_0001_0.png")  # fmt: skip
   elif root == "bare":
     manual.mkdir()
     for sub in ("CXR_png", "ClinicalReadings"):
@@ -215,23 +210,6 @@ def test_missing_or_empty_manual_dir_is_a_clear_error(tmp_path, state):
   message = str(error.value)
   assert str(manual) in message and "ChinaSet_AllFiles.zip" in message  # where + what
   assert ("does not exist or is empty" in message) == (state != "unrelated")
-
-
-def test_download_path_uses_download_and_extract(tmp_path, monkeypatch):
-  """With no manual dir, the archive is fetched through the download manager."""
-  urls = []
-
-  def fake_download_and_extract(self, url):
-    urls.append(url)
-    return tfds.core.Path(txr_data.SAMPLE_DIR)
-
-  monkeypatch.setattr(
-    tfds.download.DownloadManager, "download_and_extract", fake_download_and_extract
-  )
-  builder = tfds.builder("shenzhen_cxr/512", data_dir=os.fspath(tmp_path))
-  builder.download_and_prepare()
-  assert urls == [scb._URL]
-  assert builder.info.splits["train"].num_examples == 45
 
 
 # --- end to end, as users run it ----------------------------------------------------
