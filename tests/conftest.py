@@ -30,6 +30,18 @@ def png_bytes(array, convert: str | None = None) -> bytes:
   return buf.getvalue()
 
 
+def zip_tree(root, zip_path, arc_root: str, junk: str) -> None:
+  """Zips the tree `root` under `arc_root/`, plus a `__MACOSX/<junk>` entry, as macOS does."""
+  import zipfile
+
+  with zipfile.ZipFile(zip_path, "w") as z:
+    for folder, _, files in os.walk(root):
+      for f in files:
+        path = os.path.join(folder, f)
+        z.write(path, os.path.join(arc_root, os.path.relpath(path, root)))
+    z.writestr(f"__MACOSX/{arc_root}/{junk}", b"junk")
+
+
 @pytest.fixture
 def sample_copy(tmp_path):
   """A writable copy of the sample's `ChinaSet_AllFiles` tree under tmp_path/manual."""
@@ -40,13 +52,17 @@ def sample_copy(tmp_path):
 
 @pytest.fixture(scope="session")
 def built_data_dir(tmp_path_factory):
-  """A data_dir holding shenzhen_cxr/512 built from the embedded sample."""
+  """A data_dir holding shenzhen_cxr/512 and montgomery_cxr/512 built from the embedded samples."""
   import tensorflow_datasets as tfds
 
   data_dir = tmp_path_factory.mktemp("tfds")
-  tfds.builder("shenzhen_cxr/512", data_dir=os.fspath(data_dir)).download_and_prepare(
-    download_config=tfds.download.DownloadConfig(manual_dir=txr_data.SAMPLE_DIR)
-  )
+  for name, manual_dir in (
+    ("shenzhen_cxr/512", txr_data.SAMPLE_DIR),
+    ("montgomery_cxr/512", txr_data.MONTGOMERY_SAMPLE_DIR),
+  ):
+    tfds.builder(name, data_dir=os.fspath(data_dir)).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+    )
   return os.fspath(data_dir)
 
 

@@ -33,7 +33,8 @@ def _evaluate(model_dir, *flags):
   before = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()}
   out = run_ok([sys.executable, "-m", "txr_model.evaluate", f"--model_dir={model_dir}", *flags])
   assert all(p.read_bytes() == data for p, data in before.items())
-  return json.loads(out.stdout[out.stdout.index("{") :])
+  assert "txr-evaluate: " in out.stderr and "At the triage threshold" in out.stderr
+  return json.loads(out.stdout)  # JSON alone
 
 
 def test_evaluate_cli_takes_thresholds_from_validation(resumed_run):

@@ -1,5 +1,7 @@
 """The input pipeline: decoding, padding, augmentation, static-shape padding, CV folds."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -73,3 +75,54 @@ def test_cross_validation_rounds_use_every_fold_once_as_test_and_as_validation(k
     assert groups["test"] == (k,) and groups["validation"] == ((k + 1) % k_folds,)
     assert sorted(sum(groups.values(), ())) == list(range(k_folds))  # a partition
   assert sorted(r["validation"][0] for r in rounds) == list(range(k_folds))
+
+
+def _real_shenzhen_names():
+  """The archive's 662 file names (as tests/test_shenzhen_cxr.py), with their label strata."""
+  names = [f"CHNCXR_{i:04d}_0.png" for i in range(1, 327)]
+  names += [f"CHNCXR_{i:04d}_1.png" for i in range(327, 663)]
+  return names, [f"shenzhen_cxr:{name[-5]}" for name in names]
+
+
+@pytest.mark.parametrize("k_folds", range(3, 11))
+def test_cross_validation_groups_are_balanced_and_stratified_on_the_real_names(k_folds):
+  names, strata = _real_shenzhen_names()
+  groups = input_pipeline.cross_validation_groups(names, strata, k_folds)
+  sizes = [groups.count(k) for k in range(k_folds)]
+  abnormal = [
+    sum(g == k for g, s in zip(groups, strata, strict=True) if s.endswith("1"))
+    for k in range(k_folds)
+  ]
+  # Every group n/K, both labels split evenly (hashing into K groups gave 285/200/177 for K=3).
+  assert max(sizes) - min(sizes) <= 1 and sum(sizes) == 662
+  assert max(abnormal) - min(abnormal) <= 1 and sum(abnormal) == 336
+  # The deal depends on the set of names only, not their order.
+  shuffled = np.random.default_rng(k_folds).permutation(len(names))
+  again = input_pipeline.cross_validation_groups(
+    [names[i] for i in shuffled], [strata[i] for i in shuffled], k_folds
+  )
+  assert again == [groups[i] for i in shuffled]
+
+
+def test_combined_datasets_read_both_and_cross_validation_covers_each_image_once(built_data_dir):
+  both = "shenzhen_cxr/512+montgomery_cxr/512"
+  config = input_pipeline.InputConfig(both, built_data_dir, SIZE, 8)
+  assert input_pipeline.count(dataclasses.replace(config, split="test")) == 10 + 2
+  seen = []
+  for k in range(3):
+    splits = input_pipeline.run_splits(config, 3, k)
+    test = [
+      (ex["dataset"].decode(), ex["image/filename"].decode())
+      for ex in input_pipeline.examples(splits["test"], "all").as_numpy_iterator()
+    ]
+    assert len(test) == input_pipeline.count(splits["test"]) == 28  # 84 images / 3
+    assert {d for d, _ in test} == {"shenzhen_cxr/512", "montgomery_cxr/512"}
+    # Train, validation and test of one round are disjoint and cover everything.
+    assert sum(input_pipeline.count(s) for s in splits.values()) == 84
+    seen += test
+  assert len(set(seen)) == len(seen) == 84
+  assert set(input_pipeline.examples(config, "train").element_spec) == {
+    "image", "label", "image/filename", "dataset"
+  }  # fmt: skip
+  with pytest.raises(ValueError, match="each once"):
+    input_pipeline.dataset_names("shenzhen_cxr/512+")

@@ -294,3 +294,72 @@ def test_cross_validation_summary_nan_safe():
   single = metrics.cross_validation_summary([0.85])
   assert single["mean"] == pytest.approx(0.85) and math.isnan(single["sd"])
   assert math.isnan(metrics.cross_validation_summary([])["mean"])
+
+
+def test_pooled_out_of_fold_pools_every_case_once_and_sums_fold_counts():
+  folds = [_separable_ish(40, seed=30 + k) for k in range(3)]
+  val = _separable_ish(40, seed=40)
+  reports = [metrics.summarize(*val, *fold, n_resamples=100) for fold in folds]
+  labels = np.concatenate([y for y, _ in folds])
+  scores = np.concatenate([s for _, s in folds])
+  groups = np.array(["a", "b"] * 60)
+  out = metrics.pooled_out_of_fold(reports, labels, scores, n_resamples=300, seed=1, groups=groups)
+  assert out["auc"] == metrics.roc_auc(labels, scores) and out["n"] == 120
+  assert out["auc_ci95"] == list(metrics.bootstrap_auc_ci(labels, scores, n_resamples=300, seed=1))
+  triage = out["operating_points"]["triage"]
+  assert triage["thresholds"] == [r["operating_points"]["triage"]["threshold"] for r in reports]
+  for key in ("tp", "fp", "tn", "fn"):
+    assert triage[key] == sum(r["operating_points"]["triage"][key] for r in reports)
+  assert triage["sensitivity"] == triage["tp"] / (triage["tp"] + triage["fn"])
+  # The fold reports have no groups, so the groups get AUCs but no summed counts.
+  assert set(out["by_group"]) == {"a", "b"} and out["by_group"]["a"]["n"] == 60
+  assert "operating_points" not in out["by_group"]["a"]
+  json.dumps(out)
+  with pytest.raises(ValueError, match="120 pooled cases, but the folds hold 80"):
+    metrics.pooled_out_of_fold(reports[:2], labels, scores)
+
+
+# --- Calibration and groups --------------------------------------------------------------------
+
+
+def test_calibration_by_hand():
+  # Bins of 0.5: [0, 0.5) holds 0.1 (-), 0.2 (+), 0.3 (-); [0.5, 1] holds 0.8 (+), 1.0 (+).
+  out = metrics.calibration([0, 1, 0, 1, 1], [0.1, 0.2, 0.3, 0.8, 1.0], num_bins=2)
+  low, high = out["bins"]
+  assert (low["n"], low["mean_score"], low["fraction_positive"]) == (3, pytest.approx(0.2), 1 / 3)
+  assert (high["n"], high["mean_score"], high["fraction_positive"]) == (2, 0.9, 1.0)
+  # ECE: (3 * |0.2 - 1/3| + 2 * |0.9 - 1|) / 5.
+  assert out["ece"] == pytest.approx((3 * (1 / 3 - 0.2) + 2 * 0.1) / 5)
+  assert out["n"] == 5 and out["num_bins"] == 2 and (low["low"], high["high"]) == (0.0, 1.0)
+
+
+def test_calibration_perfect_empty_bins_and_bad_inputs():
+  # Scores equal to each bin's fraction of positives: ECE 0. Empty bins have no means.
+  labels = [0, 0, 0, 1] + [1, 1, 1, 0]
+  scores = [0.25] * 4 + [0.75] * 4
+  out = metrics.calibration(labels, scores)
+  assert out["ece"] == pytest.approx(0.0)
+  assert [b["n"] for b in out["bins"]] == [0, 0, 4, 0, 0, 0, 0, 4, 0, 0]
+  assert out["bins"][0]["mean_score"] is None and out["bins"][0]["fraction_positive"] is None
+  assert math.isnan(metrics.calibration([], [])["ece"])
+  with pytest.raises(ValueError, match="probabilities"):
+    metrics.calibration([0, 1], [0.5, 1.5])
+  # Overconfident: every score 0.99 but half are normal.
+  assert metrics.calibration([0, 1] * 10, [0.99] * 20)["ece"] == pytest.approx(0.49)
+
+
+def test_summarize_reports_each_group_at_the_shared_thresholds():
+  val = _separable_ish(60, seed=50)
+  labels, scores = _separable_ish(80, seed=51)
+  groups = np.array(["site_a"] * 30 + ["site_b"] * 50)
+  out = metrics.summarize(*val, labels, scores, n_resamples=200, groups=groups)
+  assert set(out["by_group"]) == {"site_a", "site_b"}
+  b = out["by_group"]["site_b"]
+  assert b["n"] == 50 and b["auc"] == metrics.roc_auc(labels[30:], scores[30:])
+  assert (
+    b["operating_points"]["triage"]["threshold"] == out["operating_points"]["triage"]["threshold"]
+  )
+  assert b["calibration"]["n"] == 50
+  assert "by_group" not in metrics.summarize(*val, labels, scores, groups=["x"] * 80)
+  with pytest.raises(ValueError, match="name each"):
+    metrics.summarize(*val, labels, scores, groups=["x"] * 3)

@@ -38,7 +38,12 @@ def test_outputs_and_export_match_the_keras_model(resumed_run):
   flagfile = (model_dir / "flags.cfg").read_text()
   assert f"--model_dir={model_dir}" in flagfile and "--epochs=4" in flagfile
   report = json.loads((model_dir / "metrics.json").read_text())
-  assert set(report) == {"validation", "test", "run"}
+  assert set(report) == {"validation", "test", "run", "protocol"}
+  assert report["protocol"]["thresholds_from"] == {
+    "dataset": "shenzhen_cxr/512", "split": "validation", "n": 9
+  }  # fmt: skip
+  assert report["test"]["calibration"]["n"] == 10 and "Calibration: ECE" in log
+  assert (model_dir / "reliability.png").exists() and (model_dir / "scores_test.csv").exists()
   # Evaluated and exported: the best validation AUC's weights, named in the report.
   assert report["run"]["weights"].startswith("best: epoch ")
   best = json.loads((model_dir / "best.weights.h5.json").read_text())
@@ -193,14 +198,41 @@ def test_missing_data_dir_is_a_usage_error(tmp_path):
   assert out.returncode != 0 and "--data_dir" in out.stderr
 
 
-def test_cross_validation_over_folds(built_data_dir, base_weights, tmp_path):
+def test_cross_validation_over_both_sites_then_txr_evaluate(built_data_dir, base_weights, tmp_path):
+  # Both embedded samples at once (64 Shenzhen + 20 Montgomery images), in 3 folds.
   args = [*TRAIN, *TINY, f"--data_dir={built_data_dir}", f"--model_dir={tmp_path}"]
-  args += [f"--weights={base_weights}"]
+  args += [f"--weights={base_weights}", "--dataset=shenzhen_cxr/512+montgomery_cxr/512"]
   out = run_ok(args + ["--folds=3", "--epochs=1", "--fine_tune_epochs=0"])
-  assert "3-fold cross-validation AUC" in out.stdout
-  summary = json.loads((tmp_path / "cv_metrics.json").read_text())
+  assert "3-fold cross-validation AUC" in out.stdout and "Pooled out-of-fold: AUC" in out.stdout
+  # One epoch of 3 steps: the first loss is log 2 (the classifier starts at zero).
+  log = (out.stdout + out.stderr).splitlines()
+  losses = [float(line.split("- loss: ")[1].split()[0]) for line in log if "- loss: " in line]
+  assert len(losses) == 3 and all(abs(loss - 0.693) < 0.01 for loss in losses)
+  cv_metrics = tmp_path / "cv_metrics.json"
+  summary = json.loads(cv_metrics.read_text())
   assert len(summary["fold_aucs"]) == 3 and summary["sd"] is not None
-  # Each fold's test set is one fold group: together they are the whole dataset, once.
-  assert sum(summary["folds"][f"fold_{k}"]["n"] for k in range(3)) == 64
+  # Each fold's test set is one dealt group: 84 / 3 images, both sites in each.
   for k in range(3):
-    assert (tmp_path / f"fold_{k}" / "export" / "saved_model.pb").exists()
+    fold = summary["folds"][f"fold_{k}"]
+    assert fold["n"] == 28 and set(fold["by_group"]) == {"shenzhen_cxr/512", "montgomery_cxr/512"}
+    assert (tmp_path / f"fold_{k}" / "model.keras").exists()
+    assert not (tmp_path / f"fold_{k}" / "export").exists()  # Folds are estimates, not exports.
+  # Pooled out of fold: every image once, with a CI; per site with its N.
+  pooled = summary["pooled"]
+  assert pooled["n"] == 84 and pooled["n_positive"] == 42
+  assert pooled["auc_ci95"][0] <= pooled["auc"] <= pooled["auc_ci95"][1]
+  assert {name: g["n"] for name, g in pooled["by_group"].items()} == {
+    "shenzhen_cxr/512": 64, "montgomery_cxr/512": 20
+  }  # fmt: skip
+  assert sum(pooled["operating_points"]["triage"][k] for k in ("tp", "fp", "tn", "fn")) == 84
+  assert pooled["calibration"]["n"] == 84
+
+  # txr-evaluate on the run: each fold's model on its own held-out fold, into a folder of its own.
+  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  evaluated = run_ok([sys.executable, "-m", "txr_model.evaluate", f"--model_dir={tmp_path}"])
+  out_dir = tmp_path / "evaluation" / "shenzhen_cxr_512+montgomery_cxr_512_cross_validation"
+  again = json.loads((out_dir / "cv_metrics.json").read_text())
+  assert again["pooled"]["auc"] == pooled["auc"] and again["fold_aucs"] == summary["fold_aucs"]
+  assert json.loads(evaluated.stdout) == again and "Pooled out-of-fold: AUC" in evaluated.stderr
+  assert all(p.read_bytes() == data for p, data in before.items())  # the run's files untouched
+  assert (out_dir / "fold_2" / "reliability.png").read_bytes().startswith(b"\x89PNG")

@@ -1,67 +1,237 @@
 r"""Evaluates a trained model on a split of a built dataset (txr-evaluate).
 
   txr-evaluate --model_dir=/tmp/txr_demo/model [--split=test]
+  txr-evaluate --model_dir=/tmp/txr_demo/model --dataset=montgomery_cxr/512 --split=all
 
-Thresholds are chosen on the validation split, never on the evaluated one.
-Writes metrics.json, roc.png and TensorBoard summaries into --model_dir.
+Thresholds are chosen on the TRAINING dataset's validation split (for a
+cross-validation fold, its validation fold) and applied unchanged to the
+evaluated split, whatever dataset it comes from: a cross-site evaluation
+measures the operating points a deployment would use.
+
+stdout holds the evaluated split's summary as JSON; stderr ends with a
+summary for people.
+
+On a cross-validation run (a --model_dir with fold_<k>/ and cv_metrics.json),
+each fold's model is evaluated on its own held-out fold, and the pooled
+out-of-fold AUC (every image scored once, by the model that did not see it)
+is reported beside the per-fold mean +/- sd. To evaluate one fold's model on
+another dataset, point --model_dir at its fold_<k>/ folder.
+
+Outputs never replace the training run's: they go to
+<model_dir>/evaluation/<dataset>_<split>/ (metrics.json, roc.png,
+reliability.png, scores_<split>.csv, logs/), or .../<dataset>_cross_validation/
+for a cross-validation run (cv_metrics.json and fold_<k>/).
 """
 
 import dataclasses
 import json
 import os
+import re
+import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from txr_model import cli
 from txr_model import evaluation
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A txr-train output directory.")
-_DATASET = flags.DEFINE_string("dataset", None, "TFDS name/config; default: the training one.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir; default: the training one.")
-_SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate; thresholds come from validation.")
+_DATASET = flags.DEFINE_string(
+  "dataset", None, "TFDS name/config to evaluate; default: the training one."
+)
+_DATA_DIR = flags.DEFINE_string(
+  "data_dir", None, "TFDS data dir of --dataset; default: the training one."
+)
+_SPLIT = flags.DEFINE_string(
+  "split", "test", "Split to evaluate ('all' for every image); thresholds come from validation."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the bootstrap confidence interval.")
+
+_FOLD_DIR = re.compile(r"^fold_(\d+)$")
+
+
+def output_dir(model_dir: str, dataset: str, split: str) -> str:
+  """Where txr-evaluate writes: a folder of its own, never over the training run's files.
+
+  Args:
+    model_dir: the evaluated run (or fold) folder.
+    dataset: the evaluated TFDS name/config.
+    split: the evaluated split, or 'cross_validation'.
+
+  Returns:
+    `<model_dir>/evaluation/<dataset with / as _>_<split>`.
+  """
+  return os.path.join(model_dir, "evaluation", f"{dataset.replace('/', '_')}_{split}")
+
+
+def _training_run(model_dir):
+  """(the run's RunConfig or None, the fold's index or None) of a run or fold folder."""
+  from txr_model import run_config
+
+  trained = run_config.RunConfig.load(model_dir)
+  if trained is not None:
+    return trained, None
+  match = _FOLD_DIR.match(os.path.basename(os.path.normpath(model_dir)))
+  if match:
+    parent = run_config.RunConfig.load(os.path.dirname(os.path.normpath(model_dir)))
+    if parent is not None and parent.folds:
+      return parent, int(match[1])
+  return None, None
+
+
+def _check_built(dataset, data_dir):
+  """A one-line usage error, saying how to build it, for a dataset not built in data_dir."""
+  from txr_model import input_pipeline
+
+  for name in input_pipeline.dataset_names(dataset):
+    if not cli.dataset_builder(name, data_dir).is_prepared():
+      builder, _, config = name.partition("/")
+      raise app.UsageError(
+        f"{name} is not built in {data_dir}: build it with `tfds build txr_data/{builder}"
+        f"{f' --config={config}' if config else ''} --data_dir={data_dir}"
+        " --manual_dir=<its archive>`, or give --data_dir where it is built."
+      )
 
 
 def main(argv):
-  """Evaluates --model_dir's model on --split and prints the report."""
+  """Evaluates --model_dir's model (or each fold's) on --split and prints the report."""
   del argv
-  import keras
   import tensorflow as tf
 
   import txr_data  # noqa: F401  (registers the builders)
   from txr_model import input_pipeline
-  from txr_model import run_config
 
   model_dir = _MODEL_DIR.value
   cli.check_folder_flag("model_dir", model_dir)
-  model_path = os.path.join(model_dir, "model.keras")
-  if not tf.io.gfile.exists(model_path):
-    raise app.UsageError(f"No {model_path}: point --model_dir at a txr-train output directory.")
-  trained = run_config.RunConfig.load(model_dir)
+  trained, fold = _training_run(model_dir)
   dataset = _DATASET.value or (trained and trained.dataset)
   data_dir = _DATA_DIR.value or (trained and trained.data_dir)
   if not dataset or not data_dir:
-    raise app.UsageError(f"Give --dataset and --data_dir (no {run_config.FILE} in --model_dir).")
-  cli.dataset_builder(dataset, data_dir)  # A one-line error for an unknown name.
-  model = keras.models.load_model(model_path)
-  # Facts about the training run (which weights were saved) stay in the report.
-  run_info = None
-  if tf.io.gfile.exists(os.path.join(model_dir, "metrics.json")):
-    with tf.io.gfile.GFile(os.path.join(model_dir, "metrics.json")) as f:
-      run_info = json.load(f).get("run")
-  base = input_pipeline.InputConfig(dataset, data_dir, model.input_shape[1], 32)
-  splits = {name: dataclasses.replace(base, split=name) for name in ("validation", _SPLIT.value)}
+    raise app.UsageError("Give --dataset and --data_dir (no run_config.json in --model_dir).")
+  try:
+    input_pipeline.dataset_names(dataset)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  split = _SPLIT.value
+  same_data = trained is None or (dataset == trained.dataset and data_dir == trained.data_dir)
+  folds = trained.folds if trained else 0
+  cross_validation = bool(folds) and fold is None
+  if cross_validation and not same_data:
+    raise app.UsageError(
+      f"{model_dir} is a {folds}-fold cross-validation run: evaluate one fold's model on"
+      f" {dataset} with --model_dir={os.path.join(model_dir, 'fold_<k>')}."
+    )
+  if cross_validation and _SPLIT.present and split != "test":
+    raise app.UsageError(
+      f"{model_dir} is a {folds}-fold cross-validation run: each fold's model is evaluated on"
+      " its own held-out fold, so --split does not apply."
+    )
+  if folds and same_data and split not in input_pipeline.SPLITS:
+    raise app.UsageError(
+      f"--split={split}: a cross-validation fold's splits are {', '.join(input_pipeline.SPLITS)}"
+      " (its fold groups)."
+    )
+  model_dirs = [os.path.join(model_dir, f"fold_{k}") for k in range(folds)]
+  for path in model_dirs if cross_validation else [model_dir]:
+    if not tf.io.gfile.exists(os.path.join(path, "model.keras")):
+      raise app.UsageError(
+        f"No {os.path.join(path, 'model.keras')}: point --model_dir at a txr-train output"
+        " directory."
+      )
+  _check_built(dataset, data_dir)
+  if not same_data:
+    _check_built(trained.dataset, trained.data_dir)
+
+  if cross_validation:
+    out_dir = output_dir(model_dir, dataset, "cross_validation")
+    summary = _evaluate_folds(trained, model_dirs, out_dir)
+    evaluation.write_json(os.path.join(out_dir, "cv_metrics.json"), summary)
+    print(json.dumps(evaluation.json_safe(summary), indent=2, sort_keys=True))
+    _tell(f"{evaluation.describe_cross_validation(summary)}\n  Outputs in {out_dir}")
+    return
+  out_dir = output_dir(model_dir, dataset, split)
+  report, key = _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir)
+  printed = {key: report[key], "protocol": report["protocol"]}
+  print(json.dumps(evaluation.json_safe(printed), indent=2, sort_keys=True))
+  _tell(f"{evaluation.describe_report(report, key)}\n  Outputs in {out_dir}")
+
+
+def _tell(text):
+  """The summary for people, on stderr: stdout holds JSON alone, for programs."""
+  print(f"txr-evaluate: {text}", file=sys.stderr)
+
+
+def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir):
+  """Evaluates one model; returns its report and the evaluated split's key in it."""
+  import keras
+
+  from txr_model import input_pipeline
+
+  model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
+  size = model.input_shape[1]
+  evaluated = input_pipeline.InputConfig(dataset, data_dir, size, 32, split=split)
+  if trained is None:  # No run_config.json: thresholds from the evaluated dataset's validation.
+    thresholds = dataclasses.replace(evaluated, split="validation")
+  else:
+    source = input_pipeline.InputConfig(trained.dataset, trained.data_dir, size, 32)
+    run_splits = input_pipeline.run_splits(source, trained.folds, fold or 0)
+    thresholds = run_splits["validation"]
+    if dataset == trained.dataset and data_dir == trained.data_dir and split in run_splits:
+      evaluated = run_splits[split]  # A fold's split: its fold groups.
+    shared = set(input_pipeline.dataset_names(dataset))
+    shared &= set(input_pipeline.dataset_names(trained.dataset))
+    if shared and evaluated not in (run_splits["validation"], run_splits["test"]):
+      logging.warning(
+        "--dataset=%s --split=%s includes images the model trained on (from %s): its figures"
+        " overstate how well it does on new images.",
+        dataset, split, ", ".join(sorted(shared)),
+      )  # fmt: skip
+  # Another dataset's validation split must not take the key of the thresholds' one.
+  key = "evaluated" if split == "validation" and evaluated != thresholds else split
+  configs = evaluation.evaluation_configs({"validation": thresholds, key: evaluated})
   report, _, _ = evaluation.report_split(
-    model,
-    evaluation.evaluation_configs(splits),
-    _SPLIT.value,
-    _SEED.value,
-    os.path.join(model_dir, "logs"),
-    model_dir,
-    run_info,
+    model, configs, key, _SEED.value, os.path.join(out_dir, "logs"), out_dir, _run_info(model_dir)
   )
-  print(json.dumps(evaluation.json_safe(report[_SPLIT.value]), indent=2, sort_keys=True))
+  return report, key
+
+
+def _evaluate_folds(trained, model_dirs, out_dir):
+  """Each fold's model on its held-out fold; the cross-validation summary."""
+  import keras
+  import numpy as np
+
+  from txr_model import input_pipeline
+
+  reports, labels, scores, datasets = {}, [], [], []
+  for k, fold_dir in enumerate(model_dirs):
+    model = keras.models.load_model(os.path.join(fold_dir, "model.keras"))
+    source = input_pipeline.InputConfig(trained.dataset, trained.data_dir, model.input_shape[1], 32)
+    splits = input_pipeline.run_splits(source, trained.folds, k)
+    configs = evaluation.evaluation_configs({n: splits[n] for n in ("validation", "test")})
+    fold_out = os.path.join(out_dir, f"fold_{k}")
+    report, _, cases = evaluation.report_split(
+      model, configs, "test", _SEED.value, os.path.join(fold_out, "logs"), fold_out,
+      _run_info(fold_dir),
+    )  # fmt: skip
+    reports[f"fold_{k}"] = report["test"]
+    labels.append(cases.labels)
+    scores.append(cases.scores)
+    datasets.append(cases.datasets)
+  return evaluation.cross_validation_report(
+    reports, *(np.concatenate(x) for x in (labels, scores, datasets)), seed=_SEED.value
+  )
+
+
+def _run_info(model_dir):
+  """Facts about the training run (which weights were saved), from its metrics.json."""
+  import tensorflow as tf
+
+  path = os.path.join(model_dir, "metrics.json")
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f).get("run")
 
 
 def run():

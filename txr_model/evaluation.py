@@ -3,14 +3,18 @@
 Operating points (Youden's J, and the WHO triage point: the highest
 specificity with sensitivity >= 0.90) are chosen on the validation split and
 only applied to the evaluated split, so its sensitivity and specificity are
-honest estimates.
+honest estimates. The report says which dataset and split chose them and
+which were evaluated (they differ in a cross-site evaluation).
 """
 
+import csv
 import dataclasses
 import io
 import json
 import math
 import os
+from typing import NamedTuple
+import weakref
 
 from absl import logging
 import keras
@@ -22,17 +26,38 @@ from txr_model import metrics
 from txr_model import model as model_lib
 
 
-def outputs(model, config):
-  """(labels, scores, pooled features) of one split, in dataset order, on one device."""
+class Outputs(NamedTuple):
+  """A split's cases in dataset order: what the model said about each."""
+
+  labels: np.ndarray  # 0/1
+  scores: np.ndarray  # probability of abnormal
+  features: np.ndarray  # pooled base features
+  datasets: np.ndarray  # the TFDS name/config each case came from
+  filenames: np.ndarray
+
+
+_WITH_FEATURES = weakref.WeakKeyDictionary()  # model -> the model with its pooled features
+
+
+def outputs(model, config) -> Outputs:
+  """(labels, scores, pooled features, datasets, file names) of one split, on one device."""
   ds = input_pipeline.make_dataset(config)
   # Labels without decoding images again; the same order, since nothing shuffles.
   examples = input_pipeline.examples(config, config.split)
-  labels = np.array([int(y) for y in examples.map(lambda ex: ex["label"])], int)
-  both = keras.Model(model.input, [model.output, model.get_layer(model_lib.POOL).output])
-  scores, features = both.predict(ds.map(lambda x, y: x), verbose=0)
+  meta = list(
+    examples.map(lambda ex: (ex["label"], ex["dataset"], ex["image/filename"])).as_numpy_iterator()
+  )
+  labels = np.array([int(y) for y, _, _ in meta], int)
+  datasets = np.array([d.decode() for _, d, _ in meta], str)
+  filenames = np.array([f.decode() for _, _, f in meta], str)
+  if model not in _WITH_FEATURES:  # Built once per model: each new one traces predict again.
+    _WITH_FEATURES[model] = keras.Model(
+      model.input, [model.output, model.get_layer(model_lib.POOL).output]
+    )
+  scores, features = _WITH_FEATURES[model].predict(ds.map(lambda x, y: x), verbose=0)
   if len(scores) != len(labels):
     raise RuntimeError(f"{len(scores)} predictions for {len(labels)} labels in {config.split}")
-  return labels, scores[:, 0].astype(float), features
+  return Outputs(labels, scores[:, 0].astype(float), features, datasets, filenames)
 
 
 def json_safe(value):
@@ -89,46 +114,233 @@ def plot_curves(val, ev, report, split) -> dict[str, bytes]:
   ax.plot(recall, precision)
   ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", xlim=(0, 1), ylim=(0, 1.01))
   ax.set_title(f"Precision-recall, {split} split")
-  return {"roc": roc, "pr": png(fig)}
+  pr = png(fig)
+  fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+  ax.plot([0, 1], [0, 1], color="0.8", lw=0.8, label="perfect calibration")
+  curves = [(split, report["calibration"], "o-")]
+  if split != "validation":
+    curves.append(("validation", metrics.calibration(*val), "s:"))
+  for name, calibration, style in curves:
+    filled = [b for b in calibration["bins"] if b["n"]]
+    x = [b["mean_score"] for b in filled]
+    y = [b["fraction_positive"] for b in filled]
+    ax.plot(x, y, style, label=f"{name}: ECE {calibration['ece']:.3f}, N={calibration['n']}")
+    if name == split:  # Each bin's count, for the evaluated split.
+      for b in filled:
+        ax.annotate(str(b["n"]), (b["mean_score"], b["fraction_positive"]), fontsize=7,
+                    textcoords="offset points", xytext=(4, -10))  # fmt: skip
+  ax.set(xlabel="mean predicted probability", ylabel="fraction abnormal", xlim=(0, 1))
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_title(
+    f"Reliability, {split} split ({report['calibration']['num_bins']} equal bins;"
+    " numbers: images per bin)",
+    fontsize=9,
+  )
+  ax.legend(loc="upper left", fontsize=8)
+  return {"roc": roc, "pr": pr, "reliability": png(fig)}
+
+
+def describe_input(config, cases: Outputs) -> dict:
+  """Which images a report covers: dataset, split, cross-validation folds, N.
+
+  Args:
+    config: the InputConfig read.
+    cases: its outputs.
+
+  Returns:
+    A JSON-ready dict.
+  """
+  out = {"dataset": config.dataset, "split": config.split, "n": int(len(cases.labels))}
+  if config.folds:
+    out.update(folds=list(config.folds), num_folds=config.num_folds)
+  return out
 
 
 def report_split(model, configs, split, seed, log_dir, model_dir, run_info=None):
   """Evaluates configs[split] with thresholds from configs['validation'].
 
-  Writes metrics.json (with `run_info`, if given, under "run"), roc.png and
-  TensorBoard summaries; returns the report and the (labels, scores, features)
-  of validation and of `split`.
+  Writes metrics.json (with `run_info`, if given, under "run"), roc.png,
+  reliability.png and scores_<split>.csv (each case's score) into
+  `model_dir`, and TensorBoard summaries under `log_dir`/evaluation. With
+  several datasets, each summary has a "by_group" entry per dataset.
+
+  Args:
+    model: the Keras model.
+    configs: InputConfigs: 'validation' chooses the thresholds; `split` is
+      evaluated (the two may read different datasets).
+    split: the key of the evaluated config, also its name in the report.
+    seed: the bootstrap's seed.
+    log_dir: TensorBoard folder.
+    model_dir: where the files go.
+    run_info: facts about the training run.
+
+  Returns:
+    The report, and the Outputs of validation and of `split`.
   """
   val = outputs(model, configs["validation"])
   ev = val if split == "validation" else outputs(model, configs[split])
   report = {
-    "validation": metrics.summarize(*val[:2], *val[:2], seed=seed),
-    split: metrics.summarize(*val[:2], *ev[:2], seed=seed),
+    "validation": metrics.summarize(*val[:2], *val[:2], seed=seed, groups=val.datasets),
+    split: metrics.summarize(*val[:2], *ev[:2], seed=seed, groups=ev.datasets),
+    "protocol": {
+      "thresholds_from": describe_input(configs["validation"], val),
+      "evaluated": describe_input(configs[split], ev),
+    },
   }
   if run_info:
     report["run"] = run_info
   result = report[split]
   logging.info(
-    "%s AUC %.3f (95%% CI %.3f-%.3f); triage point: sensitivity %.3f, specificity %.3f",
+    "%s AUC %.3f (95%% CI %.3f-%.3f); triage point: sensitivity %.3f, specificity %.3f;"
+    " ECE %.3f (N=%d)",
     split,
     result["auc"],
     *result["auc_ci95"],
     result["operating_points"]["triage"]["sensitivity"],
     result["operating_points"]["triage"]["specificity"],
+    result["calibration"]["ece"],
+    result["n"],
   )
+  tf.io.gfile.makedirs(model_dir)
   write_json(os.path.join(model_dir, "metrics.json"), report)
+  write_scores(os.path.join(model_dir, f"scores_{split}.csv"), ev)
   pngs = plot_curves(val[:2], ev[:2], result, split)
-  if "roc" in pngs:
-    with tf.io.gfile.GFile(os.path.join(model_dir, "roc.png"), "wb") as f:
-      f.write(pngs["roc"])
+  for name in ("roc", "reliability"):
+    if name in pngs:
+      with tf.io.gfile.GFile(os.path.join(model_dir, f"{name}.png"), "wb") as f:
+        f.write(pngs[name])
   with tf.summary.create_file_writer(os.path.join(log_dir, "evaluation")).as_default():
     tf.summary.scalar(f"{split}/auc", result["auc"], step=0)
+    tf.summary.scalar(f"{split}/ece", result["calibration"]["ece"], step=0)
+    tf.summary.scalar("validation/ece", report["validation"]["calibration"]["ece"], step=0)
     for name, point in result["operating_points"].items():
       for key in ("sensitivity", "specificity", "ppv", "npv"):
         tf.summary.scalar(f"{split}/{name}/{key}", point[key] or 0.0, step=0)
     for name, png in pngs.items():
-      tf.summary.image(f"{split}/{name}_curve", tf.io.decode_png(png, channels=3)[None], step=0)
+      tag = "reliability_diagram" if name == "reliability" else f"{name}_curve"
+      tf.summary.image(f"{split}/{tag}", tf.io.decode_png(png, channels=3)[None], step=0)
   return report, val, ev
+
+
+SCORE_COLUMNS = ("dataset", "filename", "label", "score")
+
+
+def write_scores(path: str, cases: Outputs) -> None:
+  """Writes each case's dataset, file name, label and score as CSV (local or gs://)."""
+  with tf.io.gfile.GFile(path, "w") as f:
+    writer = csv.writer(f)
+    writer.writerow(SCORE_COLUMNS)
+    for row in zip(cases.datasets, cases.filenames, cases.labels, cases.scores, strict=True):
+      writer.writerow([row[0], row[1], int(row[2]), repr(float(row[3]))])
+
+
+def read_scores(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(labels, scores, datasets) from a `write_scores` file."""
+  with tf.io.gfile.GFile(path) as f:
+    rows = list(csv.DictReader(f))
+  return (
+    np.array([int(r["label"]) for r in rows], int),
+    np.array([float(r["score"]) for r in rows], float),
+    np.array([r["dataset"] for r in rows], str),
+  )
+
+
+def cross_validation_report(fold_reports: dict, labels, scores, datasets, seed: int = 0) -> dict:
+  """A cross-validation's summary: per fold, mean +/- sd, and pooled out of fold.
+
+  Args:
+    fold_reports: {'fold_<k>': that fold's summary on its held-out fold}.
+    labels: every case's label, all held-out folds together.
+    scores: each case's score from the fold model that did not train on it.
+    datasets: each case's dataset (per-dataset figures when there are several).
+    seed: the bootstrap's seed.
+
+  Returns:
+    {'folds', 'fold_aucs', 'mean', 'sd', 'pooled'}, JSON-ready.
+  """
+  reports = list(fold_reports.values())
+  return {
+    "folds": fold_reports,
+    **metrics.cross_validation_summary([r["auc"] for r in reports]),
+    "pooled": metrics.pooled_out_of_fold(reports, labels, scores, seed=seed, groups=datasets),
+  }
+
+
+def describe_cross_validation(summary: dict) -> str:
+  """One paragraph on a cross-validation: per-fold AUCs, mean +/- sd, pooled AUC with its CI.
+
+  Args:
+    summary: `cross_validation_report`'s output.
+
+  Returns:
+    Lines for the user.
+  """
+  pooled = summary["pooled"]
+  lines = [
+    f"{len(summary['fold_aucs'])}-fold cross-validation AUC {summary['mean']:.3f} +/-"
+    f" {summary['sd']:.3f} (per fold: {', '.join(f'{a:.3f}' for a in summary['fold_aucs'])}).",
+    f"  Pooled out-of-fold: {_auc_text(pooled)}; every image scored once, by the model that"
+    " did not train on it.",
+  ]
+  for name, group in pooled.get("by_group", {}).items():
+    lines.append(f"    {name}: {_auc_text(group)}")
+  return "\n".join(lines)
+
+
+def describe_report(report: dict, key: str) -> str:
+  """A few lines on one evaluation: what was evaluated, AUC with CI and N, the triage point.
+
+  Args:
+    report: `report_split`'s report.
+    key: the evaluated split's key in it.
+
+  Returns:
+    Lines for the user.
+  """
+  result, protocol = report[key], report["protocol"]
+  triage = result["operating_points"]["triage"]
+  return "\n".join(
+    [
+      f"{_input_text(protocol['evaluated'])}: {_auc_text(result)}.",
+      *describe_by_group(result),
+      f"  At the triage threshold {triage['threshold']:.4f}, chosen on"
+      f" {_input_text(protocol['thresholds_from'])}: sensitivity {triage['sensitivity']:.3f},"
+      f" specificity {triage['specificity']:.3f} (tp {triage['tp']}, fp {triage['fp']},"
+      f" tn {triage['tn']}, fn {triage['fn']}).",
+    ]
+  )
+
+
+def _input_text(described: dict) -> str:
+  folds = f" folds {described['folds']} of {described['num_folds']}" if "folds" in described else ""
+  return f"{described['dataset']} {described['split']}{folds} (N={described['n']})"
+
+
+def _auc_text(summary: dict) -> str:
+  low, high = summary["auc_ci95"]
+  return (
+    f"AUC {summary['auc']:.3f} (95% CI {low:.3f}-{high:.3f}) on {summary['n']} images"
+    f" ({summary['n_positive']} abnormal); ECE {summary['calibration']['ece']:.3f}"
+  )
+
+
+def describe_by_group(summary: dict) -> list[str]:
+  """Per-dataset lines of a summary with several datasets (none otherwise).
+
+  Args:
+    summary: a `metrics.summarize` output.
+
+  Returns:
+    One line per dataset: AUC, CI, N, and the triage point's rates.
+  """
+  lines = []
+  for name, group in summary.get("by_group", {}).items():
+    triage = group["operating_points"]["triage"]
+    lines.append(
+      f"    {name}: {_auc_text(group)}; triage point: sensitivity"
+      f" {triage['sensitivity']:.3f}, specificity {triage['specificity']:.3f}"
+    )
+  return lines
 
 
 def evaluation_configs(splits: dict) -> dict:

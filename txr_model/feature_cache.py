@@ -17,12 +17,13 @@ from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from txr_model import input_pipeline
 from txr_model import model as model_lib
 
-FORMAT_VERSION = 2  # 2: the model takes uint8 gray images and scales them itself.
+# 2: the model takes uint8 gray images and scales them itself. 3: cross-validation
+# folds are dealt, stratified (input_pipeline.cross_validation_groups), not fold % K.
+FORMAT_VERSION = 3
 
 
 def _weights_id(weights: str) -> str:
@@ -37,10 +38,9 @@ def _weights_id(weights: str) -> str:
 
 def cache_key(config: input_pipeline.InputConfig, weights: str, views: int) -> dict:
   """Everything the cached features depend on."""
-  info = tfds.builder(config.dataset, data_dir=config.data_dir).info
   return {
     "dataset": config.dataset,
-    "version": str(info.version),
+    "version": input_pipeline.dataset_version(config),
     "split": config.split,
     "folds": list(config.folds),
     "num_folds": config.num_folds,

@@ -18,7 +18,13 @@ from txr_model import overlay
 OPERATING_POINT = "triage"  # The exported label's threshold: screening favours sensitivity.
 
 
-def finish_run(model_dir: str, splits: dict, seed: int = 0, run_info: dict | None = None) -> dict:
+def finish_run(
+  model_dir: str,
+  splits: dict,
+  seed: int = 0,
+  run_info: dict | None = None,
+  export_model: bool = True,
+) -> dict:
   """After training: evaluate the saved model, fit the OOD detector, export, log overlays.
 
   Args:
@@ -27,6 +33,8 @@ def finish_run(model_dir: str, splits: dict, seed: int = 0, run_info: dict | Non
     seed: the bootstrap's seed.
     run_info: facts about the run (such as which weights were saved), written
       into metrics.json and the export's metadata.
+    export_model: False to evaluate only (a cross-validation fold's model is
+      for its estimate, not for serving).
 
   Returns:
     The report written to metrics.json.
@@ -37,6 +45,8 @@ def finish_run(model_dir: str, splits: dict, seed: int = 0, run_info: dict | Non
   report, val, _ = evaluation.report_split(
     model, configs, "test", seed, log_dir, model_dir, run_info
   )
+  if not export_model:
+    return report
   train = evaluation.outputs(model, configs["train"])
   detector = ood.fit(train[2], val[2])
   threshold = report["test"]["operating_points"][OPERATING_POINT]["threshold"]

@@ -8,6 +8,8 @@ Every map is parallel and the pipeline ends in prefetch. Each input pipeline
 """
 
 import dataclasses
+import functools
+import hashlib
 import math
 
 import keras
@@ -15,6 +17,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 AUTOTUNE = tf.data.AUTOTUNE
+# `--dataset=a/512+b/512` reads both datasets as one (see `dataset_names`).
+DATASET_SEPARATOR = "+"
 
 
 def resize_to_square(image: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -72,7 +76,9 @@ class InputConfig:
   image_size: int
   global_batch_size: int
   split: str = "train"
-  folds: tuple[int, ...] = ()  # If set, only examples with fold % num_folds in folds.
+  # If set, only examples in these cross-validation groups of `num_folds`
+  # (see `cross_validation_groups`); the split is then usually 'all'.
+  folds: tuple[int, ...] = ()
   num_folds: int = 10
   training: bool = False
   drop_remainder: bool = False
@@ -170,7 +176,7 @@ def pad_and_shard(
 
 
 def cross_validation_folds(k: int, num_folds: int) -> dict[str, tuple[int, ...]]:
-  """The fold groups of round k of K-fold cross-validation over the `fold` feature.
+  """The fold groups of round k of K-fold cross-validation.
 
   Fold k is the test set and fold k+1 (mod K) the validation set; the others train.
 
@@ -186,28 +192,172 @@ def cross_validation_folds(k: int, num_folds: int) -> dict[str, tuple[int, ...]]
   return {"train": train, "validation": (validation,), "test": (k,)}
 
 
-def examples(config: InputConfig, split: str) -> tf.data.Dataset:
-  """The split's examples, images still encoded, restricted to `config.folds`."""
-  ds = tfds.load(
-    config.dataset,
-    split=split,
-    data_dir=config.data_dir,
-    shuffle_files=config.training,
-    decoders={"image": tfds.decode.SkipDecoding()},
-    read_config=tfds.ReadConfig(shuffle_seed=config.seed, try_autocache=False),
+SPLITS = ("train", "validation", "test")
+
+
+def run_splits(base: InputConfig, num_folds: int = 0, k: int = 0) -> dict[str, InputConfig]:
+  """A run's train/validation/test inputs: the dataset's splits, or round k of K-fold CV.
+
+  txr-train trains on these and txr-evaluate re-creates them, so both read the
+  same images.
+
+  Args:
+    base: the dataset and how to read it; its split and folds are replaced.
+    num_folds: K > 0 for cross-validation; 0 for the dataset's own splits.
+    k: the cross-validation round.
+
+  Returns:
+    {'train': ..., 'validation': ..., 'test': ...}.
+  """
+  if not num_folds:
+    return {name: dataclasses.replace(base, split=name) for name in SPLITS}
+  held_out = cross_validation_folds(k, num_folds)
+  return {
+    name: dataclasses.replace(base, split="all", folds=held_out[name], num_folds=num_folds)
+    for name in SPLITS
+  }
+
+
+def dataset_names(dataset: str) -> list[str]:
+  """The TFDS datasets that one `--dataset` reads: 'a/512+b/512' -> ['a/512', 'b/512'].
+
+  Args:
+    dataset: TFDS name/config, or several joined with '+'.
+
+  Returns:
+    The names, in order.
+
+  Raises:
+    ValueError: for an empty or repeated name.
+  """
+  names = dataset.split(DATASET_SEPARATOR)
+  if not all(names) or len(set(names)) != len(names):
+    raise ValueError(f"--dataset={dataset}: expected name/config[+name/config...], each once.")
+  return names
+
+
+def cross_validation_groups(keys: list[str], strata: list[str], num_folds: int) -> list[int]:
+  """Deals cases into `num_folds` cross-validation groups, balanced and stratified.
+
+  Within each stratum (a dataset's normal or abnormal cases), cases are
+  ordered by the SHA-1 of their key (the file name) and dealt round-robin,
+  the deal continuing from one stratum to the next. So for every K each group
+  holds n/K cases (sizes differ by at most 1), each stratum's cases split
+  evenly (at most 1 apart), and the deal depends only on the set of cases,
+  never on their order or the machine. (The builders' `fold` feature, a hash
+  of the name, defines the train/validation/test splits; hashing into K
+  groups would leave them as uneven as K independent draws: 49 to 81 images
+  for K=10 on the real Shenzhen names.)
+
+  Args:
+    keys: a unique key per case, such as its file name.
+    strata: each case's stratum, such as 'shenzhen_cxr:1'.
+    num_folds: K.
+
+  Returns:
+    Each case's group, 0 to K-1, in the order of `keys`.
+  """
+  if len(keys) != len(strata):
+    raise ValueError(f"{len(keys)} keys but {len(strata)} strata")
+  order = sorted(
+    range(len(keys)), key=lambda i: (strata[i], hashlib.sha1(keys[i].encode("utf-8")).hexdigest())
   )
+  groups = [0] * len(keys)
+  for position, i in enumerate(order):
+    groups[i] = position % num_folds
+  return groups
+
+
+@functools.lru_cache(maxsize=16)
+def _groups_of(dataset: str, data_dir: str, num_folds: int) -> dict[str, int]:
+  """{'<dataset>:<file name>': group} over every split of every dataset in `dataset`."""
+  keys, strata = [], []
+  for name in dataset_names(dataset):
+    ds = tfds.load(
+      name,
+      split="all",
+      data_dir=data_dir,
+      decoders=tfds.decode.PartialDecoding({"label": True, "image/filename": True}),
+      read_config=tfds.ReadConfig(try_autocache=False),
+    )
+    for ex in ds.as_numpy_iterator():
+      filename = ex["image/filename"].decode("utf-8")
+      keys.append(f"{name}:{filename}")
+      # The builder's name, not its config: /512 and /original deal alike.
+      strata.append(f"{name.split('/')[0]}:{int(ex['label'])}")
+  file_names = [key.split(":", 1)[1] for key in keys]
+  return dict(zip(keys, cross_validation_groups(file_names, strata, num_folds), strict=True))
+
+
+def examples(config: InputConfig, split: str) -> tf.data.Dataset:
+  """The split's examples, images still encoded, restricted to `config.folds`.
+
+  With several datasets (`a+b`), theirs are read one after the other, with
+  only the features the model uses, which every builder has.
+
+  Args:
+    config: what to read.
+    split: the split (or a part of it) of every dataset.
+
+  Returns:
+    Examples {'image' (encoded), 'label', 'image/filename', 'dataset' (its name)}.
+  """
+  parts = []
+  for name in dataset_names(config.dataset):
+    ds = tfds.load(
+      name,
+      split=split,
+      data_dir=config.data_dir,
+      shuffle_files=config.training,
+      decoders={"image": tfds.decode.SkipDecoding()},
+      read_config=tfds.ReadConfig(shuffle_seed=config.seed, try_autocache=False),
+    )
+    parts.append(
+      ds.map(
+        lambda ex, name=name: {
+          "image": ex["image"],
+          "label": ex["label"],
+          "image/filename": ex["image/filename"],
+          "dataset": tf.constant(name),
+        }
+      )
+    )
+  ds = functools.reduce(lambda a, b: a.concatenate(b), parts)
   if config.folds:
+    groups = _groups_of(config.dataset, config.data_dir, config.num_folds)
+    table = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(list(groups), list(groups.values()), tf.string, tf.int32),
+      default_value=-1,
+    )
     folds = tf.constant(config.folds, tf.int32)
-    ds = ds.filter(lambda ex: tf.reduce_any(ex["fold"] % config.num_folds == folds))
+    ds = ds.filter(
+      lambda ex: tf.reduce_any(
+        table.lookup(tf.strings.join([ex["dataset"], ex["image/filename"]], ":")) == folds
+      )
+    )
   return ds
 
 
 def count(config: InputConfig) -> int:
   """Number of examples `make_dataset(config)` reads in one pass (unbatched)."""
+  names = dataset_names(config.dataset)
+  if config.folds and config.split == "all":
+    groups = _groups_of(config.dataset, config.data_dir, config.num_folds)
+    return sum(group in config.folds for group in groups.values())
   if not config.folds:
-    info = tfds.builder(config.dataset, data_dir=config.data_dir).info
-    return info.splits[config.split].num_examples
+    return sum(
+      tfds.builder(name, data_dir=config.data_dir).info.splits[config.split].num_examples
+      for name in names
+    )
   return int(examples(config, config.split).reduce(0, lambda n, _: n + 1))
+
+
+def dataset_version(config: InputConfig) -> str:
+  """The built version of each dataset `config` reads, joined like their names."""
+  return DATASET_SEPARATOR.join(
+    str(tfds.builder(name, data_dir=config.data_dir).info.version)
+    for name in dataset_names(config.dataset)
+  )
 
 
 def distributed_dataset(strategy: tf.distribute.Strategy, config: InputConfig):

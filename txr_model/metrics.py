@@ -229,8 +229,62 @@ def operating_point(labels, scores, threshold):
   return {"threshold": float(threshold), **conf, **rates(conf)}
 
 
-def summarize(val_labels, val_scores, test_labels, test_scores, *, seed=0, n_resamples=2000):
-  """Summarises a test split: AUC with its 95% bootstrap CI, and two operating points.
+def calibration(labels, scores, num_bins=10):
+  """Expected calibration error (ECE) and the reliability diagram's bins.
+
+  Scores are binned into `num_bins` equal-width bins over [0, 1] (the last
+  bin includes 1). ECE is the mean, over cases, of |mean score - fraction
+  positive| of their bin: 0 when, in every bin, the predicted probability
+  matches how often the cases are abnormal. It is biased upwards on small N
+  (each bin's fraction is noisy), so read it with its N.
+
+  Args:
+    labels: 0/1 labels.
+    scores: probabilities in [0, 1].
+    num_bins: equal-width bins.
+
+  Returns:
+    A JSON-ready dict: ece (nan without cases), n, num_bins, and bins (one
+    per bin: low, high, n, mean_score, fraction_positive; the means are None
+    for an empty bin).
+  """
+  if num_bins < 1:
+    raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+  y, s = _check(labels, scores)
+  if s.size and (s.min() < 0 or s.max() > 1):
+    raise ValueError("calibration needs probabilities in [0, 1]")
+  index = np.minimum((s * num_bins).astype(np.int64), num_bins - 1)
+  counts = np.bincount(index, minlength=num_bins)
+  score_sums = np.bincount(index, weights=s, minlength=num_bins)
+  positives = np.bincount(index, weights=y.astype(np.float64), minlength=num_bins)
+  bins, gap = [], 0.0
+  for b in range(num_bins):
+    n = int(counts[b])
+    mean_score = float(score_sums[b] / n) if n else None
+    fraction = float(positives[b] / n) if n else None
+    if n:
+      gap += n * abs(mean_score - fraction)
+    bins.append(
+      {
+        "low": b / num_bins,
+        "high": (b + 1) / num_bins,
+        "n": n,
+        "mean_score": mean_score,
+        "fraction_positive": fraction,
+      }
+    )
+  return {
+    "ece": float(gap / s.size) if s.size else float("nan"),
+    "n": int(s.size),
+    "num_bins": num_bins,
+    "bins": bins,
+  }
+
+
+def summarize(
+  val_labels, val_scores, test_labels, test_scores, *, seed=0, n_resamples=2000, groups=None
+):
+  """Summarises a test split: AUC with its 95% bootstrap CI, two operating points, calibration.
 
   The operating points' thresholds (Youden, WHO triage) are chosen on the
   VALIDATION split only and applied unchanged to the test split.
@@ -242,9 +296,13 @@ def summarize(val_labels, val_scores, test_labels, test_scores, *, seed=0, n_res
     test_scores: the model's scores of the evaluated split.
     seed: the bootstrap's seed.
     n_resamples: bootstrap resamples.
+    groups: optional, a name per evaluated case (such as its dataset). With
+      two or more names, "by_group" holds the same summary for each group's
+      cases, at the same thresholds.
 
   Returns:
-    A JSON-ready dict: auc, auc_ci95, n, n_positive, operating_points, validation_auc.
+    A JSON-ready dict: auc, auc_ci95, n, n_positive, operating_points,
+    calibration, validation_auc, and by_group when `groups` has two or more names.
   """
   y_test, s_test = _check(test_labels, test_scores)
   youden = youden_threshold(val_labels, val_scores)
@@ -252,7 +310,7 @@ def summarize(val_labels, val_scores, test_labels, test_scores, *, seed=0, n_res
   low, high = bootstrap_auc_ci(y_test, s_test, n_resamples=n_resamples, seed=seed)
   triage_point = operating_point(y_test, s_test, triage)
   triage_point["meets_who_triage"] = meets_triage_target(triage_point)
-  return {
+  out = {
     "auc": roc_auc(y_test, s_test),
     "auc_ci95": [low, high],
     "n": int(y_test.size),
@@ -261,8 +319,25 @@ def summarize(val_labels, val_scores, test_labels, test_scores, *, seed=0, n_res
       "youden": operating_point(y_test, s_test, youden),
       "triage": triage_point,
     },
+    "calibration": calibration(y_test, s_test),
     "validation_auc": roc_auc(val_labels, val_scores),
   }
+  for name, mask in _group_masks(groups, y_test.size):
+    out.setdefault("by_group", {})[name] = summarize(
+      val_labels, val_scores, y_test[mask], s_test[mask], seed=seed, n_resamples=n_resamples
+    )
+  return out
+
+
+def _group_masks(groups, size):
+  """(name, boolean mask) per distinct group, sorted; nothing with fewer than two groups."""
+  if groups is None:
+    return []
+  groups = np.asarray(groups).astype(str)
+  if groups.shape != (size,):
+    raise ValueError(f"groups must name each of the {size} cases, got shape {groups.shape}")
+  names = sorted(set(groups.tolist()))
+  return [(name, groups == name) for name in names] if len(names) > 1 else []
 
 
 def cross_validation_summary(fold_aucs):
@@ -272,3 +347,59 @@ def cross_validation_summary(fold_aucs):
   mean = float(finite.mean()) if finite.size else float("nan")
   sd = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
   return {"fold_aucs": values, "mean": mean, "sd": sd}
+
+
+def pooled_out_of_fold(fold_reports, labels, scores, *, seed=0, n_resamples=2000, groups=None):
+  """The pooled out-of-fold summary of a cross-validation: every case scored once.
+
+  Each case's score comes from the fold model that did not train on it, so
+  the pooled AUC (with its bootstrap CI over all N cases) is an honest
+  estimate that, unlike the mean of per-fold AUCs, does not rest on K small
+  test folds. Scores of different fold models share one ranking here, which
+  assumes the models are calibrated alike; the per-fold mean +/- sd beside it
+  does not. The operating points add up each fold's confusion counts at that
+  fold's own thresholds (chosen on its validation fold).
+
+  Args:
+    fold_reports: each fold's `summarize` output on its held-out fold.
+    labels: 0/1 labels of every case, all folds together.
+    scores: their out-of-fold scores.
+    seed: the bootstrap's seed.
+    n_resamples: bootstrap resamples.
+    groups: optional, a name per case (its dataset): adds by_group.
+
+  Returns:
+    A JSON-ready dict: auc, auc_ci95, n, n_positive, operating_points
+    (summed counts and their rates), calibration; by_group when `groups` has
+    two or more names.
+  """
+  y, s = _check(labels, scores)
+  n_folds_cases = sum(r["n"] for r in fold_reports)
+  if n_folds_cases != y.size:
+    raise ValueError(f"{y.size} pooled cases, but the folds hold {n_folds_cases}")
+
+  def pooled(reports, y, s):
+    low, high = bootstrap_auc_ci(y, s, n_resamples=n_resamples, seed=seed)
+    points = {}
+    for name in ("youden", "triage"):
+      folds = [r["operating_points"][name] for r in reports]
+      conf = {k: sum(point[k] for point in folds) for k in ("tp", "fp", "tn", "fn")}
+      points[name] = {"thresholds": [p["threshold"] for p in folds], **conf, **rates(conf)}
+    points["triage"]["meets_who_triage"] = meets_triage_target(points["triage"])
+    out = {
+      "auc": roc_auc(y, s),
+      "auc_ci95": [low, high],
+      "n": int(y.size),
+      "n_positive": int(y.sum()),
+      "operating_points": points,
+      "calibration": calibration(y, s),
+    }
+    if sum(points["triage"][k] for k in ("tp", "fp", "tn", "fn")) != y.size:
+      del out["operating_points"]  # Some fold's report does not cover these cases.
+    return out
+
+  out = pooled(fold_reports, y, s)
+  for name, mask in _group_masks(groups, y.size):
+    reports = [r["by_group"][name] for r in fold_reports if name in r.get("by_group", {})]
+    out.setdefault("by_group", {})[name] = pooled(reports, y[mask], s[mask])
+  return out

@@ -19,6 +19,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -30,13 +31,16 @@ from txr_model import finish
 from txr_model import fitting
 from txr_model import input_pipeline
 from txr_model import keras_compat
-from txr_model import metrics
 from txr_model import model as model_lib
 from txr_model import model_dir_lock
 from txr_model import run_config
 from txr_model import strategy as strategy_lib
 
-_DATASET = flags.DEFINE_string("dataset", "shenzhen_cxr/512", "TFDS name/config to train on.")
+_DATASET = flags.DEFINE_string(
+  "dataset",
+  "shenzhen_cxr/512",
+  "TFDS name/config to train on; join several with + (shenzhen_cxr/512+montgomery_cxr/512).",
+)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (local or gs://).")
 _MANUAL_DIR = flags.DEFINE_string(
   "manual_dir", None, "Source data for building the dataset if it is not built yet."
@@ -171,7 +175,11 @@ def main(argv):
     logging.warning("--mode=end_to_end has one phase: --fine_tune_* flags are not used.")
   # Every usage error before anything is created; neither check runs a TF op.
   cli.check_folder_flag("model_dir", config.model_dir)
-  builder = cli.dataset_builder(config.dataset, config.data_dir)
+  try:
+    names = input_pipeline.dataset_names(config.dataset)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  builders = [cli.dataset_builder(name, config.data_dir) for name in names]
   # Logical devices must be set before any TF op runs, and the strategy made
   # before any dataset (TPUs need both).
   strategy_lib.configure_cpu_devices(config.num_cpu_devices)
@@ -201,25 +209,27 @@ def main(argv):
     chief,
   )
   if not chief:
-    _run(config, strategy, builder, chief, work_dir)
+    _run(config, strategy, builders, chief, work_dir)
     return
   try:
     with model_dir_lock.hold(model_dir):
-      _run(config, strategy, builder, chief, work_dir)
+      _run(config, strategy, builders, chief, work_dir)
   except model_dir_lock.ModelDirInUseError as e:
     raise app.UsageError(str(e)) from None
 
 
-def _run(config, strategy, builder, chief, work_dir):
-  """Builds the dataset if needed, then trains once or per cross-validation fold."""
+def _run(config, strategy, builders, chief, work_dir):
+  """Builds the datasets if needed, then trains once or per cross-validation fold."""
   model_dir = config.model_dir
-  if not builder.is_prepared():
+  for builder in builders:
+    if builder.is_prepared():
+      continue
     if not chief:
       raise app.UsageError(
-        f"{config.dataset} is not built in {config.data_dir}: build it once (tfds build or"
-        " the chief) before starting the other workers."
+        f"{builder.info.full_name} is not built in {config.data_dir}: build it once (tfds build"
+        " or the chief) before starting the other workers."
       )
-    logging.info("Building %s into %s", config.dataset, config.data_dir)
+    logging.info("Building %s into %s", builder.info.full_name, config.data_dir)
     builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=config.manual_dir)
     )
@@ -238,36 +248,29 @@ def _run(config, strategy, builder, chief, work_dir):
     seed=config.seed,
   )
   if not config.folds:
-    splits = {name: dataclasses.replace(base, split=name) for name in SPLITS}
+    splits = input_pipeline.run_splits(base)
     report = _train(config, strategy, chief, work_dir, model_dir, splits)
     if report:
       print(describe(report, model_dir))
     return
-  k_folds = config.folds
-  aucs, reports = [], {}
-  for k in range(k_folds):
-    held_out = input_pipeline.cross_validation_folds(k, k_folds)
-    splits = {
-      name: dataclasses.replace(base, split="all", folds=held_out[name], num_folds=k_folds)
-      for name in SPLITS
-    }
+  reports = {}
+  for k in range(config.folds):
+    splits = input_pipeline.run_splits(base, config.folds, k)
     fold_dir = os.path.join(model_dir, f"fold_{k}")
     fold_work_dir = os.path.join(work_dir, f"fold_{k}")
     report = _train(config, strategy, chief, fold_work_dir, fold_dir, splits)
     if report:
       reports[f"fold_{k}"] = report["test"]
-      aucs.append(report["test"]["auc"])
   if chief:
-    summary = {"folds": reports, **metrics.cross_validation_summary(aucs)}
-    evaluation.write_json(os.path.join(model_dir, "cv_metrics.json"), summary)
-    print(
-      f"txr-train: {k_folds}-fold cross-validation AUC {summary['mean']:.3f} +/-"
-      f" {summary['sd']:.3f} (per fold: {', '.join(f'{a:.3f}' for a in aucs)})."
-      f" Outputs in {model_dir}"
+    # Every image once, scored by the fold model that did not train on it.
+    scored = [
+      evaluation.read_scores(os.path.join(model_dir, name, "scores_test.csv")) for name in reports
+    ]
+    summary = evaluation.cross_validation_report(
+      reports, *(np.concatenate(column) for column in zip(*scored, strict=True)), seed=config.seed
     )
-
-
-SPLITS = ("train", "validation", "test")
+    evaluation.write_json(os.path.join(model_dir, "cv_metrics.json"), summary)
+    print(f"txr-train: {evaluation.describe_cross_validation(summary)}\n  Outputs in {model_dir}")
 
 
 def describe(report: dict, model_dir: str) -> str:
@@ -282,15 +285,21 @@ def describe(report: dict, model_dir: str) -> str:
   """
   test, triage = report["test"], report["test"]["operating_points"]["triage"]
   low, high = test["auc_ci95"]
-  return (
-    f"txr-train: done. Outputs in {model_dir}\n"
-    f"  Test AUC {test['auc']:.3f} (95% CI {low:.3f}-{high:.3f}) on {test['n']} held-out images"
-    f" ({test['n_positive']} abnormal); weights: {report['run']['weights']}.\n"
-    f"  At the triage threshold chosen on validation: sensitivity {triage['sensitivity']:.3f},"
-    f" specificity {triage['specificity']:.3f}.\n"
-    "  AUC is the chance that an abnormal image scores above a normal one. It holds for"
-    " images like this dataset's test split (same source, scanner and population), not for"
-    " others; on the demo's synthetic sample it shows that training works, not clinical skill."
+  calibration = test["calibration"]
+  return "\n".join(
+    [
+      f"txr-train: done. Outputs in {model_dir}",
+      f"  Test AUC {test['auc']:.3f} (95% CI {low:.3f}-{high:.3f}) on {test['n']} held-out"
+      f" images ({test['n_positive']} abnormal); weights: {report['run']['weights']}.",
+      *evaluation.describe_by_group(test),
+      f"  At the triage threshold chosen on validation: sensitivity {triage['sensitivity']:.3f},"
+      f" specificity {triage['specificity']:.3f}.",
+      f"  Calibration: ECE {calibration['ece']:.3f} ({calibration['num_bins']} bins, N="
+      f"{calibration['n']}; reliability.png).",
+      "  AUC is the chance that an abnormal image scores above a normal one. It holds for"
+      " images like this dataset's test split (same source, scanner and population), not for"
+      " others; on the demo's synthetic sample it shows that training works, not clinical skill.",
+    ]
   )
 
 
@@ -424,8 +433,11 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
   model.save(os.path.join(model_dir, "model.keras"))
   # Evaluate what was saved on one device (no collectives, whatever the
   # strategy), fit the OOD detector, and export with the chosen threshold.
-  report = finish.finish_run(model_dir, splits, config.seed, {"weights": exported})
-  for name in ("model.keras", "export", "metrics.json", "roc.png", "logs"):
+  # A fold's model serves its estimate; the deployable model is a run without --folds.
+  report = finish.finish_run(
+    model_dir, splits, config.seed, {"weights": exported}, export_model=not config.folds
+  )
+  for name in ("model.keras", "export", "metrics.json", "roc.png", "reliability.png", "logs"):
     logging.info("Wrote %s", os.path.join(model_dir, name))
   return report
 
