@@ -3,7 +3,11 @@
 import subprocess
 import sys
 
+from absl import app
 from conftest import REPO
+import pytest
+
+from txr_model import cli
 
 
 def _run(module, *args):
@@ -20,6 +24,17 @@ def _error_line(out) -> str:
   return lines[0]
 
 
+def test_a_file_where_a_folder_belongs_is_a_usage_error(tmp_path):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  for name in ("data_dir", "model_dir", "explain_dir"):
+    with pytest.raises(app.UsageError, match=f"--{name}={a_file} is a file, not a folder"):
+      cli.check_folder_flag(name, str(a_file))
+  cli.check_folder_flag("model_dir", str(tmp_path / "new"))  # Missing is fine: it is created.
+  with pytest.raises(app.UsageError, match="--data_dir=.* is a file"):
+    cli.dataset_builder("shenzhen_cxr/512", str(a_file))
+
+
 def test_usage_errors_are_one_line_and_create_nothing(tmp_path):
   a_file = tmp_path / "a_file"
   a_file.write_text("")
@@ -27,10 +42,6 @@ def test_usage_errors_are_one_line_and_create_nothing(tmp_path):
   data = f"--data_dir={tmp_path / 'data'}"
   line = _error_line(_run("train", "--dataset=no_such_ds", data, f"--model_dir={model_dir}"))
   assert "--dataset=no_such_ds" in line and "not found" in line
-  line = _error_line(_run("train", f"--data_dir={a_file}", f"--model_dir={model_dir}"))
-  assert f"--data_dir={a_file} is a file" in line
-  line = _error_line(_run("train", data, f"--model_dir={a_file}"))
-  assert f"--model_dir={a_file} is a file" in line
   assert not model_dir.exists() and not (tmp_path / "data").exists()
 
   export_dir = tmp_path / "export"

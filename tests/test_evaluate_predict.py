@@ -8,7 +8,6 @@ import io
 import json
 import subprocess
 import sys
-import types
 
 from conftest import REPO
 from conftest import run_ok
@@ -18,7 +17,6 @@ import tensorflow as tf
 from test_dicom import dicom_bytes
 
 from txr_data.shenzhen_cxr import synthetic
-from txr_model import export
 from txr_model import predict
 
 pytestmark = pytest.mark.heavy
@@ -193,34 +191,3 @@ def test_serving_signature_answers_each_element(resumed_run, inputs):
   assert out["probability"].numpy()[1:].tolist() == [-1.0] * 4
   assert out["label"].numpy()[1:].tolist() == [-1] * 4
   assert out["probability"].dtype == tf.float32
-
-
-def test_a_killed_export_leaves_the_previous_export_and_nothing_loadable(
-  resumed_run, tmp_path, monkeypatch
-):
-  import shutil
-
-  import keras
-
-  model_dir, _, _ = resumed_run
-  export_dir = tmp_path / "export"
-  shutil.copytree(model_dir / "export", export_dir)
-  before = (export_dir / predict.METADATA).read_text()
-
-  def killed(*args, **kwargs):
-    raise KeyboardInterrupt  # as a kill after the graph is written, before its metadata
-
-  # The metadata file is written last: a kill before it leaves the graph without it.
-  monkeypatch.setattr(export, "json", types.SimpleNamespace(dump=killed))
-  model = keras.models.load_model(model_dir / "model.keras")
-  with pytest.raises(KeyboardInterrupt):
-    export.export_serving(model, str(export_dir), 0.5, {"mean": np.zeros(2048),
-                          "precision": np.eye(2048), "threshold": 1.0}, {})  # fmt: skip
-  assert (export_dir / predict.METADATA).read_text() == before  # the old export is intact
-  assert (tmp_path / "export.partial" / "saved_model.pb").exists()
-  partial = subprocess.run(
-    [sys.executable, "-m", "txr_model.predict", f"--export_dir={tmp_path / 'export.partial'}",
-     str(tmp_path / "x.png")],
-    cwd=REPO, capture_output=True, text=True,
-  )  # fmt: skip
-  assert partial.returncode == 2 and "the export is incomplete" in partial.stderr

@@ -97,11 +97,6 @@ def export_serving(
   signature = [tf.TensorSpec([None], tf.string, name="image_bytes")]
   archive.add_endpoint(name="serve", fn=serve, input_signature=signature)
   archive.add_endpoint(name="explain", fn=explain, input_signature=signature)
-  local = "://" not in path  # Object stores cannot rename folders: there txr.json marks done.
-  target = f"{path}.partial" if local else path
-  if tf.io.gfile.exists(target):
-    tf.io.gfile.rmtree(target)
-  archive.write_out(target, verbose=False)
   metadata = {
     **metadata,
     "image_size": image_size,
@@ -111,6 +106,26 @@ def export_serving(
     "max_colourfulness": ood.MAX_COLOURFULNESS,
     "aspect_range": list(ood.ASPECT_RANGE),
   }
+  write_atomically(path, lambda target: archive.write_out(target, verbose=False), metadata)
+
+
+def write_atomically(path: str, write_graph, metadata: dict) -> None:
+  """Writes an export so that a kill at any point leaves no partial `path` that loads.
+
+  Locally the export is written to `<path>.partial` and renamed into place.
+  Object stores cannot rename folders, so there it is written in place; the
+  metadata file, which txr-predict requires, is written last in both cases.
+
+  Args:
+    path: the export folder; an existing export there is replaced.
+    write_graph: writes the SavedModel into the folder it is given.
+    metadata: written to `<path>/assets.extra/txr.json`.
+  """
+  local = "://" not in path
+  target = f"{path}.partial" if local else path
+  if tf.io.gfile.exists(target):
+    tf.io.gfile.rmtree(target)
+  write_graph(target)
   tf.io.gfile.makedirs(os.path.join(target, os.path.dirname(METADATA)))
   with tf.io.gfile.GFile(os.path.join(target, METADATA), "w") as f:
     json.dump(metadata, f, indent=2, default=lambda v: np.asarray(v).tolist())

@@ -1,0 +1,52 @@
+"""Writing an export: a kill at any point leaves the previous export, and nothing partial loads.
+
+(The signatures themselves are tested on a trained run in test_evaluate_predict.py
+and test_train.py; their decoding in test_decode.py.)
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from txr_model import export
+from txr_model import predict
+
+
+def _graph(target):
+  """Stands in for ExportArchive.write_out."""
+  Path(target).mkdir(parents=True)
+  (Path(target) / "saved_model.pb").write_bytes(b"graph")
+
+
+def test_an_export_is_renamed_into_place_with_its_metadata_last(tmp_path):
+  path = tmp_path / "export"
+  export.write_atomically(str(path), _graph, {"threshold": 0.5})
+  assert json.loads((path / export.METADATA).read_text()) == {"threshold": 0.5}
+  assert not (tmp_path / "export.partial").exists()
+  export.write_atomically(str(path), _graph, {"threshold": 0.7})  # A rerun replaces it.
+  assert json.loads((path / export.METADATA).read_text()) == {"threshold": 0.7}
+
+
+@pytest.mark.parametrize("when", ["writing the graph", "before the metadata"])
+def test_a_kill_leaves_the_previous_export_and_nothing_loadable(tmp_path, monkeypatch, when):
+  path = tmp_path / "export"
+  export.write_atomically(str(path), _graph, {"threshold": 0.5})
+
+  def killed_in_graph(target):
+    _graph(target)
+    raise KeyboardInterrupt
+
+  def killed(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  if when == "before the metadata":
+    monkeypatch.setattr(export.json, "dump", killed)
+  with pytest.raises(KeyboardInterrupt):
+    export.write_atomically(
+      str(path), killed_in_graph if when == "writing the graph" else _graph, {"threshold": 0.9}
+    )
+  monkeypatch.undo()
+  assert json.loads((path / export.METADATA).read_text()) == {"threshold": 0.5}
+  partial = tmp_path / "export.partial"
+  assert (partial / "saved_model.pb").exists() and not (partial / predict.METADATA).exists()
