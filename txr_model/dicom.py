@@ -1,8 +1,9 @@
 """DICOM files (what hospitals store) -> 8-bit grayscale PNG bytes for the model.
 
 Needs pydicom (pip install 'txr[dicom]'). Applies the modality LUT (rescale
-slope/intercept) and the VOI LUT or window the file carries, inverts
-MONOCHROME1 (where high values are dark), then maps the result to 0-255.
+slope/intercept) and the VOI LUT or window the file carries, scales by the
+stored bit depth (as 12-bit PNGs are scaled), and inverts MONOCHROME1 (where
+high values are dark).
 """
 
 import numpy as np
@@ -48,7 +49,14 @@ def to_png(data: bytes, max_pixels: int) -> bytes:
   except Exception as e:  # Compressed data without its decoder, truncated data.
     raise ValueError(f"cannot decode the DICOM pixel data ({e})") from None
   values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
-  low, high = float(values.min()), float(values.max())
+  # By the stored bit depth, as 12-bit PNGs are scaled (and as a VOI window's
+  # output spans); a rescale that leaves that range is mapped by its own extremes.
+  bits = int(ds.get("BitsStored", 8 * pixels.dtype.itemsize))
+  if int(ds.get("PixelRepresentation", 0)):
+    values += 2 ** (bits - 1)
+  low, high = 0.0, 2.0**bits - 1
+  if values.min() < low or values.max() > high:
+    low, high = float(values.min()), float(values.max())
   scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
   if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
     scaled = 1.0 - scaled
