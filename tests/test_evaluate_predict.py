@@ -74,6 +74,10 @@ def test_cross_site_evaluation_applies_the_training_sites_thresholds(resumed_run
     threshold = run["validation"]["operating_points"][point]["threshold"]
     assert report["all"]["operating_points"][point]["threshold"] == threshold
   assert report["all"]["n"] == 20 and report["all"]["n_positive"] == 10
+  # Montgomery has lung masks: the share of Grad-CAM energy inside them, per abnormal image.
+  energy = report["all"]["grad_cam_lung_energy"]
+  assert 1 <= energy["n"] <= 10 and 0.0 <= energy["mean"] <= 1.0  # all-zero maps left out
+  assert 0.0 < energy["mask_share"] < 1.0
 
 
 def test_tensorboard_has_curves_and_grad_cam_overlays(resumed_run):

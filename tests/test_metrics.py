@@ -363,3 +363,15 @@ def test_summarize_reports_each_group_at_the_shared_thresholds():
   assert "by_group" not in metrics.summarize(*val, labels, scores, groups=["x"] * 80)
   with pytest.raises(ValueError, match="name each"):
     metrics.summarize(*val, labels, scores, groups=["x"] * 3)
+
+
+def test_proportional_energy_is_the_share_of_heat_inside_the_mask():
+  heat = np.zeros((3, 4, 4))
+  heat[0, :2] = 1.0  # all inside
+  heat[1, :, :] = 1.0  # half inside
+  mask = np.zeros((3, 4, 4), bool)
+  mask[:, :2] = True
+  summary = metrics.proportional_energy(heat, mask)  # heat[2] is all zero: left out
+  assert summary["n"] == 2 and summary["mean"] == pytest.approx(0.75)
+  assert summary["sd"] == pytest.approx(0.25) and summary["mask_share"] == pytest.approx(0.5)
+  assert metrics.proportional_energy(np.zeros((1, 2, 2)), np.ones((1, 2, 2), bool))["n"] == 0

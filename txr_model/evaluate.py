@@ -193,6 +193,10 @@ def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir):
   report, _, _ = evaluation.report_split(
     model, configs, key, _SEED.value, os.path.join(out_dir, "logs"), out_dir, _run_info(model_dir)
   )
+  energy = evaluation.lung_energy(os.path.join(model_dir, "export"), evaluated)
+  if energy is not None:  # A dataset with lung masks: is the model looking at the lungs?
+    report[key]["grad_cam_lung_energy"] = energy
+    evaluation.write_json(os.path.join(out_dir, "metrics.json"), report)
   return report, key
 
 

@@ -287,6 +287,40 @@ def describe_cross_validation(summary: dict) -> str:
   return "\n".join(lines)
 
 
+def lung_energy(export_dir: str, config: input_pipeline.InputConfig) -> dict | None:
+  """Grad-CAM's proportional energy inside the lung mask, over the split's abnormal images.
+
+  Args:
+    export_dir: the run's export (its `explain` signature gives heat map and image).
+    config: the evaluated dataset and split; only a dataset with a `lung_mask`
+      feature (Montgomery) is measured.
+
+  Returns:
+    `metrics.proportional_energy`'s summary, or None without masks or an export.
+  """
+  names = input_pipeline.dataset_names(config.dataset)
+  if len(names) != 1 or not tf.io.gfile.exists(os.path.join(export_dir, "saved_model.pb")):
+    return None
+  import tensorflow_datasets as tfds
+
+  builder = tfds.builder(names[0], data_dir=config.data_dir)
+  if "lung_mask" not in builder.info.features:
+    return None
+  explain = tf.saved_model.load(export_dir).signatures["explain"]
+  split = "+".join(input_pipeline.SPLITS) if config.split == "all" else config.split
+  ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+  heatmaps, masks = [], []
+  for example in ds.filter(lambda ex: ex["label"] == 1):
+    heatmap = explain(image_bytes=example["image"][None])["heatmap"][0]
+    # The mask, padded and resized exactly as the image was.
+    mask = input_pipeline.resize_to_square(example["lung_mask"] * 255, heatmap.shape[0])
+    heatmaps.append(heatmap)
+    masks.append(mask[..., 0] >= 128)
+  if not heatmaps:
+    return None
+  return metrics.proportional_energy(tf.stack(heatmaps), tf.stack(masks))
+
+
 def describe_report(report: dict, key: str) -> str:
   """A few lines on one evaluation: what was evaluated, AUC with CI and N, the triage point.
 
@@ -299,6 +333,7 @@ def describe_report(report: dict, key: str) -> str:
   """
   result, protocol = report[key], report["protocol"]
   triage = result["operating_points"]["triage"]
+  energy = result.get("grad_cam_lung_energy")
   return "\n".join(
     [
       f"{_input_text(protocol['evaluated'])}: {_auc_text(result)}.",
@@ -307,6 +342,15 @@ def describe_report(report: dict, key: str) -> str:
       f" {_input_text(protocol['thresholds_from'])}: sensitivity {triage['sensitivity']:.3f},"
       f" specificity {triage['specificity']:.3f} (tp {triage['tp']}, fp {triage['fp']},"
       f" tn {triage['tn']}, fn {triage['fn']}).",
+      *(
+        [
+          f"  Grad-CAM energy inside the lung masks: {energy['mean']:.3f} +/- {energy['sd']:.3f}"
+          f" (mean +/- sd over {energy['n']} abnormal images; the masks cover"
+          f" {energy['mask_share']:.3f} of the frame, what a uniform heat map scores)."
+        ]
+        if energy and energy["n"]
+        else []
+      ),
     ]
   )
 

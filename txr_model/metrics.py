@@ -281,6 +281,36 @@ def calibration(labels, scores, num_bins=10):
   }
 
 
+def proportional_energy(heatmaps, masks) -> dict:
+  """The share of each heat map's energy inside its mask, averaged (mednet's proportional energy).
+
+  A Grad-CAM map whose energy lies outside the lungs is a model looking at
+  the wrong thing (markers, borders, text), whatever its AUC.
+
+  Args:
+    heatmaps: [n, h, w] non-negative heat maps.
+    masks: [n, h, w] booleans (the lung mask, in the heat map's frame).
+
+  Returns:
+    {'mean', 'sd', 'n', 'mask_share'}: images whose heat map is all zero are
+    left out; `mask_share` is the masks' mean share of the frame, what a
+    uniform heat map would score (the chance level to compare `mean` with).
+  """
+  h = np.asarray(heatmaps, np.float64)
+  m = np.asarray(masks, bool)
+  total = h.reshape(len(h), -1).sum(axis=1)
+  inside = (h * m).reshape(len(h), -1).sum(axis=1)
+  shares = inside[total > 0] / total[total > 0]
+  if not shares.size:
+    return {"mean": None, "sd": None, "n": 0, "mask_share": None}
+  return {
+    "mean": float(shares.mean()),
+    "sd": float(shares.std()),
+    "n": int(shares.size),
+    "mask_share": float(m[total > 0].mean()),
+  }
+
+
 def summarize(
   val_labels, val_scores, test_labels, test_scores, *, seed=0, n_resamples=2000, groups=None
 ):
