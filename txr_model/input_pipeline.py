@@ -27,12 +27,6 @@ def resize_to_square(image: tf.Tensor, image_size: int) -> tf.Tensor:
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def decode_for_model(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Encoded PNG/JPEG bytes (any channels or bit depth) -> model input, uint8 [size, size, 1]."""
-  image = tf.io.decode_image(encoded, channels=1, expand_animations=False, dtype=tf.uint8)
-  return resize_to_square(image, image_size)
-
-
 def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """Small random rotations, shifts, zooms, brightness and contrast of a 0-255 batch.
 
