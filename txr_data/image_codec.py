@@ -147,14 +147,19 @@ def _check_image_data(idat: list, info: PngInfo, name: str) -> None:
 def to_uint8(image: tf.Tensor, significant_bits=0) -> tf.Tensor:
   """Scales a uint8 or uint16 image to uint8 by its real bit depth.
 
-  Detectors often store 10- or 12-bit data in 16-bit PNGs; scaling those by
-  1/257 leaves them nearly black. The depth is the sBIT chunk's when given,
-  else the bits the data's maximum needs (a 12-bit image whose brightest pixel
-  is 3000 is still scaled by 4095, so contrast is not stretched per image).
+  Detectors often store 10- or 12-bit data in 16-bit PNGs, in one of two ways.
+  A PNG-conformant encoder (PNG 1.2 section 9.1) scales the samples up to the
+  full 16 bits and records the original depth in sBIT; other writers store the
+  data low-aligned (0-4095), with or without sBIT. Scaling low-aligned data by
+  1/257 leaves it nearly black; scaling scaled-up data by the sBIT depth
+  leaves it white. So the depth is the larger of sBIT's and the bits the
+  data's maximum needs: low-aligned 12-bit data whose brightest pixel is 3000
+  is still scaled by 4095 (contrast is not stretched per image), and data that
+  fills 16 bits is scaled by 65535 whatever sBIT says.
 
   Args:
     image: a uint8 or uint16 tensor.
-    significant_bits: the sBIT depth, or 0 (unknown); a Python int or a tensor.
+    significant_bits: the sBIT depth, or 0 (none); a Python int or a tensor.
 
   Returns:
     A uint8 tensor of the same shape.
@@ -164,7 +169,7 @@ def to_uint8(image: tf.Tensor, significant_bits=0) -> tf.Tensor:
   values = tf.cast(image, tf.float32)
   data_bits = tf.math.ceil(tf.math.log(tf.reduce_max(values) + 1.0) / tf.math.log(2.0))
   bits = tf.cast(significant_bits, tf.float32)
-  bits = tf.clip_by_value(tf.where(bits > 0, bits, data_bits), 8.0, 16.0)
+  bits = tf.clip_by_value(tf.maximum(bits, data_bits), 8.0, 16.0)
   scaled = tf.round(values * (255.0 / (tf.pow(2.0, bits) - 1.0)))
   return tf.cast(tf.clip_by_value(scaled, 0.0, 255.0), tf.uint8)
 
