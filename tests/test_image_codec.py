@@ -142,7 +142,9 @@ def test_png_conformant_twelve_bit_data_scaled_up_with_sbit_is_not_read_white(sh
   # PNG 1.2 section 9.1: a conformant encoder scales 12-bit samples up to 16
   # bits (a left shift or linear scaling) and records sBIT 12.
   values = np.linspace(0, 4095, 30 * 40).reshape(30, 40).astype(np.uint16)
-  scaled = values << 4 if shift == 4 else np.round(values * 65535 / 4095).astype(np.uint16)
+  scaled = (
+    values << 4 if shift == 4 else np.round(values.astype(float) * 65535 / 4095).astype(np.uint16)
+  )
   png = _png(scaled)
   png = png[:33] + _chunk(b"sBIT", b"\x0c") + png[33:]
   out = _decoded(image_codec.normalise_png(png, "m.png"))[..., 0].astype(float)
