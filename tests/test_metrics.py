@@ -153,16 +153,23 @@ def test_triage_threshold_by_hand():
   assert metrics.triage_threshold(HAND_LABELS, HAND_SCORES, min_sensitivity=0.6) == 0.7
 
 
-def test_triage_threshold_keeps_sensitivity_on_random_data():
+def test_triage_threshold_ties_take_the_highest_sensitivity():
+  # Positives {0.9, 0.8, 0.7}, negatives {0.95, 0.5}. Sensitivity >= 0.5: 0.8 (2/3) and 0.7 (1)
+  # both have fp 1 (specificity 1/2); 0.7 catches one more positive at no cost.
+  labels, scores = [0, 1, 1, 1, 0], [0.95, 0.9, 0.8, 0.7, 0.5]
+  assert metrics.triage_threshold(labels, scores, min_sensitivity=0.5) == 0.7
+
+
+def test_triage_threshold_is_the_best_point_on_random_data():
   labels, scores = _separable_ish(203, seed=11)
   t = metrics.triage_threshold(labels, scores)
   r = metrics.rates(metrics.confusion(labels, scores, t))
   assert r["sensitivity"] >= 0.9
-  # The next distinct score above t would drop below the target (so t is the best specificity).
-  higher = np.unique(scores[scores > t])
-  if higher.size:
-    above = metrics.rates(metrics.confusion(labels, scores, higher[0]))
-    assert above["sensitivity"] < 0.9
+  # No distinct score meeting the target beats it on specificity, then sensitivity.
+  for other in np.unique(scores):
+    o = metrics.rates(metrics.confusion(labels, scores, other))
+    if o["sensitivity"] >= 0.9:
+      assert (o["specificity"], o["sensitivity"]) <= (r["specificity"], r["sensitivity"])
 
 
 def test_thresholds_need_both_classes():

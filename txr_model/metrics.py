@@ -206,13 +206,16 @@ def youden_threshold(labels, scores):
 def triage_threshold(labels, scores, min_sensitivity=0.90):
   """WHO triage operating point: highest specificity with sensitivity >= min_sensitivity.
 
-  Ties go to the higher threshold; the lowest score (sensitivity 1) guarantees one exists.
+  Among thresholds of equal specificity (equal false positives) the one with
+  the highest sensitivity wins: catching more TB costs no specificity there.
+  The lowest score (sensitivity 1) guarantees one exists.
   """
   tps, fps, thresholds, n_pos, _ = _finite_counts(labels, scores)
   eligible = tps / n_pos >= min_sensitivity
   eligible[-1] = True  # the lowest score calls everything positive: sensitivity 1
   fps = np.where(eligible, fps, np.iinfo(np.int64).max)
-  return float(thresholds[int(np.argmin(fps))])  # argmin: first = highest threshold
+  # tps rise as thresholds fall, so the last of the fewest-fp thresholds has the most.
+  return float(thresholds[np.flatnonzero(fps == fps.min())[-1]])
 
 
 def meets_triage_target(rates_dict):
