@@ -381,4 +381,15 @@ def test_proportional_energy_is_the_share_of_heat_inside_the_mask():
   summary = metrics.proportional_energy(heat, mask)  # heat[2] is all zero: left out
   assert summary["n"] == 2 and summary["mean"] == pytest.approx(0.75)
   assert summary["sd"] == pytest.approx(0.25) and summary["mask_share"] == pytest.approx(0.5)
-  assert metrics.proportional_energy(np.zeros((1, 2, 2)), np.ones((1, 2, 2), bool))["n"] == 0
+  none = metrics.proportional_energy(np.zeros((1, 2, 2)), np.ones((1, 2, 2), bool))
+  assert none["n"] == 0 and none["mean"] is None
+
+
+def test_proportional_energy_counts_the_all_zero_maps_it_leaves_out():
+  heat = np.zeros((3, 2, 2))
+  heat[0] = 1.0
+  summary = metrics.proportional_energy(heat, np.ones((3, 2, 2), bool))
+  assert summary["n"] == 1 and summary["n_all_zero"] == 2
+  assert (
+    metrics.proportional_energy(np.zeros((1, 2, 2)), np.ones((1, 2, 2), bool))["n_all_zero"] == 1
+  )

@@ -351,6 +351,11 @@ def describe_report(report: dict, key: str) -> str:
         if energy and energy["n"]
         else []
       ),
+      *(
+        [f"  {energy['n_all_zero']} abnormal image(s) had an all-zero heat map, left out."]
+        if energy and energy["n_all_zero"]
+        else []
+      ),
     ]
   )
 

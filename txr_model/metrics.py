@@ -295,21 +295,24 @@ def proportional_energy(heatmaps, masks) -> dict:
     masks: [n, h, w] booleans (the lung mask, in the heat map's frame).
 
   Returns:
-    {'mean', 'sd', 'n', 'mask_share'}: images whose heat map is all zero are
-    left out; `mask_share` is the masks' mean share of the frame, what a
-    uniform heat map would score (the chance level to compare `mean` with).
+    {'mean', 'sd', 'n', 'n_all_zero', 'mask_share'}: images whose heat map is
+    all zero have no share and are left out of `n`, but counted in
+    `n_all_zero`, so a figure that silently drops images cannot pass for one
+    over all of them; `mask_share` is the masks' mean share of the frame, what
+    a uniform heat map would score (the chance level to compare `mean` with).
   """
   h = np.asarray(heatmaps, np.float64)
   m = np.asarray(masks, bool)
   total = h.reshape(len(h), -1).sum(axis=1)
   inside = (h * m).reshape(len(h), -1).sum(axis=1)
   shares = inside[total > 0] / total[total > 0]
+  out = {"n": int(shares.size), "n_all_zero": int(np.sum(total <= 0))}
   if not shares.size:
-    return {"mean": None, "sd": None, "n": 0, "mask_share": None}
+    return {"mean": None, "sd": None, **out, "mask_share": None}
   return {
     "mean": float(shares.mean()),
     "sd": float(shares.std()),
-    "n": int(shares.size),
+    **out,
     "mask_share": float(m[total > 0].mean()),
   }
 
