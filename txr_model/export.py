@@ -118,13 +118,15 @@ def grad_cam(model: keras.Model, maps_of: keras.Model, images: tf.Tensor):
   with tf.GradientTape() as tape:
     maps = maps_of(images, training=False)
     tape.watch(maps)
-    probability = tf.cast(head(pool(maps)), tf.float32)[:, 0]
-  grads = tape.gradient(probability, maps)
+    # The logit, not the sigmoid: at logit 20 the sigmoid is 1.0 in float32 and its gradient
+    # 0, which would blank the maps of the most confidently abnormal films.
+    logit = (tf.matmul(pool(maps), head.kernel) + head.bias)[:, 0]
+  grads = tape.gradient(logit, maps)
   weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
   cam = tf.nn.relu(tf.reduce_sum(tf.cast(weights * maps, tf.float32), axis=-1))[..., None]
   cam = tf.image.resize(cam, tf.shape(images)[1:3])[..., 0]
   cam /= tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8
-  return cam, probability
+  return cam, tf.sigmoid(logit)
 
 
 def write_atomically(path: str, write_graph, metadata: dict) -> None:
