@@ -1,6 +1,8 @@
 """Finishing a training run: evaluate the saved model, fit the OOD detector, export.
 
 The exported label uses the triage operating point, chosen on validation.
+Every score and feature here comes from the float32 model the export serves
+(evaluation.outputs), so its threshold and OOD statistics are the served model's.
 """
 
 import os
