@@ -1,15 +1,20 @@
 """Scoring a split: each score stays with its own image and comes from the served float32 model."""
 
 import dataclasses
+import subprocess
+import sys
 
+from conftest import REPO
 import keras
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from txr_model import evaluate
 from txr_model import evaluation
 from txr_model import input_pipeline
 from txr_model import model as model_lib
+from txr_model import run_config
 
 
 def _tiny_model():
@@ -81,3 +86,67 @@ def test_repeated_file_names_are_an_error_naming_the_file(test_split, monkeypatc
     ValueError, match=r"shenzhen_cxr/512 test: CHNCXR_\d+_\d\.png appears 2 times"
   ):
     evaluation.outputs(_tiny_model(), dataclasses.replace(test_split))
+
+
+BOTH = "shenzhen_cxr/512+montgomery_cxr/512"
+
+
+def _trained_run(model_dir, data_dir, dataset=BOTH):
+  """A run folder as txr-train leaves it (run_config.json, model.keras), with a random model."""
+  model_dir.mkdir()
+  trained = run_config.RunConfig(
+    dataset=dataset, data_dir=data_dir, manual_dir=None, model_dir=str(model_dir),
+    strategy="default", tpu="", num_gpus=-1, num_cpu_devices=1, image_size=75,
+    global_batch_size=8, mode="end_to_end", weights="none", dropout=0.2, epochs=1,
+    fine_tune_epochs=0, fine_tune_blocks=1, learning_rate=1e-3, fine_tune_learning_rate=1e-5,
+    weight_decay=1e-3, warmup_epochs=1.0, early_stopping_patience=0, mixed_precision="float32",
+    seed=0, folds=0, cache_features=False, cache_views=1, steps_per_execution=1,
+  )  # fmt: skip
+  trained.save(str(model_dir))
+  return trained
+
+
+def _evaluate(model_dir, *flags):
+  return subprocess.run(
+    [sys.executable, "-m", "txr_model.evaluate", f"--model_dir={model_dir}", *flags],
+    cwd=REPO, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+
+
+def test_evaluate_rejects_an_unknown_split_in_one_line_before_any_work(built_data_dir, tmp_path):
+  model_dir = tmp_path / "model"
+  _trained_run(model_dir, built_data_dir)
+  (model_dir / "model.keras").write_bytes(b"")  # never loaded: the usage error comes first
+  out = _evaluate(model_dir, "--split=bogus")
+  assert out.returncode == 2, out.stderr[-3000:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert "error: --split=bogus: shenzhen_cxr/512: Unknown split 'bogus'" in last
+  assert "Traceback" not in out.stderr and not (model_dir / "evaluation").exists()
+
+
+def test_a_held_out_split_of_one_joined_dataset_is_not_called_training_images(
+  built_data_dir, tmp_path
+):
+  model_dir = tmp_path / "both"
+  _trained_run(model_dir, built_data_dir)
+  _tiny_model().save(model_dir / "model.keras")
+  out = _evaluate(model_dir, "--dataset=montgomery_cxr/512", "--split=test")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "montgomery_cxr/512 test (N=2)" in out.stderr
+  assert "trained on" not in out.stderr
+
+
+def test_reads_of_training_images_are_named(built_data_dir, tmp_path):
+  trained = _trained_run(tmp_path / "both", built_data_dir)
+  run = input_pipeline.run_splits(input_pipeline.InputConfig(BOTH, built_data_dir, 75, 32))
+
+  def trained_on(dataset, split):
+    evaluated = input_pipeline.InputConfig(dataset, built_data_dir, 75, 32, split=split)
+    return evaluate._training_images_in(trained, run, evaluated)
+
+  for split in ("test", "validation", "test+validation"):
+    assert trained_on("montgomery_cxr/512", split) == []
+  assert trained_on("montgomery_cxr/512", "all") == ["montgomery_cxr/512"]
+  assert trained_on("montgomery_cxr/512", "train[:2]") == ["montgomery_cxr/512"]
+  assert trained_on(BOTH, "all") == ["montgomery_cxr/512", "shenzhen_cxr/512"]
+  assert evaluate._training_images_in(trained, run, run["test"]) == []
