@@ -134,6 +134,9 @@ def test_a_held_out_split_of_one_joined_dataset_is_not_called_training_images(
   assert out.returncode == 0, out.stderr[-3000:]
   assert "montgomery_cxr/512 test (N=2)" in out.stderr
   assert "trained on" not in out.stderr
+  out_dir = model_dir / "evaluation" / "montgomery_cxr_512_test"
+  for name in ("metrics.json", "scores_test.csv", "roc.png", "reliability.png"):
+    assert f"Wrote {out_dir / name}" in out.stderr and (out_dir / name).exists()
 
 
 def test_reads_of_training_images_are_named(built_data_dir, tmp_path):

@@ -241,12 +241,17 @@ def report_split(model, configs, split, seed, log_dir, model_dir, run_info=None)
     result["n"],
   )
   tf.io.gfile.makedirs(model_dir)
-  write_json(os.path.join(model_dir, "metrics.json"), report)
-  write_scores(os.path.join(model_dir, f"scores_{split}.csv"), ev)
+  written = [
+    os.path.join(model_dir, "metrics.json"),
+    os.path.join(model_dir, f"scores_{split}.csv"),
+  ]
+  write_json(written[0], report)
+  write_scores(written[1], ev)
   pngs = plot_curves(val[:2], ev[:2], result, split)
   for name in ("roc", "reliability"):
-    if name in pngs:
-      with tf.io.gfile.GFile(os.path.join(model_dir, f"{name}.png"), "wb") as f:
+    if name in pngs:  # Only with matplotlib.
+      written.append(os.path.join(model_dir, f"{name}.png"))
+      with tf.io.gfile.GFile(written[-1], "wb") as f:
         f.write(pngs[name])
   with tf.summary.create_file_writer(os.path.join(log_dir, "evaluation")).as_default():
     tf.summary.scalar(f"{split}/auc", result["auc"], step=0)
@@ -258,6 +263,8 @@ def report_split(model, configs, split, seed, log_dir, model_dir, run_info=None)
     for name, png in pngs.items():
       tag = "reliability_diagram" if name == "reliability" else f"{name}_curve"
       tf.summary.image(f"{split}/{tag}", tf.io.decode_png(png, channels=3)[None], step=0)
+  for path in [*written, os.path.join(log_dir, "evaluation")]:
+    logging.info("Wrote %s", path)  # What was written, not what might have been.
   return report, val, ev
 
 

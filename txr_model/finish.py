@@ -7,6 +7,7 @@ Every score and feature here comes from the float32 model the export serves
 
 import os
 
+from absl import logging
 import keras
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -72,6 +73,7 @@ def finish_run(
     },
     max_side=max(sides) if None not in sides else None,
   )
+  logging.info("Wrote %s", export_dir)
   _log_overlays(export_dir, configs["validation"], log_dir)
   return report
 
