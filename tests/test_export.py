@@ -1,4 +1,5 @@
-"""Writing an export: a kill at any point leaves the previous export, and nothing partial loads.
+"""Writing an export (a kill at any point leaves the previous export, and nothing partial
+loads) and its Grad-CAM.
 
 (The signatures themselves are tested on a trained run in test_evaluate_predict.py
 and test_train.py; their decoding in test_decode.py.)
@@ -7,9 +8,11 @@ and test_train.py; their decoding in test_decode.py.)
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from txr_model import export
+from txr_model import model as model_lib
 from txr_model import predict
 
 
@@ -50,3 +53,19 @@ def test_a_kill_leaves_the_previous_export_and_nothing_loadable(tmp_path, monkey
   assert json.loads((path / export.METADATA).read_text()) == {"threshold": 0.5}
   partial = tmp_path / "export.partial"
   assert (partial / "saved_model.pb").exists() and not (partial / predict.METADATA).exists()
+
+
+def test_grad_cam_of_a_confident_abnormal_film_is_not_blank():
+  """At logit 20 the sigmoid is 1.0 in float32 and its gradient 0: Grad-CAM must use the logit."""
+  import tensorflow as tf
+
+  model = model_lib.build_model(75, "none", mode="end_to_end")
+  images = tf.constant(np.random.default_rng(0).integers(0, 256, (1, 75, 75, 1)), tf.uint8)
+  pooled = model_lib.feature_extractor(model)(images).numpy()[0]
+  # The logit is pooled . kernel + bias = 1 + 19: every feature points to TB.
+  kernel = pooled[:, None] / np.sum(pooled**2)
+  model.get_layer(model_lib.CLASSIFIER).set_weights([kernel, np.array([19.0])])
+  heatmap, probability = export.grad_cam(model, model_lib.feature_maps(model), images)
+  assert float(probability[0]) == 1.0  # saturated
+  assert heatmap.shape == (1, 75, 75)
+  assert float(tf.reduce_max(heatmap)) == pytest.approx(1.0, abs=1e-3)

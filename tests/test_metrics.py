@@ -153,16 +153,23 @@ def test_triage_threshold_by_hand():
   assert metrics.triage_threshold(HAND_LABELS, HAND_SCORES, min_sensitivity=0.6) == 0.7
 
 
-def test_triage_threshold_keeps_sensitivity_on_random_data():
+def test_triage_threshold_ties_take_the_highest_sensitivity():
+  # Positives {0.9, 0.8, 0.7}, negatives {0.95, 0.5}. Sensitivity >= 0.5: 0.8 (2/3) and 0.7 (1)
+  # both have fp 1 (specificity 1/2); 0.7 catches one more positive at no cost.
+  labels, scores = [0, 1, 1, 1, 0], [0.95, 0.9, 0.8, 0.7, 0.5]
+  assert metrics.triage_threshold(labels, scores, min_sensitivity=0.5) == 0.7
+
+
+def test_triage_threshold_is_the_best_point_on_random_data():
   labels, scores = _separable_ish(203, seed=11)
   t = metrics.triage_threshold(labels, scores)
   r = metrics.rates(metrics.confusion(labels, scores, t))
   assert r["sensitivity"] >= 0.9
-  # The next distinct score above t would drop below the target (so t is the best specificity).
-  higher = np.unique(scores[scores > t])
-  if higher.size:
-    above = metrics.rates(metrics.confusion(labels, scores, higher[0]))
-    assert above["sensitivity"] < 0.9
+  # No distinct score meeting the target beats it on specificity, then sensitivity.
+  for other in np.unique(scores):
+    o = metrics.rates(metrics.confusion(labels, scores, other))
+    if o["sensitivity"] >= 0.9:
+      assert (o["specificity"], o["sensitivity"]) <= (r["specificity"], r["sensitivity"])
 
 
 def test_thresholds_need_both_classes():
@@ -374,4 +381,15 @@ def test_proportional_energy_is_the_share_of_heat_inside_the_mask():
   summary = metrics.proportional_energy(heat, mask)  # heat[2] is all zero: left out
   assert summary["n"] == 2 and summary["mean"] == pytest.approx(0.75)
   assert summary["sd"] == pytest.approx(0.25) and summary["mask_share"] == pytest.approx(0.5)
-  assert metrics.proportional_energy(np.zeros((1, 2, 2)), np.ones((1, 2, 2), bool))["n"] == 0
+  none = metrics.proportional_energy(np.zeros((1, 2, 2)), np.ones((1, 2, 2), bool))
+  assert none["n"] == 0 and none["mean"] is None
+
+
+def test_proportional_energy_counts_the_all_zero_maps_it_leaves_out():
+  heat = np.zeros((3, 2, 2))
+  heat[0] = 1.0
+  summary = metrics.proportional_energy(heat, np.ones((3, 2, 2), bool))
+  assert summary["n"] == 1 and summary["n_all_zero"] == 2
+  assert (
+    metrics.proportional_energy(np.zeros((1, 2, 2)), np.ones((1, 2, 2), bool))["n_all_zero"] == 1
+  )

@@ -7,6 +7,7 @@ honest estimates. The report says which dataset and split chose them and
 which were evaluated (they differ in a cross-site evaluation).
 """
 
+import collections
 import csv
 import dataclasses
 import io
@@ -36,28 +37,66 @@ class Outputs(NamedTuple):
   filenames: np.ndarray
 
 
-_WITH_FEATURES = weakref.WeakKeyDictionary()  # model -> the model with its pooled features
+_SCORERS = weakref.WeakKeyDictionary()  # model -> its float32 copy's (score, pooled features)
+
+
+def _scorer(model: keras.Model) -> keras.Model:
+  """The float32 model the export serves, with its pooled features as a second output.
+
+  Thresholds and the OOD detector are fitted on these scores and features, so
+  they are the served model's, whatever the training precision. Built once per
+  model: each new one traces predict again.
+  """
+  if model not in _SCORERS:
+    served = model_lib.as_float32(model)
+    _SCORERS[model] = keras.Model(
+      served.input, [served.output, served.get_layer(model_lib.POOL).output]
+    )
+  return _SCORERS[model]
 
 
 def outputs(model, config) -> Outputs:
-  """(labels, scores, pooled features, datasets, file names) of one split, on one device."""
-  ds = input_pipeline.make_dataset(config)
-  # Labels without decoding images again; the same order, since nothing shuffles.
-  examples = input_pipeline.examples(config, config.split)
-  meta = list(
-    examples.map(lambda ex: (ex["label"], ex["dataset"], ex["image/filename"])).as_numpy_iterator()
+  """(labels, scores, pooled features, datasets, file names) of one split, on one device.
+
+  Each image is scored in the same pass that reads its label and file name,
+  so no reordering of the reads can pair a score with another image's label.
+
+  Args:
+    model: a `build_model` model (any dtype policy; scored in float32).
+    config: the split to read (not augmented or shuffled here).
+
+  Returns:
+    The split's Outputs, in read order.
+  """
+
+  def image_and_case(example):
+    image = tf.io.decode_png(example["image"], channels=1)
+    case = (example["label"], example["dataset"], example["image/filename"])
+    return input_pipeline.resize_to_square(image, config.image_size), case
+
+  ds = input_pipeline.examples(config, config.split).map(image_and_case, tf.data.AUTOTUNE)
+  scorer, scores, features, cases = _scorer(model), [], [], []
+  for images, case in ds.batch(config.global_batch_size).prefetch(tf.data.AUTOTUNE):
+    score, feature = scorer.predict_on_batch(images)
+    scores.append(score[:, 0])
+    features.append(feature)
+    cases.extend(zip(*(column.numpy() for column in case), strict=True))
+  keys = [(d.decode(), f.decode()) for _, d, f in cases]
+  (dataset, filename), times = (
+    collections.Counter(keys).most_common(1)[0] if keys else (("", ""), 1)
   )
-  labels = np.array([int(y) for y, _, _ in meta], int)
-  datasets = np.array([d.decode() for _, d, _ in meta], str)
-  filenames = np.array([f.decode() for _, _, f in meta], str)
-  if model not in _WITH_FEATURES:  # Built once per model: each new one traces predict again.
-    _WITH_FEATURES[model] = keras.Model(
-      model.input, [model.output, model.get_layer(model_lib.POOL).output]
+  if times > 1:  # Scores are joined to their images by file name (scores_<split>.csv).
+    raise ValueError(
+      f"{dataset} {config.split}: {filename} appears {times} times; file names identify the"
+      " images: rebuild the dataset from a tree whose file names are unique."
     )
-  scores, features = _WITH_FEATURES[model].predict(ds.map(lambda x, y: x), verbose=0)
-  if len(scores) != len(labels):
-    raise RuntimeError(f"{len(scores)} predictions for {len(labels)} labels in {config.split}")
-  return Outputs(labels, scores[:, 0].astype(float), features, datasets, filenames)
+  return Outputs(
+    np.array([int(y) for y, _, _ in cases], int),
+    np.concatenate(scores).astype(float) if scores else np.zeros(0),
+    np.concatenate(features) if features else np.zeros((0, 0)),
+    np.array([d for d, _ in keys], str),
+    np.array([f for _, f in keys], str),
+  )
 
 
 def json_safe(value):
@@ -202,12 +241,17 @@ def report_split(model, configs, split, seed, log_dir, model_dir, run_info=None)
     result["n"],
   )
   tf.io.gfile.makedirs(model_dir)
-  write_json(os.path.join(model_dir, "metrics.json"), report)
-  write_scores(os.path.join(model_dir, f"scores_{split}.csv"), ev)
+  written = [
+    os.path.join(model_dir, "metrics.json"),
+    os.path.join(model_dir, f"scores_{split}.csv"),
+  ]
+  write_json(written[0], report)
+  write_scores(written[1], ev)
   pngs = plot_curves(val[:2], ev[:2], result, split)
   for name in ("roc", "reliability"):
-    if name in pngs:
-      with tf.io.gfile.GFile(os.path.join(model_dir, f"{name}.png"), "wb") as f:
+    if name in pngs:  # Only with matplotlib.
+      written.append(os.path.join(model_dir, f"{name}.png"))
+      with tf.io.gfile.GFile(written[-1], "wb") as f:
         f.write(pngs[name])
   with tf.summary.create_file_writer(os.path.join(log_dir, "evaluation")).as_default():
     tf.summary.scalar(f"{split}/auc", result["auc"], step=0)
@@ -219,6 +263,8 @@ def report_split(model, configs, split, seed, log_dir, model_dir, run_info=None)
     for name, png in pngs.items():
       tag = "reliability_diagram" if name == "reliability" else f"{name}_curve"
       tf.summary.image(f"{split}/{tag}", tf.io.decode_png(png, channels=3)[None], step=0)
+  for path in [*written, os.path.join(log_dir, "evaluation")]:
+    logging.info("Wrote %s", path)  # What was written, not what might have been.
   return report, val, ev
 
 
@@ -349,6 +395,11 @@ def describe_report(report: dict, key: str) -> str:
           f" {energy['mask_share']:.3f} of the frame, what a uniform heat map scores)."
         ]
         if energy and energy["n"]
+        else []
+      ),
+      *(
+        [f"  {energy['n_all_zero']} abnormal image(s) had an all-zero heat map, left out."]
+        if energy and energy["n_all_zero"]
         else []
       ),
     ]

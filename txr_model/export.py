@@ -80,15 +80,7 @@ def export_serving(
 
   def explain(image_bytes):
     images, _, _, error = decode.decode_batch(image_bytes, image_size, max_side)
-    with tf.GradientTape() as tape:
-      maps = maps_of(images, training=False)
-      tape.watch(maps)
-      probability = tf.cast(head(pool(maps)), tf.float32)[:, 0]
-    grads = tape.gradient(probability, maps)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(tf.cast(weights * maps, tf.float32), axis=-1))[..., None]
-    cam = tf.image.resize(cam, [image_size, image_size])[..., 0]
-    cam /= tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8
+    cam, probability = grad_cam(model, maps_of, images)
     return {"heatmap": cam, "probability": probability, "image": images, "error": error}
 
   archive = keras.export.ExportArchive()
@@ -107,6 +99,34 @@ def export_serving(
     "aspect_range": list(ood.ASPECT_RANGE),
   }
   write_atomically(path, lambda target: archive.write_out(target, verbose=False), metadata)
+
+
+def grad_cam(model: keras.Model, maps_of: keras.Model, images: tf.Tensor):
+  """Grad-CAM heat maps of a float32 `build_model` model, and its P(TB).
+
+  Args:
+    model: the float32 model.
+    maps_of: `model_lib.feature_maps(model)`, built once by the caller.
+    images: uint8 [n, size, size, 1].
+
+  Returns:
+    (heat maps [n, size, size] scaled to a maximum of 1 (all zero where no
+    evidence points to TB), P(TB) [n]).
+  """
+  pool = model.get_layer(model_lib.POOL)
+  head = model.get_layer(model_lib.CLASSIFIER)  # Dropout is the identity at inference.
+  with tf.GradientTape() as tape:
+    maps = maps_of(images, training=False)
+    tape.watch(maps)
+    # The logit, not the sigmoid: at logit 20 the sigmoid is 1.0 in float32 and its gradient
+    # 0, which would blank the maps of the most confidently abnormal films.
+    logit = (tf.matmul(pool(maps), head.kernel) + head.bias)[:, 0]
+  grads = tape.gradient(logit, maps)
+  weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+  cam = tf.nn.relu(tf.reduce_sum(tf.cast(weights * maps, tf.float32), axis=-1))[..., None]
+  cam = tf.image.resize(cam, tf.shape(images)[1:3])[..., 0]
+  cam /= tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8
+  return cam, tf.sigmoid(logit)
 
 
 def write_atomically(path: str, write_graph, metadata: dict) -> None:

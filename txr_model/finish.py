@@ -1,10 +1,13 @@
 """Finishing a training run: evaluate the saved model, fit the OOD detector, export.
 
 The exported label uses the triage operating point, chosen on validation.
+Every score and feature here comes from the float32 model the export serves
+(evaluation.outputs), so its threshold and OOD statistics are the served model's.
 """
 
 import os
 
+from absl import logging
 import keras
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -70,6 +73,7 @@ def finish_run(
     },
     max_side=max(sides) if None not in sides else None,
   )
+  logging.info("Wrote %s", export_dir)
   _log_overlays(export_dir, configs["validation"], log_dir)
   return report
 

@@ -206,13 +206,16 @@ def youden_threshold(labels, scores):
 def triage_threshold(labels, scores, min_sensitivity=0.90):
   """WHO triage operating point: highest specificity with sensitivity >= min_sensitivity.
 
-  Ties go to the higher threshold; the lowest score (sensitivity 1) guarantees one exists.
+  Among thresholds of equal specificity (equal false positives) the one with
+  the highest sensitivity wins: catching more TB costs no specificity there.
+  The lowest score (sensitivity 1) guarantees one exists.
   """
   tps, fps, thresholds, n_pos, _ = _finite_counts(labels, scores)
   eligible = tps / n_pos >= min_sensitivity
   eligible[-1] = True  # the lowest score calls everything positive: sensitivity 1
   fps = np.where(eligible, fps, np.iinfo(np.int64).max)
-  return float(thresholds[int(np.argmin(fps))])  # argmin: first = highest threshold
+  # tps rise as thresholds fall, so the last of the fewest-fp thresholds has the most.
+  return float(thresholds[np.flatnonzero(fps == fps.min())[-1]])
 
 
 def meets_triage_target(rates_dict):
@@ -292,21 +295,24 @@ def proportional_energy(heatmaps, masks) -> dict:
     masks: [n, h, w] booleans (the lung mask, in the heat map's frame).
 
   Returns:
-    {'mean', 'sd', 'n', 'mask_share'}: images whose heat map is all zero are
-    left out; `mask_share` is the masks' mean share of the frame, what a
-    uniform heat map would score (the chance level to compare `mean` with).
+    {'mean', 'sd', 'n', 'n_all_zero', 'mask_share'}: images whose heat map is
+    all zero have no share and are left out of `n`, but counted in
+    `n_all_zero`, so a figure that silently drops images cannot pass for one
+    over all of them; `mask_share` is the masks' mean share of the frame, what
+    a uniform heat map would score (the chance level to compare `mean` with).
   """
   h = np.asarray(heatmaps, np.float64)
   m = np.asarray(masks, bool)
   total = h.reshape(len(h), -1).sum(axis=1)
   inside = (h * m).reshape(len(h), -1).sum(axis=1)
   shares = inside[total > 0] / total[total > 0]
+  out = {"n": int(shares.size), "n_all_zero": int(np.sum(total <= 0))}
   if not shares.size:
-    return {"mean": None, "sd": None, "n": 0, "mask_share": None}
+    return {"mean": None, "sd": None, **out, "mask_share": None}
   return {
     "mean": float(shares.mean()),
     "sd": float(shares.std()),
-    "n": int(shares.size),
+    **out,
     "mask_share": float(m[total > 0].mean()),
   }
 

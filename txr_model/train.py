@@ -431,14 +431,13 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
     exported = "last epoch (no validation AUC was checkpointed)"
   logging.info("Evaluating and exporting the weights of the %s", exported)
   model.save(os.path.join(model_dir, "model.keras"))
+  logging.info("Wrote %s", os.path.join(model_dir, "model.keras"))
   # Evaluate what was saved on one device (no collectives, whatever the
   # strategy), fit the OOD detector, and export with the chosen threshold.
   # A fold's model serves its estimate; the deployable model is a run without --folds.
   report = finish.finish_run(
     model_dir, splits, config.seed, {"weights": exported}, export_model=not config.folds
   )
-  for name in ("model.keras", "export", "metrics.json", "roc.png", "reliability.png", "logs"):
-    logging.info("Wrote %s", os.path.join(model_dir, name))
   return report
 
 
