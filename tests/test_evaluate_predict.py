@@ -133,7 +133,7 @@ def _gif(array) -> bytes:
 
 def test_ood_flags_colour_images_and_passes_held_out_xrays(resumed_run, inputs):
   model_dir, _, _ = resumed_run
-  files = predict.find_images([str(inputs)])
+  files, _ = predict.find_images([str(inputs)])
   results = {r["file"].rsplit("/", 1)[-1]: r for r in predict.predict_files(
     str(model_dir / "export"), [f for f in files if "bad" not in f and "dcm" not in f]
   )}  # fmt: skip
