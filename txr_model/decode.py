@@ -2,11 +2,12 @@
 
 TF Serving clients send whatever they like, so the serving signature defends
 itself: each element's format and size are read from its header before any
-decoding (PNG IHDR bytes, `extract_jpeg_shape`), images over the pixel limit
-are never decoded, and an element that fails to decode gets an error string
-while the rest of the batch is answered. Decode errors are caught per element
-by running the decodes through `tf.data` with `ignore_errors` (a plain op error
-would fail the whole request).
+decoding (PNG IHDR bytes, `extract_jpeg_shape`), images over the pixel limit,
+too small, too elongated or with too many JPEG scans are never decoded, a blank
+one is refused after decoding, and an element that fails to decode gets an
+error string while the rest of the batch is answered. Decode errors are caught
+per element by running the decodes through `tf.data` with `ignore_errors` (a
+plain op error would fail the whole request).
 
 Images are converted as the builder converted the training images: gray
 directly (colour only when the file is colour, for the colourfulness check),
