@@ -147,3 +147,104 @@ def test_a_big_film_decodes_as_builder_plus_pipeline(decode_fn):
   assert error.numpy()[0] == b""
   difference = np.abs(images[0].numpy().astype(int) - _expected(png))
   assert difference.max() <= 1, difference.max()  # Area-shrunk to 512 first, as in the builder.
+
+
+def _with_chunks(png: bytes, *chunks: bytes) -> bytes:
+  """`png` with chunks inserted right after IHDR."""
+  return png[:33] + b"".join(chunks) + png[33:]
+
+
+@pytest.mark.parametrize(
+  "case", ["conformant", "low_aligned", "low_aligned_with_sbit", "text_mentions_sbit"]
+)
+def test_sbit_is_read_from_its_chunk_not_found_by_a_byte_search(decode_fn, case):
+  film = _film().astype(np.uint16) * 16  # 12-bit data: 0-4080
+  sbit = _chunk(b"sBIT", b"\x0c")
+  png = {
+    "conformant": _with_chunks(_png(film << 4), sbit),  # PNG 1.2: scaled up to 16 bits
+    "low_aligned": _png(film),
+    "low_aligned_with_sbit": _with_chunks(_png(film), sbit),
+    # The byte after 'sBIT' here (' ') is no depth: the file has no sBIT chunk.
+    "text_mentions_sbit": _with_chunks(_png(film), _chunk(b"tEXt", b"Comment\0no sBIT here")),
+  }[case]
+  images, _, _, error = decode_fn(tf.constant([png]))
+  assert error.numpy()[0] == b""
+  np.testing.assert_array_equal(images[0].numpy(), _expected(png))  # As the builder reads it.
+  assert 200 < images.numpy().max() < 255 or case == "conformant"  # Not black, not white.
+
+
+def _jpeg_with_segments_first(data: bytes, size: int) -> bytes:
+  """`data` (a JPEG) with `size` bytes of APP2 segments (ICC-like) right after SOI."""
+  segments = b""
+  while size > 0:
+    body = b"\0" * min(size, 65000)
+    segments += b"\xff\xe2" + struct.pack(">H", len(body) + 2) + body
+    size -= len(body)
+  return data[:2] + segments + data[2:]
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_exif_after_64_kb_of_other_metadata_is_found(decode_fn, fmt):
+  upright = _film(60, 100)
+  stored = np.ascontiguousarray(np.rot90(upright, 1))  # Orientation 6
+  if fmt == "jpeg":
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _pil(stored, "JPEG", quality=100, exif=exif.tobytes())
+    data = _jpeg_with_segments_first(data, 100_000)
+  else:
+    data = _exif_png(stored, 6, big_endian=False)
+    data = _with_chunks(data[:33], _chunk(b"zTXt", b"c\0\0" + b"\0" * 100_000)) + data[33:]
+  images, _, aspect, error = decode_fn(tf.constant([data]))
+  assert error.numpy()[0] == b"" and aspect.numpy()[0] == pytest.approx(100 / 60)
+  assert np.abs(images[0].numpy().astype(int) - _expected(_png(upright))).mean() < 2
+
+
+def _progressive_jpeg(array, extra_scans: int) -> bytes:
+  """A progressive JPEG, its last scan repeated `extra_scans` times (a scan bomb when many)."""
+  data = _pil(array, "JPEG", quality=90, progressive=True)
+  last = data.rindex(b"\xff\xda")
+  scan = data[last:-2]  # SOS header and entropy data, up to EOI
+  return data[:-2] + scan * extra_scans + data[-2:]
+
+
+def test_progressive_jpeg_scan_bombs_are_refused_before_decoding(decode_fn):
+  film = _film(256, 256)
+  ordinary = _progressive_jpeg(film, 0)
+  assert 1 < ordinary.count(b"\xff\xda") <= decode.MAX_JPEG_SCANS
+  bomb = _progressive_jpeg(film, 5000)  # About 1 MB; minutes of decoding per element.
+  _, _, _, error = decode_fn(tf.constant([ordinary, bomb]))
+  assert [e.decode() for e in error.numpy()] == ["", decode.ERRORS["scans"]]
+
+
+def test_images_without_content_are_refused_by_name(decode_fn):
+  zero_width = bytearray(_png(_film()))
+  zero_width[16:20] = bytes(4)  # IHDR width 0 (CRC now wrong; never decoded)
+  rng = np.random.default_rng(0)
+  y, x = np.mgrid[0:200, 0:200]
+  batch = {
+    "one_pixel": _png(np.full((1, 1), 128, np.uint8)),
+    "two_pixels": _png(np.full((2, 2), 128, np.uint8)),
+    "uniform": _png(np.full((200, 200), 128, np.uint8)),
+    "uniform_jpeg": tf.io.encode_jpeg(np.full((200, 200, 1), 90, np.uint8)).numpy(),
+    "speck": _png(np.where((y == 100) & (x == 100), 255, 128).astype(np.uint8)),
+    "zero_width": bytes(zero_width),
+    "elongated": _png(_film(20000, 10)),
+    "noise": _png(rng.integers(0, 256, (200, 200)).astype(np.uint8)),  # For the OOD detector
+    "gradient": _png(np.uint8(x + y) // 2),
+    "film": _png(_film()),
+  }
+  _, _, _, error = decode_fn(tf.constant(list(batch.values())))
+  errors = dict(zip(batch, (e.decode() for e in error.numpy()), strict=True))
+  assert errors == {
+    "one_pixel": decode.ERRORS["too_small"],
+    "two_pixels": decode.ERRORS["too_small"],
+    "uniform": decode.ERRORS["blank"],
+    "uniform_jpeg": decode.ERRORS["blank"],
+    "speck": decode.ERRORS["blank"],
+    "zero_width": decode.ERRORS["no_pixels"],
+    "elongated": decode.ERRORS["aspect"],
+    "noise": "",
+    "gradient": "",
+    "film": "",
+  }

@@ -87,3 +87,37 @@ def test_without_pydicom_the_message_says_what_to_install(monkeypatch):
   monkeypatch.setattr(builtins, "__import__", no_pydicom)
   with pytest.raises(ValueError, match=r"pip install 'txr\[dicom\]'"):
     dicom.to_png(dicom_bytes(RAMP), 10**8)
+
+
+def _voi_lut_item(descriptor, lut):
+  item = Dataset()
+  if descriptor is not None:
+    item.LUTDescriptor = descriptor
+  item.add_new(0x00283006, "US", [int(v) for v in lut])  # LUTData
+  return item
+
+
+def test_a_voi_lut_is_scaled_by_its_own_depth():
+  # A 10-bit LUT over 12-bit data: its output 0-1023 is the full range, not a quarter of it.
+  item = _voi_lut_item([4096, 0, 10], np.arange(4096) // 4)
+  out = _gray(dicom.to_png(dicom_bytes(RAMP, VOILUTSequence=[item]), 10**8))
+  assert out[0, 0] == 0 and out[0, -1] == 255
+  np.testing.assert_array_equal(out[0], np.round((RAMP[0] // 4) * 255.0 / 1023))
+
+
+@pytest.mark.parametrize(
+  "attributes, value",
+  [
+    ({"VOILUTSequence": [_voi_lut_item(None, np.arange(4096) // 16)]}, None),
+    ({"RescaleSlope": "1.5", "RescaleIntercept": "0"}, b"1.5 "),
+    ({"WindowCenter": "1500", "WindowWidth": "977"}, b"977 "),
+  ],
+  ids=["lut_without_descriptor", "slope_abc", "width_abc"],
+)
+def test_malformed_attributes_are_a_value_error_naming_them(attributes, value):
+  data = dicom_bytes(RAMP, **attributes)
+  if value:  # pydicom writes only valid numbers: the file says 'abc' instead.
+    assert data.count(value) == 1
+    data = data.replace(value, b"abc ")
+  with pytest.raises(ValueError, match="invalid DICOM rescale, window or LUT attributes"):
+    dicom.to_png(data, 10**8)

@@ -1,6 +1,7 @@
 """The out-of-distribution detector's numbers, without a model."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from txr_model import ood
@@ -31,3 +32,16 @@ def test_gray_images_have_no_colour_and_photographs_do():
   rng = np.random.default_rng(2)
   photo = tf.constant(rng.uniform(0, 255, (16, 16, 3)), tf.float32)
   assert float(ood.colourfulness(photo)) > ood.MAX_COLOURFULNESS
+
+
+def test_one_odd_validation_image_does_not_set_the_threshold():
+  rng = np.random.default_rng(3)
+  train, val = rng.normal(size=(400, 8)), rng.normal(size=(64, 8))
+  odd = np.vstack([val[:-1], np.full((1, 8), 30.0)])  # One far validation image of 64.
+  clean, with_odd = ood.fit(train, val), ood.fit(train, odd)
+  # The empirical 0.99 quantile of 64 is about their maximum: the odd image's distance.
+  assert with_odd["threshold"] == pytest.approx(clean["threshold"], rel=0.1)
+  fresh = rng.normal(size=(20000, 8))
+  flagged = ood.mahalanobis(fresh, with_odd) > with_odd["threshold"]
+  assert 0.003 < flagged.mean() < 0.03
+  assert ood.mahalanobis(np.full((1, 8), 3.0), with_odd)[0] > with_odd["threshold"]

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -29,9 +30,64 @@ def test_find_images_lists_folders_sorted_and_keeps_named_files(tmp_path):
   for name in ("scans/z.png", "scans/a.JPG", "scans/notes.txt", "scans/b/c.jpeg", "x.bin",
                "scans/d.dcm"):  # fmt: skip
     (tmp_path / name).write_bytes(b"")
-  found = predict.find_images([str(tmp_path / "scans"), str(tmp_path / "x.bin")])
+  found, unreadable = predict.find_images([str(tmp_path / "scans"), str(tmp_path / "x.bin")])
   names = [p[len(str(tmp_path)) + 1 :] for p in found]
   assert names == ["scans/a.JPG", "scans/d.dcm", "scans/z.png", "scans/b/c.jpeg", "x.bin"]
+  assert unreadable == []
+
+
+@pytest.fixture
+def alarm():
+  """Fails a test that runs for more than 20 s (instead of hanging the suite)."""
+
+  def timeout(*_):
+    raise TimeoutError("still walking after 20 s")
+
+  previous = signal.signal(signal.SIGALRM, timeout)
+  signal.alarm(20)
+  yield
+  signal.alarm(0)
+  signal.signal(signal.SIGALRM, previous)
+
+
+def test_symlinks_back_up_the_tree_are_walked_once(tmp_path, alarm):
+  scans = tmp_path / "scans"
+  (scans / "sub").mkdir(parents=True)
+  (scans / "a.png").write_bytes(b"")
+  (scans / "sub" / "b.png").write_bytes(b"")
+  (scans / "self").symlink_to(scans)  # Listed the images 41 times.
+  (scans / "sub" / "up1").symlink_to(scans)  # Two links back: walked forever.
+  (scans / "sub" / "up2").symlink_to(scans)
+  (tmp_path / "elsewhere").mkdir()
+  (tmp_path / "elsewhere" / "c.png").write_bytes(b"")
+  (scans / "linked").symlink_to(tmp_path / "elsewhere")  # A link out of the tree is followed.
+  found, unreadable = predict.find_images([str(scans)])
+  assert [p[len(str(scans)) + 1 :] for p in found] == ["a.png", "linked/c.png", "sub/b.png"]
+  assert unreadable == []
+
+
+def test_unreadable_folders_and_names_that_are_not_utf8_are_rows_not_crashes(tmp_path, monkeypatch):
+  scans = tmp_path / "scans"
+  (scans / "locked").mkdir(parents=True)
+  (scans / "locked" / "x.png").write_bytes(b"")
+  latin1 = os.fsdecode(bytes(scans) + b"/r\xe9sum\xe9")
+  open(os.fsencode(latin1) + b".txt", "wb").close()  # Unrelated, and not UTF-8.
+  png = _png(np.zeros((4, 4), np.uint8))
+  with open(os.fsencode(latin1) + b".png", "wb") as f:
+    f.write(png)
+  scandir = os.scandir
+
+  def permission_denied_in_locked(path):  # As for a non-root user after chmod 000.
+    if os.fsdecode(path).endswith("locked"):
+      raise PermissionError(13, "Permission denied", os.fsdecode(path))
+    return scandir(path)
+
+  monkeypatch.setattr(os, "scandir", permission_denied_in_locked)
+  found, unreadable = predict.find_images([str(scans)])
+  assert found == [latin1 + ".png"]
+  assert unreadable == [{"file": str(scans / "locked"), "error": "cannot read: Permission denied"}]
+  assert predict.read_image(found[0]) == png  # Read by its bytes.
+  assert predict.display_name(found[0]).endswith("/r\\xe9sum\\xe9.png")
 
 
 RESULTS = [
@@ -76,6 +132,12 @@ def test_read_image_checks_before_reading_everything(tmp_path):
   header = _png(np.zeros((4, 4), np.uint8))[:16] + (20000).to_bytes(4, "big") * 2
   cases = {
     "big.png": (header + b"\0" * 10, "20000 x 20000 pixels is too large"),
+    "short_ihdr.png": (header[:20], "truncated or corrupt PNG: no complete IHDR header"),
+    "no_ihdr.png": (header[:12] + b"tEXt" + header[16:], "no complete IHDR header"),
+    "zero_width.png": (
+      header[:16] + bytes(4) + header[20:],
+      "0 x 20000 pixels: the PNG header declares an empty image",
+    ),  # fmt: skip
     "text.png": (b"hello", "not a PNG, JPEG or DICOM file"),
     "empty.png": (b"", "empty file"),
   }
@@ -123,3 +185,22 @@ def test_a_folder_without_images_is_a_usage_error(tmp_path):
     cwd=REPO, capture_output=True, text=True,
   )  # fmt: skip
   assert out.returncode == 2 and f"No PNG, JPEG or DICOM files in {empty}" in out.stderr
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+  """`txr-predict ... | head -1`: the reader is gone; no BrokenPipeError traceback."""
+  export_dir, scans = tmp_path / "export", tmp_path / "scans"
+  (export_dir / "assets.extra").mkdir(parents=True)
+  (export_dir / "saved_model.pb").write_bytes(b"")
+  (export_dir / predict.METADATA).write_text("{}")
+  scans.mkdir()
+  (scans / "a.png").write_bytes(_png(np.zeros((4, 4), np.uint8)))
+  read, write = os.pipe()
+  os.close(read)  # The first row printed meets a closed pipe.
+  out = subprocess.run(
+    [sys.executable, "-m", "txr_model.predict", f"--export_dir={export_dir}", str(scans)],
+    cwd=REPO, stdout=write, stderr=subprocess.PIPE, text=True,
+  )  # fmt: skip
+  os.close(write)
+  assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr[-2000:]
+  assert out.returncode == 1

@@ -2,11 +2,12 @@
 
 TF Serving clients send whatever they like, so the serving signature defends
 itself: each element's format and size are read from its header before any
-decoding (PNG IHDR bytes, `extract_jpeg_shape`), images over the pixel limit
-are never decoded, and an element that fails to decode gets an error string
-while the rest of the batch is answered. Decode errors are caught per element
-by running the decodes through `tf.data` with `ignore_errors` (a plain op error
-would fail the whole request).
+decoding (PNG IHDR bytes, `extract_jpeg_shape`), images over the pixel limit,
+too small, too elongated or with too many JPEG scans are never decoded, a blank
+one is refused after decoding, and an element that fails to decode gets an
+error string while the rest of the batch is answered. Decode errors are caught
+per element by running the decodes through `tf.data` with `ignore_errors` (a
+plain op error would fail the whole request).
 
 Images are converted as the builder converted the training images: gray
 directly (colour only when the file is colour, for the colourfulness check),
@@ -21,8 +22,9 @@ from txr_model import input_pipeline
 from txr_model import ood
 
 PNG_SIGNATURE = image_codec.PNG_SIGNATURE
-# EXIF lives in the first 64 KB (one APP1 segment at most; PNG's eXIf before IDAT).
-_EXIF_WINDOW = 65536
+# Where metadata is looked for: walking at most this many PNG chunks (before
+# IDAT) or JPEG segments (before the first scan); real files have a handful.
+_MAX_SEGMENTS = 256
 # The start of an EXIF IFD entry for Orientation (tag 0x0112, type SHORT, count
 # 1) in either byte order; the value's low byte follows. Found by splitting on
 # the bytes: TF's regexes are UTF-8 and do not match arbitrary binary.
@@ -30,11 +32,24 @@ _ORIENTATION_ENTRIES = (
   b"\x01\x12\x00\x03\x00\x00\x00\x01\x00",
   b"\x12\x01\x03\x00\x01\x00\x00\x00",
 )
+# A progressive JPEG decodes every scan over the whole image: thousands of tiny
+# scans make a small file cost minutes. Real encoders write about 10.
+MAX_JPEG_SCANS = 100
+# Below these, an image holds no radiograph: a thumbnail, an icon, a blank page.
+MIN_SIDE = 32
+MIN_CONTRAST = 2.0  # Standard deviation in grey levels (0-255); a radiograph's is about 50.
+MAX_ASPECT = 4.0  # Longest over shortest side; chest films are about 1.35 at most.
 ERRORS = {
   "empty": "empty input",
   "format": "not a PNG or JPEG image",
+  "no_pixels": "the header declares an image without pixels (width or height 0)",
   "too_large": f"more than {image_codec.MAX_PIXELS} pixels: too large for a radiograph",
+  "too_small": f"a side under {MIN_SIDE} pixels: too small for a radiograph",
+  "aspect": f"aspect ratio beyond {MAX_ASPECT:g}:1: not a radiograph",
+  "scans": f"a progressive JPEG with more than {MAX_JPEG_SCANS} scans: refused (costly to decode)",
   "decode": "cannot decode: corrupt or truncated image data",
+  "blank": f"almost no contrast (pixel standard deviation under {MIN_CONTRAST:g} grey levels):"
+  " a blank image, not a radiograph",
 }
 
 
@@ -70,22 +85,76 @@ def _collect(dataset: tf.data.Dataset, n: tf.Tensor, row: tuple) -> tuple:
   return present, *out
 
 
-def _after(data: tf.Tensor, marker: bytes) -> tuple[tf.Tensor, tf.Tensor]:
-  """(whether `marker` occurs in `data`, the byte right after its first occurrence or 0)."""
-  parts = tf.strings.split(data, sep=marker, maxsplit=1)
-  first = tf.strings.substr(tf.strings.join([parts[-1], b"\0"]), 0, 1)
-  found = tf.size(parts) == 2
-  return found, tf.where(found, tf.cast(tf.io.decode_raw(first, tf.uint8)[0], tf.int32), 0)
+def _bytes_at(data: tf.Tensor, pos: tf.Tensor, n: int) -> tf.Tensor:
+  """The n bytes of `data` at `pos` as int32 [n], zero past the end."""
+  part = tf.strings.join([tf.strings.substr(data, pos, n), b"\0" * n])
+  return tf.cast(tf.io.decode_raw(tf.strings.substr(part, 0, n), tf.uint8), tf.int32)
 
 
-def _orientation(data: tf.Tensor) -> tf.Tensor:
-  """The EXIF orientation (1-8) in the first 64 KB of `data`, 1 if there is none."""
-  window = tf.strings.substr(data, 0, _EXIF_WINDOW)
-  has_exif = _after(window, b"Exif\0\0")[0] | _after(window, b"eXIf")[0]
+def _segment(data: tf.Tensor, is_png: tf.Tensor, png_kind: bytes, jpeg_marker: int,
+             jpeg_prefix: bytes) -> tuple[tf.Tensor, tf.Tensor]:  # fmt: skip
+  """Finds a metadata block by walking the file's structure, not by searching its bytes.
+
+  A byte search finds 'sBIT' in a tEXt comment, and a fixed window misses an
+  APP1 segment after 64 KB of others. Walks PNG chunks up to the first IDAT
+  (where sBIT and eXIf must be), or JPEG segments up to the first scan.
+
+  Args:
+    data: one encoded image.
+    is_png: whether it is a PNG (else a JPEG).
+    png_kind: the PNG chunk type wanted.
+    jpeg_marker: the JPEG marker wanted (0xE1: APP1).
+    jpeg_prefix: what that JPEG segment's body starts with (EXIF's header).
+
+  Returns:
+    (the body's offset, its length); (-1, 0) when there is none.
+  """
+  size = tf.strings.length(data)
+  data = tf.reshape(data, [])
+
+  def step(i, pos, offset, length):
+    head = _bytes_at(data, pos, 4)
+
+    def png():
+      kind = tf.strings.substr(data, pos + 4, 4)
+      found = tf.equal(kind, png_kind)
+      stop = found | tf.equal(kind, b"IDAT") | tf.equal(kind, b"IEND")
+      body = head[0] * 2**24 + head[1] * 2**16 + head[2] * 2**8 + head[3]
+      # A length over 2**31 wraps negative: stop rather than walk backwards.
+      return found, stop | (body < 0), pos + 8, body, pos + 12 + body
+
+    def jpeg():
+      body = head[2] * 256 + head[3] - 2
+      prefix = tf.strings.substr(data, pos + 4, len(jpeg_prefix))
+      found = (head[1] == jpeg_marker) & tf.equal(prefix, jpeg_prefix)
+      stop = found | (head[0] != 0xFF) | (head[1] == 0xDA) | (head[1] == 0xD9) | (body < 0)
+      return found, stop, pos + 4, body, pos + 4 + body
+
+    found, stop, at, body, following = tf.cond(is_png, png, jpeg)
+    stop |= following + 8 > size  # Also stops a body that runs past the end.
+    pos = tf.where(stop, size, following)
+    scalars = (pos, tf.where(found, at, offset), tf.where(found, body, length))
+    return i + 1, *(tf.reshape(x, []) for x in scalars)
+
+  start = tf.where(is_png, len(PNG_SIGNATURE), 2)
+  _, _, offset, length = tf.while_loop(
+    lambda i, pos, *_: (i < _MAX_SEGMENTS) & (pos + 8 <= size),
+    step,
+    (tf.constant(0), start, tf.constant(-1), tf.constant(0)),
+  )
+  return offset, length
+
+
+def _orientation(data: tf.Tensor, is_png: tf.Tensor) -> tf.Tensor:
+  """The EXIF orientation (1-8) of a PNG's eXIf chunk or a JPEG's EXIF APP1; 1 if none."""
+  offset, length = _segment(data, is_png, b"eXIf", 0xE1, b"Exif\0\0")
+  exif = tf.strings.substr(data, tf.maximum(offset, 0), length)
   orientation = tf.constant(1)
   for marker in _ORIENTATION_ENTRIES:
-    found, value = _after(window, marker)
-    orientation = tf.where(has_exif & found & (value >= 1) & (value <= 8), value, orientation)
+    parts = tf.strings.split(exif, sep=marker, maxsplit=1)
+    found = (offset >= 0) & (tf.size(parts) == 2)
+    value = _bytes_at(parts[-1], 0, 1)[0]
+    orientation = tf.where(found & (value >= 1) & (value <= 8), value, orientation)
   return orientation
 
 
@@ -115,8 +184,10 @@ def orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
 
 
 def _significant_bits(data: tf.Tensor) -> tf.Tensor:
-  """A PNG's sBIT depth (its first byte), or 0 when the file has no sBIT chunk."""
-  return _after(tf.strings.substr(data, 0, _EXIF_WINDOW), b"sBIT")[1]
+  """A PNG's sBIT depth (the largest of its bytes), or 0 when the file has no sBIT chunk."""
+  offset, length = _segment(data, tf.constant(True), b"sBIT", 0, b"")
+  body = tf.strings.substr(data, tf.maximum(offset, 0), tf.clip_by_value(length, 0, 4))
+  return tf.where(offset >= 0, tf.reduce_max(_bytes_at(body, 0, 4)), 0)
 
 
 def _gray(data, is_png, png_depth, colour):
@@ -162,7 +233,7 @@ def decode_batch(image_bytes: tf.Tensor, image_size: int, max_side: int | None):
   is_png = tf.reduce_all(head[:, :8] == tf.io.decode_raw(PNG_SIGNATURE, tf.uint8), axis=1)
   is_png &= tf.reduce_all(head[:, 12:16] == tf.io.decode_raw(b"IHDR", tf.uint8), axis=1)
   is_jpeg = tf.reduce_all(head[:, :3] == tf.constant([0xFF, 0xD8, 0xFF], tf.uint8), axis=1)
-  png_pixels = _be32(head[:, 16:20]) * _be32(head[:, 20:24])
+  png_width, png_height = _be32(head[:, 16:20]), _be32(head[:, 20:24])
   png_depth = tf.cast(head[:, 24], tf.int32)
   png_colour = tf.cast(head[:, 25], tf.int32) & 2 > 0  # RGB, RGBA and palette types
 
@@ -173,27 +244,35 @@ def decode_batch(image_bytes: tf.Tensor, image_size: int, max_side: int | None):
     lambda i, b, jpeg: (i, tf.cast(tf.image.extract_jpeg_shape(b), tf.int64))
   )
   jpeg_ok, jpeg_shape = _collect(jpegs.ignore_errors(), n, (tf.zeros([3], tf.int64),))
-  pixels = tf.where(is_png, png_pixels, jpeg_shape[:, 0] * jpeg_shape[:, 1])
+  width = tf.where(is_png, png_width, jpeg_shape[:, 1])
+  height = tf.where(is_png, png_height, jpeg_shape[:, 0])
+  pixels = width * height
   colour = tf.where(is_png, png_colour, jpeg_shape[:, 2] >= 3)
+  # Each scan starts with an SOS marker, which entropy-coded data never holds (0xFF is stuffed).
+  scans = tf.strings.split(tf.where(is_jpeg, image_bytes, ""), sep=b"\xff\xda").row_lengths() - 1
+  short, long = tf.minimum(width, height), tf.maximum(width, height)
 
   error = tf.fill([n], "")
   error = tf.where(~(is_png | is_jpeg), ERRORS["format"], error)
   error = tf.where(is_jpeg & ~jpeg_ok, ERRORS["decode"], error)
-  error = tf.where(
-    (is_png | jpeg_ok) & ((pixels > image_codec.MAX_PIXELS) | (pixels <= 0)),
-    ERRORS["too_large"],
-    error,
-  )
+  sized = is_png | jpeg_ok
+  error = tf.where(sized & (scans > MAX_JPEG_SCANS), ERRORS["scans"], error)
+  error = tf.where(sized & (short < MIN_SIDE), ERRORS["too_small"], error)
+  error = tf.where(sized & (tf.cast(long, tf.float64) > MAX_ASPECT * tf.cast(short, tf.float64)),
+                   ERRORS["aspect"], error)  # fmt: skip
+  error = tf.where(sized & (pixels > image_codec.MAX_PIXELS), ERRORS["too_large"], error)
+  error = tf.where(sized & (pixels <= 0), ERRORS["no_pixels"], error)
   error = tf.where(length == 0, ERRORS["empty"], error)
 
   def one(i, data, png, depth, has_colour):
     gray, colourfulness = _gray(data, png, depth, has_colour)
-    gray = orient(gray, _orientation(data))
+    gray = orient(gray, _orientation(data, png))
     shape = tf.cast(tf.shape(gray), tf.float32)
     if max_side:
       gray = image_codec.shrink(gray, max_side)
+    contrast = tf.math.reduce_std(tf.cast(gray, tf.float32))
     image = input_pipeline.resize_to_square(gray, image_size)
-    return i, image, colourfulness, shape[1] / shape[0]
+    return i, image, colourfulness, shape[1] / shape[0], contrast
 
   valid = tf.data.Dataset.from_tensor_slices(
     (index, image_bytes, is_png, png_depth, colour, error == "")
@@ -203,7 +282,8 @@ def decode_batch(image_bytes: tf.Tensor, image_size: int, max_side: int | None):
     .map(lambda *x: one(*x[:-1]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     .ignore_errors()
   )
-  row = (tf.zeros([image_size, image_size, 1], tf.uint8), tf.constant(0.0), tf.constant(0.0))
-  ok, images, colourfulness, aspect = _collect(decoded, n, row)
+  row = (tf.zeros([image_size, image_size, 1], tf.uint8), *[tf.constant(0.0)] * 3)
+  ok, images, colourfulness, aspect, contrast = _collect(decoded, n, row)
   error = tf.where((error == "") & ~ok, ERRORS["decode"], error)
+  error = tf.where((error == "") & (contrast < MIN_CONTRAST), ERRORS["blank"], error)
   return images, colourfulness, aspect, error

@@ -2,8 +2,9 @@
 
 Needs pydicom (pip install 'txr[dicom]'). Applies the modality LUT (rescale
 slope/intercept) and the VOI LUT or window the file carries, scales by the
-stored bit depth (as 12-bit PNGs are scaled), and inverts MONOCHROME1 (where
-high values are dark).
+stored bit depth (or a VOI LUT's own depth), as 12-bit PNGs are scaled, and
+inverts MONOCHROME1 (where high values are dark). Bad attributes are a
+ValueError naming them, never another type that would stop a batch.
 """
 
 import numpy as np
@@ -48,13 +49,12 @@ def to_png(data: bytes, max_pixels: int) -> bytes:
     pixels = ds.pixel_array
   except Exception as e:  # Compressed data without its decoder, truncated data.
     raise ValueError(f"cannot decode the DICOM pixel data ({e})") from None
-  values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
-  # By the stored bit depth, as 12-bit PNGs are scaled (and as a VOI window's
-  # output spans); a rescale that leaves that range is mapped by its own extremes.
-  bits = int(ds.get("BitsStored", 8 * pixels.dtype.itemsize))
-  if int(ds.get("PixelRepresentation", 0)):
-    values += 2 ** (bits - 1)
-  low, high = 0.0, 2.0**bits - 1
+  try:  # The attributes are as the file says: 'abc' as a slope, a LUT without its descriptor.
+    values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
+    low, high = _output_range(ds, pixels)
+  except Exception as e:  # pydicom and numpy raise many types for bad attributes.
+    raise ValueError(f"invalid DICOM rescale, window or LUT attributes ({e})") from None
+  # A rescale that leaves the nominal range is mapped by its own extremes.
   if values.min() < low or values.max() > high:
     low, high = float(values.min()), float(values.max())
   scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
@@ -62,3 +62,17 @@ def to_png(data: bytes, max_pixels: int) -> bytes:
     scaled = 1.0 - scaled
   image = np.round(scaled * 255).astype(np.uint8)[..., None]
   return tf.io.encode_png(image).numpy()
+
+
+def _output_range(ds, pixels: np.ndarray) -> tuple[float, float]:
+  """The nominal range of what `apply_voi_lut` returns, to scale to 8 bits.
+
+  A VOI LUT's entries have the LUT's own depth (its descriptor's third value);
+  otherwise the stored bit depth sets it, as 12-bit PNGs are scaled (and as a
+  VOI window's output spans), so a dim image stays dim.
+  """
+  if ds.get("VOILUTSequence"):  # apply_voi_lut prefers the LUT to a window.
+    return 0.0, 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1
+  bits = int(ds.get("BitsStored", 8 * pixels.dtype.itemsize))
+  low = -(2.0 ** (bits - 1)) if int(ds.get("PixelRepresentation", 0)) else 0.0
+  return low, low + 2.0**bits - 1

@@ -14,6 +14,7 @@ if any file failed.
 
 import csv
 import io
+import itertools
 import json
 import os
 import stat
@@ -48,23 +49,57 @@ _HEADER_BYTES = 4096
 COLUMNS = ["file", "probability", "label", "out_of_distribution", "ood_score", "error"]
 
 
-def find_images(paths: list[str]) -> list[str]:
+def find_images(paths: list[str]) -> tuple[list[str], list[dict]]:
   """Files as given, and the PNG/JPEG/DICOM files under folders, sorted.
+
+  Each real folder is walked once, so symlinks back up the tree (a self-link,
+  two links to one folder) neither loop nor list an image twice. A folder that
+  cannot be listed is reported, not fatal; names that are not UTF-8 are kept
+  (as Python's `os` keeps them) and read by their bytes.
 
   Args:
     paths: files and folders (local or gs://).
 
   Returns:
-    The files to classify, in order.
+    (the files to classify, in order; {'file', 'error'} per unreadable folder).
   """
-  found = []
+  found, unreadable = [], []
   for path in paths:
-    if tf.io.gfile.isdir(path):
-      for folder, _, files in tf.io.gfile.walk(path):
-        found += sorted(os.path.join(folder, f) for f in files if f.lower().endswith(EXTENSIONS))
-    else:
+    if not tf.io.gfile.isdir(os.fsencode(path)):
       found.append(path)
-  return found
+      continue
+
+    def report(error, folder=path):
+      where = getattr(error, "filename", None) or folder
+      unreadable.append({"file": where, "error": _reason(error)})
+
+    if "://" in path:  # Object stores have neither symlinks nor undecodable names.
+      walk = tf.io.gfile.walk(path, onerror=report)
+    else:
+      walk = _walk_real_folders_once(path, report)
+    for folder, _, files in walk:
+      found += sorted(os.path.join(folder, f) for f in files if f.lower().endswith(EXTENSIONS))
+  return found, unreadable
+
+
+def _walk_real_folders_once(top: str, onerror):
+  """`os.walk` following symlinks, but into each real folder once."""
+  seen = {os.path.realpath(top)}
+  for folder, folders, files in os.walk(top, onerror=onerror, followlinks=True):
+    real = [(d, os.path.realpath(os.path.join(folder, d))) for d in sorted(folders)]
+    folders[:] = [d for d, r in real if r not in seen and not seen.add(r)]
+    yield folder, folders, files
+
+
+def _reason(error: Exception) -> str:
+  """An OSError's reason without the file name (the row names it), one line."""
+  text = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+  return f"cannot read: {text.splitlines()[0]}"
+
+
+def display_name(path: str) -> str:
+  """`path` printable as UTF-8: bytes that are not UTF-8 are shown as backslash escapes."""
+  return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _is_dicom(path: str, header: bytes) -> bool:
@@ -72,9 +107,13 @@ def _is_dicom(path: str, header: bytes) -> bool:
 
 
 def _check_header(header: bytes) -> None:
-  """Refuses what is not a PNG or JPEG, and PNGs over the pixel limit, before reading the rest."""
-  if header.startswith(b"\x89PNG\r\n\x1a\n") and len(header) >= 24:
+  """Refuses what is not a PNG or JPEG, and PNGs without or with too many pixels, early."""
+  if header.startswith(b"\x89PNG\r\n\x1a\n"):
+    if len(header) < 24 or header[12:16] != b"IHDR":
+      raise ValueError("truncated or corrupt PNG: no complete IHDR header")
     width, height = struct.unpack(">II", header[16:24])
+    if not width * height:
+      raise ValueError(f"{width} x {height} pixels: the PNG header declares an empty image")
     if width * height > MAX_PIXELS:
       raise ValueError(f"{width} x {height} pixels is too large for a radiograph")
   elif not header.startswith(b"\xff\xd8\xff"):
@@ -96,16 +135,17 @@ def read_image(path: str) -> bytes:
   Raises:
     ValueError: saying why the file cannot be used.
   """
+  name = os.fsencode(path)  # Bytes: TensorFlow takes a name that is not UTF-8 only so.
   if "://" not in path:
-    mode = os.stat(path).st_mode
+    mode = os.stat(name).st_mode
     if not stat.S_ISREG(mode):
       raise ValueError("not a regular file")
-  size = tf.io.gfile.stat(path).length
+  size = tf.io.gfile.stat(name).length
   if size == 0:
     raise ValueError("empty file")
   if size > MAX_BYTES:
     raise ValueError(f"{size} bytes is too large for a radiograph (limit {MAX_BYTES})")
-  with tf.io.gfile.GFile(path, "rb") as f:
+  with tf.io.gfile.GFile(name, "rb") as f:
     header = f.read(_HEADER_BYTES)
     if _is_dicom(path, header):
       from txr_model import dicom  # Only DICOM users need pydicom.
@@ -187,7 +227,7 @@ class Printer:
     self.fmt, self.out, self.count = fmt, out, 0
     # Fixed up front, so rows can print before all are known.
     self.widths = {c: max(len(c), 8) for c in COLUMNS[:-1]}
-    self.widths["file"] = max(len(f) for f in ["file", *files])
+    self.widths["file"] = max(len(display_name(f)) for f in ["file", *files])
     if fmt == "json":
       self._print("[", end="")
     elif fmt == "csv":
@@ -209,6 +249,7 @@ class Printer:
       result: a dict from `predict_files`.
     """
     self.count += 1
+    result = {**result, "file": display_name(result["file"])}
     if self.fmt == "json":
       self._print(("," if self.count > 1 else "") + "\n" + json.dumps(result), end="")
       return
@@ -243,13 +284,27 @@ def main(argv):
     )
   if _EXPLAIN.value:
     cli.check_folder_flag("explain_dir", _EXPLAIN_DIR.value)
-  files = find_images(paths)
-  if not files:
+  files, unreadable = find_images(paths)
+  if not files and not unreadable:
     raise app.UsageError(f"No PNG, JPEG or DICOM files in {' '.join(paths)}.")
   explain_dir = _EXPLAIN_DIR.value if _EXPLAIN.value else None
-  printer = Printer(_FORMAT.value, files)
+  try:
+    failed = _print_results(files, unreadable, explain_dir)
+  except BrokenPipeError:  # `txr-predict ... | head`: stop quietly, as Unix tools do.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit.
+    return 1
+  if failed:
+    total = len(files) + len(unreadable)
+    print(f"txr-predict: {failed} of {total} file(s) failed.", file=sys.stderr)
+  return 1 if failed else 0
+
+
+def _print_results(files: list[str], unreadable: list[dict], explain_dir: str | None) -> int:
+  """Prints the unreadable folders' rows, then each file's; returns how many failed."""
+  printer = Printer(_FORMAT.value, files + [r["file"] for r in unreadable])
   failed = 0
-  for result in predict_files(_EXPORT_DIR.value, files, explain_dir, _BATCH_SIZE.value):
+  predicted = predict_files(_EXPORT_DIR.value, files, explain_dir, _BATCH_SIZE.value)
+  for result in itertools.chain(unreadable, predicted):  # Row by row, as each batch ends.
     printer.add(result)
     failed += "error" in result
   printer.close()
@@ -258,11 +313,10 @@ def main(argv):
       meta = json.load(f)
     print(
       f"label: abnormal when probability >= {meta['threshold']:.4f} (the"
-      f" {meta['operating_point']} operating point, chosen on validation)"
+      f" {meta['operating_point']} operating point, chosen on validation)",
+      flush=True,
     )
-  if failed:
-    print(f"txr-predict: {failed} of {len(files)} file(s) failed.", file=sys.stderr)
-  return 1 if failed else 0
+  return failed
 
 
 def run():
