@@ -325,7 +325,8 @@ def test_unrelated_non_utf8_names_and_symlink_loops_do_not_stop_the_build(tmp_pa
   # TF lists names as UTF-8: a Latin-1 résumé.txt stopped the build without a name.
   open(os.path.join(os.fsencode(sample_copy), b"r\xe9sum\xe9.txt"), "wb").close()
   (sample_copy / "links").mkdir()
-  os.symlink(sample_copy, sample_copy / "links" / "loop")  # Walked forever before.
+  os.symlink(sample_copy, sample_copy / "links" / "loop")  # Two loops: walked 2**40 ways before.
+  os.symlink(sample_copy / "links", sample_copy / "links" / "again")
   builder = _build(sample_copy.parent, tmp_path / "data")
   assert builder.info.splits.total_num_examples == 64
 
