@@ -149,3 +149,60 @@ def test_png_conformant_twelve_bit_data_scaled_up_with_sbit_is_not_read_white(sh
   png = png[:33] + _chunk(b"sBIT", b"\x0c") + png[33:]
   out = _decoded(image_codec.normalise_png(png, "m.png"))[..., 0].astype(float)
   np.testing.assert_allclose(out, np.round(values.astype(float) * 255 / 4095), atol=1.01)
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_16_bit_gray_alpha_and_rgba_are_scaled_by_their_data_not_their_alpha(channels):
+  values = np.linspace(0, 4095, 30 * 40).reshape(30, 40, 1).astype(np.uint16)
+  alpha = np.full_like(values, 65535)  # Opaque: it set the depth to 16 bits, leaving it black.
+  pixels = np.concatenate([values] * (channels - 1) + [alpha], -1)
+  png = tf.io.encode_png(pixels).numpy()
+  out = _decoded(image_codec.normalise_png(png, "a.png"))[..., 0].astype(float)
+  np.testing.assert_allclose(out, np.round(values[..., 0] * 255.0 / 4095), atol=0.5)
+
+
+def _header_only(width, height, depth, colour):
+  header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+  return image_codec.PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IEND", b"")
+
+
+def test_conversion_memory_is_capped_by_bytes_not_only_pixels():
+  # 100 Mpx of 16-bit RGBA took about 7.8 GB to convert; 8-bit gray far less. Headers only.
+  rgba16 = image_codec.PngInfo(10_000, 10_000, 16, 6)
+  gray8 = image_codec.PngInfo(10_000, 10_000, 8, 0)
+  cap = image_codec.MAX_DECODE_BYTES
+  assert image_codec.decode_bytes(rgba16) > cap >= image_codec.decode_bytes(gray8)
+  with pytest.raises(image_codec.BadImageError, match=r"big.png: .* needs about 1.9 GiB"):
+    image_codec.png_info(_header_only(10_000, 10_000, 16, 6), "big.png")
+  with pytest.raises(image_codec.BadImageError, match="big.png: corrupt PNG image data"):
+    image_codec.png_info(_header_only(10_000, 10_000, 8, 0), "big.png")  # Past the cap.
+  # A real radiograph's worst case, 4900 x 4900 in RGBA, fits.
+  assert image_codec.decode_bytes(image_codec.PngInfo(4900, 4900, 8, 6)) < cap
+
+
+def test_elongated_images_are_refused_by_name():
+  with pytest.raises(image_codec.BadImageError, match="e.png: refusing a 10 x 20000 image: a"):
+    image_codec.normalise_png(_png(np.zeros((20000, 10), np.uint8)), "e.png", 512)
+  assert _decoded(image_codec.normalise_png(_png(np.zeros((400, 100), np.uint8)), "ok.png")).shape
+
+
+def _with_exif(png: bytes, orientation: int, order: str) -> bytes:
+  """`png` with an eXIf chunk (before IDAT) holding one Orientation entry."""
+  fmt = "<" if order == "II" else ">"
+  tiff = order.encode() + struct.pack(fmt + "HI", 42, 8) + struct.pack(fmt + "H", 1)
+  tiff += struct.pack(fmt + "HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(fmt + "I", 0)
+  return png[:33] + _chunk(b"eXIf", tiff) + png[33:]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("order", ["II", "MM"])
+def test_exif_orientation_is_applied_as_serving_applies_it(orientation, order):
+  from txr_model import decode  # Serving's reading of the same bytes.
+
+  image = np.random.default_rng(3).integers(0, 256, (20, 30, 1), dtype=np.uint8)
+  png = _with_exif(_png(image[..., 0]), orientation, order)
+  assert image_codec.png_info(png, "o.png").orientation == orientation
+  served = decode.orient(tf.constant(image), decode._orientation(tf.constant(png)))
+  np.testing.assert_array_equal(_decoded(image_codec.normalise_png(png, "o.png")), served)
+  if orientation in (5, 6, 7, 8):
+    assert served.shape == (30, 20, 1)

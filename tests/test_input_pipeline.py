@@ -104,6 +104,39 @@ def test_cross_validation_groups_are_balanced_and_stratified_on_the_real_names(k
   assert again == [groups[i] for i in shuffled]
 
 
+@pytest.mark.parametrize("k_folds", range(3, 11))
+def test_cross_validation_deals_each_patients_films_to_one_group(k_folds):
+  """Montgomery's repeat films (0162_1, 0166_1, 0170_1; 0113_1, 0117_1) on its 138 real names."""
+  from test_montgomery_cxr import _real_stems
+
+  from txr_data import nlm_tb
+  from txr_data.montgomery_cxr import montgomery_cxr_dataset_builder as mcb
+
+  stems = _real_stems()
+  subjects = nlm_tb.subjects_of(stems, {}, mcb.PREFIX, mcb.KNOWN_REPEATS)
+  groups = input_pipeline.cross_validation_groups(
+    [f"{stem}.png" for stem in stems],
+    [f"montgomery_cxr:{stem[-1]}" for stem in stems],
+    k_folds,
+    [subjects[stem] for stem in stems],
+  )
+  of_subject = {}
+  for stem, group in zip(stems, groups, strict=True):
+    of_subject.setdefault(subjects[stem], set()).add(group)
+  assert of_subject["MCUCXR_0162_1"] == {groups[stems.index("MCUCXR_0170_1")]}
+  assert all(len(found) == 1 for found in of_subject.values())
+  sizes = [groups.count(k) for k in range(k_folds)]
+  assert max(sizes) - min(sizes) <= 2 and sum(sizes) == 138  # A 3-film patient adds at most 2.
+
+
+def test_cross_validation_reads_the_built_subjects(built_data_dir):
+  """The sample's MCUCXR_0117_1 is MCUCXR_0113_1's patient: one group for every K."""
+  for k_folds in range(3, 11):
+    groups = input_pipeline._groups_of("montgomery_cxr/512", built_data_dir, k_folds)
+    first, repeat = (groups[f"montgomery_cxr/512:MCUCXR_{i}_1.png"] for i in ("0113", "0117"))
+    assert first == repeat, k_folds
+
+
 def test_combined_datasets_read_both_and_cross_validation_covers_each_image_once(built_data_dir):
   both = "shenzhen_cxr/512+montgomery_cxr/512"
   config = input_pipeline.InputConfig(both, built_data_dir, SIZE, 8)

@@ -88,6 +88,8 @@ def test_label_of(name, label):
     ("Patient's Sex:\nPatient's Age: unknown\nnormal", "unknown", -1, "normal"),
     ("Patient's Sex: F\nPatient's Age: 045X\n", "female", -1, ""),
     ("NO REPORT (same pt as MCUCXR_0162_1)", "unknown", -1, "NO REPORT (same pt as MCUCXR_0162_1)"),
+    ("Patient's Sex: M\nPatient's Age: 2147483648Y\nnormal", "male", -1, "normal"),  # Not int32.
+    ("Patient's Sex: M\nPatient's Age: 451Y\nnormal", "male", -1, "normal"),
     ("", "unknown", -1, ""),
   ],
 )  # fmt: skip
@@ -95,18 +97,77 @@ def test_parse_reading(text, sex, age, finding):
   assert mcb.parse_reading(text) == mcb.Reading(sex, age, finding)
 
 
+def _real_stems():
+  return [f"MCUCXR_{i}_0" for i in _REAL_NORMAL_IDS] + [f"MCUCXR_{i}_1" for i in _REAL_TB_IDS]
+
+
 def test_split_counts_of_the_real_archive():
-  """The counts documented in the README, from the 138 real file names."""
-  stems = [f"MCUCXR_{i}_0" for i in _REAL_NORMAL_IDS] + [f"MCUCXR_{i}_1" for i in _REAL_TB_IDS]
+  """The counts documented in the README, from the 138 real file names, split by patient."""
+  stems = _real_stems()
   assert (len(set(_REAL_NORMAL_IDS)), len(set(_REAL_TB_IDS))) == (80, 58)
+  subjects = nlm_tb.subjects_of(stems, {}, mcb.PREFIX, mcb.KNOWN_REPEATS)
   counts = {}
   for stem in stems:
-    key = (nlm_tb.split_of(stem), stem[-1])
+    key = (nlm_tb.split_of(subjects[stem]), stem[-1])
     counts[key] = counts.get(key, 0) + 1
   assert counts == {
       ("train", "0"): 56, ("validation", "0"): 8, ("test", "0"): 16,
-      ("train", "1"): 41, ("validation", "1"): 3, ("test", "1"): 14,
+      ("train", "1"): 40, ("validation", "1"): 2, ("test", "1"): 16,
   }  # fmt: skip
+  # The repeat films of MCUCXR_0162_1 (test) hashed by their own names went to train and validation.
+  assert {nlm_tb.split_of(subjects[f"MCUCXR_0{i}_1"]) for i in (162, 166, 170)} == {"test"}
+
+
+def test_subjects_chain_and_are_keyed_by_the_first_film():
+  texts = {
+    "MCUCXR_0170_1": "Patient's Sex: M\nsame PT as mcucxr_0166_1",  # Any case: canonicalised.
+    "MCUCXR_0166_1": "NO REPORT (same pt as MCUCXR_0162_1)",
+    "MCUCXR_0117_1": "stable CXR (same pt as MCUCXR_0113_1)",  # 0113_1 is not in this copy.
+    "MCUCXR_0104_1": "Patient's Sex: F\nnormal",
+  }
+  stems = ["MCUCXR_0104_1", "MCUCXR_0117_1", "MCUCXR_0162_1", "MCUCXR_0166_1", "MCUCXR_0170_1"]
+  assert nlm_tb.subjects_of(stems, texts, mcb.PREFIX, {}) == {
+    "MCUCXR_0104_1": "MCUCXR_0104_1",
+    "MCUCXR_0117_1": "MCUCXR_0113_1",
+    "MCUCXR_0162_1": "MCUCXR_0162_1",
+    "MCUCXR_0166_1": "MCUCXR_0162_1",
+    "MCUCXR_0170_1": "MCUCXR_0162_1",
+  }
+  # Readings that are silent: the documented map alone gives the same subjects.
+  silent = nlm_tb.subjects_of(stems, {}, mcb.PREFIX, mcb.KNOWN_REPEATS)
+  assert silent == nlm_tb.subjects_of(stems, texts, mcb.PREFIX, mcb.KNOWN_REPEATS)
+
+
+def test_a_patient_in_two_splits_is_refused_by_name():
+  nlm_tb.check_one_split_per_subject([("a/X_0001_1.png", "X_0001_1", "test")] * 2)
+  with pytest.raises(ValueError, match="b/X_0002_1.png: the same patient .X_0001_1. as a/X_0001_1"):
+    nlm_tb.check_one_split_per_subject(
+      [("a/X_0001_1.png", "X_0001_1", "test"), ("b/X_0002_1.png", "X_0001_1", "train")]
+    )
+
+
+def test_repeat_films_of_one_patient_share_subject_fold_and_split(tmp_path, sample_copy):
+  """0166_1 by the documented map (its reading removed), 0150_1 by its reading's words."""
+  image = (sample_copy / "CXR_png" / "MCUCXR_0104_1.png").read_bytes()
+  for stem in ("MCUCXR_0162_1", "MCUCXR_0166_1"):
+    (sample_copy / "CXR_png" / f"{stem}.png").write_bytes(image)
+  (sample_copy / "ClinicalReadings" / "MCUCXR_0150_1.txt").write_text(
+    "Patient's Sex: F\nPatient's Age: 050Y\nstable (same pt as MCUCXR_0108_1)\n"
+  )
+  builder = _build(sample_copy.parent, tmp_path / "data", "512")
+  where = {
+    ex["image/filename"].decode()[:-4]: (split, ex["subject"].decode(), ex["fold"])
+    for split in builder.info.splits
+    for ex in tfds.as_numpy(builder.as_dataset(split=split))
+  }
+  first = ("test", "MCUCXR_0162_1", nlm_tb.fold_of("MCUCXR_0162_1"))
+  assert where["MCUCXR_0162_1"] == where["MCUCXR_0166_1"] == first
+  assert where["MCUCXR_0150_1"] == where["MCUCXR_0108_1"]
+  assert where["MCUCXR_0150_1"][1] == "MCUCXR_0108_1"
+  assert where["MCUCXR_0117_1"][1:] == where["MCUCXR_0113_1"][1:] == (
+    "MCUCXR_0113_1", nlm_tb.fold_of("MCUCXR_0113_1")
+  )  # fmt: skip
+  assert where["MCUCXR_0001_0"][1] == "MCUCXR_0001_0"
 
 
 def test_sample_uses_real_names_and_regenerates_identically(tmp_path):
@@ -238,8 +299,8 @@ def test_archive_layouts_build_the_same_dataset(tmp_path, layout):
     for sub in ("CXR_png", "ClinicalReadings"):
       for f in os.listdir(os.path.join(SAMPLE_ROOT, sub)):
         shutil.copy(os.path.join(SAMPLE_ROOT, sub, f), manual)
-    for sub in MASKS:
-      shutil.copytree(os.path.join(SAMPLE_ROOT, sub), manual / os.path.basename(sub))
+    for sub, name in zip(MASKS, ("LeftMask", "RIGHTMASK"), strict=True):  # Any case.
+      shutil.copytree(os.path.join(SAMPLE_ROOT, sub), manual / name)
     (manual / "Thumbs.db").write_bytes(b"\0\1")
   else:
     shutil.copytree(SAMPLE_ROOT, manual / layout)
@@ -254,6 +315,7 @@ def test_archive_layouts_build_the_same_dataset(tmp_path, layout):
       with open(reading_path, newline="") as f:
         reading = mcb.parse_reading(f.read())
     assert ex["label"] == int(stem[-1]) and ex["patient_id"] == int(stem[7:11])
+    assert ex["subject"].decode() == mcb.KNOWN_REPEATS.get(stem, stem)  # 0117_1: 0113_1's.
     assert (sexes[ex["sex"]], ex["age"], ex["finding"].decode()) == (
         reading.sex, reading.age, reading.finding
     )  # fmt: skip
@@ -307,6 +369,7 @@ def test_missing_or_empty_manual_dir_is_a_clear_error(tmp_path, state):
     ("CXR_png/MCUCXR_0999_2.png", "copy", "suffix _0 normal"),
     ("ManualMask/leftMask/MCUCXR_0001_0.png", "truncated", "truncated PNG"),
     ("ManualMask/rightMask/MCUCXR_0001_0.png", "small", "a 10 x 12 mask for a"),
+    ("ManualMask/leftMask/MCUCXR_0001_0.png", "gray", "not a binary mask"),
   ],
 )
 def test_bad_files_fail_the_build_by_name(tmp_path, sample_copy, name, content, message):
@@ -317,10 +380,14 @@ def test_bad_files_fail_the_build_by_name(tmp_path, sample_copy, name, content, 
     content = (sample_copy / "CXR_png" / "MCUCXR_0001_0.png").read_bytes()
   elif content == "small":
     content = synthetic.gray_png(np.full((12, 10), 255, np.uint8))
+  elif content == "gray":  # An image, not a mask, with the image's size.
+    info = image_codec.png_info(target.read_bytes(), name)
+    ramp = np.linspace(0, 255, info.height * info.width).reshape(info.height, info.width)
+    content = synthetic.gray_png(ramp.astype(np.uint8))
   target.write_bytes(content)
   with pytest.raises(ValueError, match=f"{re.escape(name)}: .*{message}"):
     _build(sample_copy.parent, tmp_path / "data")
-  assert not list((tmp_path / "data").glob("montgomery_cxr/original/1.0.0/*.tfrecord*"))
+  assert not list((tmp_path / "data").glob("montgomery_cxr/original/*/*.tfrecord*"))
 
 
 def test_a_mask_without_its_other_side_is_refused(tmp_path, sample_copy):

@@ -116,6 +116,13 @@ def test_archive_layouts_build_the_same_dataset(tmp_path, root):
     (manual / ".DS_Store").write_bytes(b"\0\1")
   else:
     shutil.copytree(SAMPLE_ROOT, manual / root)
+  if root == "Shenzhen-Hospital-CXR-Set":  # The newer release's masks and annotations: not images.
+    image = (manual / root / "CXR_png" / "CHNCXR_0001_0.png").read_bytes()
+    for name in ("Annotations/masks/CHNCXR_0327_1_Calcified_Nodule_2.png", "mask/CHNCXR_0001_0.png",
+                 "Mask/CHNCXR_0002_0_mask.png", "Annotations/CHNCXR_0001_0.json"):  # fmt: skip
+      (manual / root / name).parent.mkdir(parents=True, exist_ok=True)
+      (manual / root / name).write_bytes(image)
+    (manual / root / "CXR_png" / "CHNCXR_0002_0.json").write_text('{"objects": []}')
   builder = _build(manual, tmp_path / "data")
   assert {s: i.num_examples for s, i in builder.info.splits.items()} == {
       "train": 45, "validation": 9, "test": 10
@@ -179,7 +186,7 @@ def test_bad_files_fail_the_build_by_name(tmp_path, sample_copy, name, content, 
   target.write_bytes(content)
   with pytest.raises(ValueError, match=f"{name}.*{message}"):
     _build(sample_copy.parent, tmp_path / "data")
-  assert not list((tmp_path / "data").glob("shenzhen_cxr/original/1.0.0/*.tfrecord*"))
+  assert not list((tmp_path / "data").glob("shenzhen_cxr/original/*/*.tfrecord*"))
 
 
 def test_palette_rgba_16bit_sources_build(tmp_path, sample_copy):
@@ -235,9 +242,10 @@ def test_tfds_cli_build_then_load_in_fresh_processes(tmp_path):
     "print(sum(1 for _ in ds))\n"
   )
   assert _run([sys.executable, "-c", load], cwd=tmp_path).split()[-1] == "10"
+  built = data_dir / "shenzhen_cxr" / "512"
   bare = (
     "import sys, tensorflow_datasets as tfds\n"
-    f"b = tfds.builder_from_directory({os.fspath(data_dir / 'shenzhen_cxr/512/1.0.0')!r})\n"
+    f"b = tfds.builder_from_directory({os.fspath(built / str(scb.Builder.VERSION))!r})\n"
     "n = sum(1 for _ in b.as_dataset(split='train'))\n"
     "assert not any(m.startswith('txr') for m in sys.modules), 'txr was imported'\n"
     "print(n, b.info.features['label'].names)\n"
@@ -311,3 +319,36 @@ def test_unreadable_readings_are_counted_in_a_warning(tmp_path, sample_copy, cap
     builder = _build(sample_copy.parent, tmp_path / "data")
   assert "2 readings file(s) are not text" in caplog.text
   assert builder.info.splits.total_num_examples == 64
+
+
+def test_unrelated_non_utf8_names_and_symlink_loops_do_not_stop_the_build(tmp_path, sample_copy):
+  # TF lists names as UTF-8: a Latin-1 résumé.txt stopped the build without a name.
+  open(os.path.join(os.fsencode(sample_copy), b"r\xe9sum\xe9.txt"), "wb").close()
+  (sample_copy / "links").mkdir()
+  os.symlink(sample_copy, sample_copy / "links" / "loop")  # Two loops: walked 2**40 ways before.
+  os.symlink(sample_copy / "links", sample_copy / "links" / "again")
+  builder = _build(sample_copy.parent, tmp_path / "data")
+  assert builder.info.splits.total_num_examples == 64
+
+
+def test_non_utf8_image_name_is_named(tmp_path, sample_copy):
+  open(os.path.join(os.fsencode(sample_copy), b"CHNCXR_0001_0\xe9.png"), "wb").close()
+  with pytest.raises(ValueError, match=r"CHNCXR_0001_0.*\.png: the file name is not UTF-8"):
+    _build(sample_copy.parent, tmp_path / "data")
+
+
+def test_a_split_without_images_names_the_split(tmp_path, sample_copy):
+  for f in sorted(os.listdir(sample_copy / "CXR_png"))[2:]:
+    os.remove(sample_copy / "CXR_png" / f)
+  kept = {scb.split_of(f"CHNCXR_000{i}_0") for i in (1, 2)}
+  missing = [split for split in ("train", "validation", "test") if split not in kept]
+  with pytest.raises(ValueError, match=f"No image of the 2 under .* falls in the {missing[0]}"):
+    _build(sample_copy.parent, tmp_path / "data")
+
+
+def test_each_image_is_its_own_subject_and_folds_by_it(tmp_path):
+  builder = _build(SAMPLE_ROOT, tmp_path)
+  for split in builder.info.splits:
+    for ex in tfds.as_numpy(builder.as_dataset(split=split)):
+      stem = ex["image/filename"].decode()[:-4]
+      assert ex["subject"].decode() == stem and ex["fold"] == scb.fold_of(stem)

@@ -6,9 +6,9 @@ file is caught by name before any expensive work, and an image that is already
 8-bit grayscale can be stored as-is. Everything else is decoded with
 TensorFlow ops, which release the GIL, so callers can run them in threads.
 
-`to_uint8` and `shrink` are TensorFlow functions that also run in the exported
-serving graph (txr_model/decode.py), so served images are converted exactly
-as the builder converted the training images.
+`to_uint8`, `shrink` and `orient` are TensorFlow functions that also run in
+the exported serving graph (txr_model/decode.py), so served images are
+converted exactly as the builder converted the training images.
 """
 
 import dataclasses
@@ -21,6 +21,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Real Shenzhen images are at most about 4900 x 4900 (24 Mpx). Anything far
 # beyond is a decompression bomb, not a radiograph.
 MAX_PIXELS = 100_000_000
+# A radiograph's sides are within 1:4; a 10 x 20000 strip would be stored 512 x 1.
+MAX_ASPECT = 4
+# What converting one image may take (see `decode_bytes`): the builder converts
+# one image per core at once. The largest real radiographs fit: 4900 x 4900 in
+# 8-bit RGBA takes about 0.9 GiB, Montgomery's 20 Mpx in 16 bits 0.4 GiB.
+MAX_DECODE_BYTES = 2**30
 
 _GRAY, _RGB, _PALETTE, _GRAY_ALPHA, _RGBA = 0, 2, 3, 4, 6
 
@@ -39,6 +45,7 @@ class PngInfo:
   color_type: int
   interlace: int = 0
   significant_bits: int = 0  # From the sBIT chunk; 0 when the file has none.
+  orientation: int = 1  # From an eXIf chunk before the image data; 1 (upright) without one.
 
   @property
   def is_gray8(self) -> bool:
@@ -79,6 +86,8 @@ def png_info(data: bytes, name: str) -> PngInfo:
       header = PngInfo(width, height, depth, colour, interlace)
     if kind == b"sBIT" and header is not None and length:
       header = dataclasses.replace(header, significant_bits=max(body))
+    if kind == b"eXIf" and header is not None and not idat:  # Where serving looks for it.
+      header = dataclasses.replace(header, orientation=exif_orientation(bytes(body)))
     if kind == b"IDAT":
       idat.append(body)
     if kind == b"IEND":
@@ -95,11 +104,83 @@ def png_info(data: bytes, name: str) -> PngInfo:
       f"{name}: refusing a {header.width} x {header.height} image (limit"
       f" {MAX_PIXELS} pixels); this is not a chest X-ray."
     )
+  if max(header.width, header.height) > MAX_ASPECT * min(header.width, header.height):
+    raise BadImageError(
+      f"{name}: refusing a {header.width} x {header.height} image: a chest X-ray's sides are"
+      f" within 1:{MAX_ASPECT}; crop it to the chest or remove it."
+    )
+  if decode_bytes(header) > MAX_DECODE_BYTES:
+    raise BadImageError(
+      f"{name}: a {header.width} x {header.height} {header.bit_depth}-bit"
+      f" {_KINDS.get(header.color_type, 'PNG')} needs about {decode_bytes(header) / 2**30:.1f}"
+      f" GiB to convert (limit {MAX_DECODE_BYTES / 2**30:g} GiB); reduce it to 8-bit grayscale."
+    )
   _check_image_data(idat, header, name)
   return header
 
 
+def exif_orientation(tiff: bytes) -> int:
+  """The Orientation (1-8) in IFD0 of an EXIF block (eXIf's TIFF data); 1 if none or invalid."""
+  order = {b"II*\0": "<", b"MM\0*": ">"}.get(tiff[:4])
+  if order is None:
+    return 1
+  try:
+    (offset,) = struct.unpack_from(order + "I", tiff, 4)
+    (count,) = struct.unpack_from(order + "H", tiff, offset)
+    for i in range(count):
+      tag, kind, n, value = struct.unpack_from(order + "HHIH", tiff, offset + 2 + 12 * i)
+      if tag == 0x0112 and kind == 3 and n == 1:  # Orientation, one SHORT.
+        return value if 1 <= value <= 8 else 1
+  except struct.error:  # Cut short: as if it had none.
+    pass
+  return 1
+
+
+def orient(image: tf.Tensor, orientation) -> tf.Tensor:
+  """Applies an EXIF orientation (1-8) to an [h, w, c] image, so it displays upright.
+
+  Args:
+    image: the decoded image.
+    orientation: the EXIF Orientation value (int or tensor); 1 (or anything
+      else) leaves it.
+
+  Returns:
+    The upright image.
+  """
+  transpose = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
+  branches = [
+    lambda: image,
+    lambda: image,  # 1: upright
+    lambda: tf.image.flip_left_right(image),  # 2: mirrored
+    lambda: tf.image.rot90(image, 2),  # 3: upside down
+    lambda: tf.image.flip_up_down(image),  # 4
+    lambda: transpose(image),  # 5
+    lambda: tf.image.rot90(image, 3),  # 6: stored rotated 90 degrees anticlockwise
+    lambda: tf.image.rot90(transpose(image), 2),  # 7
+    lambda: tf.image.rot90(image, 1),  # 8: stored rotated 90 degrees clockwise
+  ]
+  return tf.switch_case(tf.clip_by_value(orientation, 0, 8), branches)
+
+
 _CHANNELS = {_GRAY: 1, _RGB: 3, _PALETTE: 1, _GRAY_ALPHA: 2, _RGBA: 4}
+_KINDS = {_GRAY: "grayscale PNG", _RGB: "RGB PNG", _PALETTE: "palette PNG",
+          _GRAY_ALPHA: "grayscale+alpha PNG", _RGBA: "RGBA PNG"}  # fmt: skip
+
+
+def decode_bytes(info: PngInfo) -> int:
+  """About the most memory converting this image takes (`to_grayscale`, then a resize), in bytes.
+
+  From peaks measured on 16-Mpx files: a 16-bit file, decoded to one channel
+  and scaled in float32, takes about 19 bytes per pixel whatever its colour
+  type; an 8-bit one its channels (a palette's expanded to 4) plus about 8 per
+  channel to reduce colour in float32, plus 5 for alpha and the area resize.
+  """
+  if info.bit_depth == 16:
+    per_pixel = 20
+  else:
+    channels = 4 if info.color_type == _PALETTE else _CHANNELS.get(info.color_type, 4)
+    per_pixel = channels * (9 if info.color_type & 2 else 1) + 5
+  return info.width * info.height * per_pixel
 
 
 def _scanline_bytes(info: PngInfo) -> int:
@@ -192,15 +273,19 @@ def shrink(image: tf.Tensor, max_side) -> tf.Tensor:
 
 
 def to_grayscale(data: bytes, info: PngInfo) -> tf.Tensor:
-  """Decodes a validated PNG into a uint8 [height, width, 1] tensor.
+  """Decodes a validated PNG into a uint8 [height, width, 1] tensor, as stored (not oriented).
 
-  Palette images are expanded by libpng, 16-bit images are scaled to 8 bits by
-  their real bit depth (`to_uint8`), alpha is dropped, and RGB is reduced to
-  one channel: exactly when the channels are equal (as in the archive), by
-  luma otherwise.
+  Palette images are expanded by libpng, alpha is dropped, and RGB is reduced
+  to one channel: exactly when the channels are equal (as in the archive), by
+  luma otherwise. 16-bit images are decoded to one channel by libpng (alpha
+  dropped, equal channels kept exactly), so neither an opaque alpha's 65535
+  sets their bit depth nor do four 16-bit channels take memory, and are then
+  scaled to 8 bits by their real bit depth (`to_uint8`).
   """
-  dtype = tf.uint16 if info.bit_depth == 16 else tf.uint8
-  image = to_uint8(tf.io.decode_png(data, channels=0, dtype=dtype), info.significant_bits)
+  if info.bit_depth == 16:
+    image = tf.io.decode_png(data, channels=1, dtype=tf.uint16)
+    return to_uint8(image, info.significant_bits)
+  image = tf.io.decode_png(data, channels=0)
   channels = image.shape[-1]
   if channels in (2, 4):  # drop alpha
     image = image[..., : channels - 1]
@@ -213,17 +298,17 @@ def to_grayscale(data: bytes, info: PngInfo) -> tf.Tensor:
 
 
 def normalise_png(data: bytes, name: str, max_side: int | None = None) -> bytes:
-  """Returns `data` as an 8-bit grayscale PNG, its longest side <= `max_side`.
+  """Returns `data` as an upright 8-bit grayscale PNG, its longest side <= `max_side`.
 
-  An 8-bit grayscale source that needs no resizing is returned unchanged,
-  without a decode/encode round trip.
+  An 8-bit grayscale source that needs no resizing or orienting is returned
+  unchanged, without a decode/encode round trip.
   """
   info = png_info(data, name)
   needs_resize = max_side is not None and max(info.width, info.height) > max_side
-  if info.is_gray8 and not needs_resize:
+  if info.is_gray8 and not needs_resize and info.orientation == 1:
     return data
   try:
-    image = to_grayscale(data, info)
+    image = orient(to_grayscale(data, info), info.orientation)
   except tf.errors.OpError as e:
     raise BadImageError(f"{name}: cannot decode PNG ({e.message}); re-copy it.") from e
   if needs_resize:

@@ -25,6 +25,11 @@ from txr_data import image_codec
 NUM_FOLDS = 10
 SPLIT_OF_FOLD = ["train"] * 7 + ["validation"] + ["test"] * 2
 LABELS = ["normal", "abnormal"]
+# An age beyond this is a typo, not a person's (and 2**31 does not fit int32).
+MAX_AGE = 150
+# Folders (any case) whose files are never source images: lung and lesion masks,
+# annotations (the newer Shenzhen release's Annotations/masks/, mask/) and macOS junk.
+SKIP_DIRS = ("__macosx", "mask", "masks", "annotations")
 _WORKERS = os.cpu_count() or 1  # Read at import: TFDS tests mock `os`.
 
 
@@ -50,7 +55,7 @@ class Reading:
 
 
 def features(image_dtype=np.uint8, **extra) -> tfds.features.FeaturesDict:
-  """The features both sets have (plus `extra`): image, label, patient, readings, fold.
+  """The features both sets have (plus `extra`): image, label, patient, subject, readings, fold.
 
   Args:
     image_dtype: the stored image's dtype (uint16 keeps 12-bit sources).
@@ -66,6 +71,7 @@ def features(image_dtype=np.uint8, **extra) -> tfds.features.FeaturesDict:
       "image/filename": tfds.features.Text(),
       "label": tfds.features.ClassLabel(names=LABELS),
       "patient_id": np.int32,
+      "subject": tfds.features.Text(),
       "sex": tfds.features.ClassLabel(names=["female", "male", "unknown"]),
       "age": np.int32,
       "finding": tfds.features.Text(),
@@ -74,7 +80,7 @@ def features(image_dtype=np.uint8, **extra) -> tfds.features.FeaturesDict:
   )
 
 
-def values(stem: str, path: str, prefix: str, reading: Reading) -> dict:
+def values(stem: str, path: str, prefix: str, reading: Reading, subject: str) -> dict:
   """The shared features' values of one image (all but the image itself).
 
   Args:
@@ -82,6 +88,7 @@ def values(stem: str, path: str, prefix: str, reading: Reading) -> dict:
     path: the image file.
     prefix: the set's prefix.
     reading: its parsed readings file.
+    subject: the canonical stem of the patient's first film (see `subjects_of`).
 
   Returns:
     {feature: value}.
@@ -90,11 +97,17 @@ def values(stem: str, path: str, prefix: str, reading: Reading) -> dict:
     "image/filename": os.path.basename(path),
     "label": label_of(path, prefix),
     "patient_id": int(stem.split("_")[1]),
+    "subject": subject,
     "sex": reading.sex,
     "age": reading.age,
     "finding": reading.finding,
-    "fold": fold_of(stem),
+    "fold": fold_of(subject),
   }
+
+
+def age_or_unknown(years: int) -> int:
+  """`years` if it can be a person's age (0 to MAX_AGE), else -1 (unknown)."""
+  return years if 0 <= years <= MAX_AGE else -1
 
 
 def label_of(filename: str, prefix: str) -> int:
@@ -127,14 +140,69 @@ def canonical_stem(filename: str, prefix: str) -> str:
   return prefix + stem[len(prefix) :]
 
 
-def fold_of(stem: str) -> int:
-  """A stable fold in [0, 10) from the SHA-1 of the canonical file stem (as retrain.py)."""
-  return int(hashlib.sha1(stem.encode("utf-8")).hexdigest(), 16) % NUM_FOLDS
+def fold_of(subject: str) -> int:
+  """A stable fold in [0, 10) from the SHA-1 of a subject key (a canonical file stem)."""
+  return int(hashlib.sha1(subject.encode("utf-8")).hexdigest(), 16) % NUM_FOLDS
 
 
-def split_of(stem: str) -> str:
-  """Returns the split of a file stem: train (folds 0-6), validation (7) or test (8-9)."""
-  return SPLIT_OF_FOLD[fold_of(stem)]
+def split_of(subject: str) -> str:
+  """Returns the split of a subject key: train (folds 0-6), validation (7) or test (8-9)."""
+  return SPLIT_OF_FOLD[fold_of(subject)]
+
+
+def subjects_of(
+  stems, texts: dict[str, str | None], prefix: str, known: dict[str, str]
+) -> dict[str, str]:
+  """Each film's subject key: the lowest canonical stem among the films of its patient.
+
+  Films are linked when a reading says "same pt as <PREFIX>_<id>_<0|1>" (as
+  Montgomery's do) or `known` (a builder's documented repeats, for readings
+  that are silent) pairs them; links chain. The key may name a film that is
+  not in this copy, so a film's subject never depends on which others exist.
+
+  Args:
+    stems: the canonical stems of the images.
+    texts: {stem: readings text or None}.
+    prefix: the set's prefix.
+    known: {stem: stem of another film of the same patient}.
+
+  Returns:
+    {stem: subject key}.
+  """
+  first = {}  # Union-find: each film points towards the lowest stem of its patient.
+
+  def root(stem):
+    while first.get(stem, stem) != stem:
+      stem = first[stem]
+    return stem
+
+  links = list(known.items())
+  pattern = re.compile(rf"same\s+(?:pt|patient)\s+as\s+({prefix}_\d{{4}}_[01])\b", re.I)
+  for stem, text in sorted(texts.items()):
+    links += [(stem, canonical_stem(ref, prefix)) for ref in pattern.findall(text or "")]
+  for a, b in links:
+    a, b = root(a), root(b)
+    first[max(a, b)] = min(a, b)
+  return {stem: root(stem) for stem in stems}
+
+
+def check_one_split_per_subject(films: list[tuple[str, str, str]]) -> None:
+  """Refuses a subject whose films are in two splits: the test split would hold a training patient.
+
+  Args:
+    films: (path, subject, split) of each image.
+
+  Raises:
+    ValueError: naming both files.
+  """
+  seen = {}
+  for path, subject, split in films:
+    other, other_split = seen.setdefault(subject, (path, split))
+    if other_split != split:
+      raise ValueError(
+        f"{path}: the same patient ({subject}) as {other}, but in the {split} split and it in"
+        f" {other_split}; one patient's films must share a split."
+      )
 
 
 def decode_reading(data: bytes) -> str | None:
@@ -155,33 +223,96 @@ def decode_reading(data: bytes) -> str | None:
   return text
 
 
+def _listdir(folder: str, prefix: str) -> list[str]:
+  """The entries of `folder`, without file names that are not UTF-8 (no source has one).
+
+  Raises:
+    ValueError: naming the folder, when it cannot be listed, or naming the
+      file, for a `<prefix>_*` name that is not UTF-8.
+  """
+  try:
+    return [name.rstrip("/") for name in tf.io.gfile.listdir(folder)]
+  except tf.errors.OpError as e:
+    raise ValueError(
+      f"{folder}: cannot list this folder ({e.message}); make it readable or move it out of"
+      " the source folder."
+    ) from e
+  except UnicodeDecodeError:  # TF decodes names as UTF-8; only a local disk has others.
+    pass
+  names, bad = [], []
+  for raw in os.listdir(os.fsencode(folder)):
+    try:
+      names.append(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+      if raw.upper().startswith(prefix.encode() + b"_"):
+        raise ValueError(
+          f"{os.path.join(folder, os.fsdecode(raw))}: the file name is not UTF-8; rename it"
+          f" {prefix}_<4-digit id>_<0|1>.png (or .txt)."
+        ) from None
+      bad.append(raw)
+  logging.warning(
+    "%s: skipped %d file name(s) that are not UTF-8 and so not source files, e.g. %r.",
+    folder, len(bad), bad[0],
+  )  # fmt: skip
+  return names
+
+
+def walk(root: str, prefix: str, skip_dirs: tuple[str, ...] = SKIP_DIRS):
+  """Yields (folder, sorted file names) under `root`, skipping folders named in `skip_dirs`.
+
+  Unlike `tf.io.gfile.walk`, it names a folder it cannot list instead of
+  failing without a name, skips file names that are not UTF-8, and visits
+  each real folder once, so a symlink loop cannot hang the build.
+
+  Args:
+    root: the folder to walk (local or gs://).
+    prefix: the set's file prefix, for `_listdir`'s error.
+    skip_dirs: lower-case names of folders (below `root`) not to enter.
+  """
+  pending, seen = [root], set()
+  while pending:
+    folder = pending.pop()
+    real = folder if "://" in folder else os.path.realpath(folder)
+    if real in seen:
+      continue
+    seen.add(real)
+    files, subdirs = [], []
+    for name in sorted(_listdir(folder, prefix)):
+      path = os.path.join(folder, name)
+      if not tf.io.gfile.isdir(path):
+        files.append(name)
+      elif name.lower() not in skip_dirs:
+        subdirs.append(path)
+    yield folder, files
+    pending += reversed(subdirs)
+
+
 def find_sources(
-  root: str, prefix: str, skip_dirs: tuple[str, ...] = ()
+  root: str, prefix: str, skip_dirs: tuple[str, ...] = SKIP_DIRS
 ) -> tuple[dict[str, str], dict[str, str]]:
   """Finds `<prefix>_*.png` images and their readings anywhere under `root`.
 
   Handles every layout of the archives (the zip's tree, a newer tree, or a
-  bare folder). A `<prefix>_*` file that is neither an image nor a reading is
-  an error, as are the same image twice, a patient filed as both normal and
-  abnormal, and two different readings for one image.
+  bare folder). Mask and annotation folders (`skip_dirs`) are not entered and
+  `.json` annotation files are ignored. Another `<prefix>_*` file that is
+  neither an image nor a reading is an error, as are the same image twice, a
+  patient filed as both normal and abnormal, and two different readings for
+  one image.
 
   Args:
     root: the folder to walk.
     prefix: the set's file prefix, such as 'CHNCXR' (any case).
-    skip_dirs: folder names whose files are not images (such as lung masks).
+    skip_dirs: lower-case names of folders whose files are not images.
 
   Returns:
     {canonical stem: path} for images and for readings.
   """
   images, readings = {}, {}
-  skip = ("__MACOSX", *skip_dirs)
-  for folder, _, files in tf.io.gfile.walk(root):
-    if any(part in skip for part in re.split(r"[\\/]", folder)):
-      continue
-    for name in sorted(files):
+  for folder, files in walk(root, prefix, skip_dirs):
+    for name in files:
       path = os.path.join(folder, name)
-      if not name.upper().startswith(prefix + "_") or name.lower().endswith("_mask.png"):
-        continue  # Some releases keep lung masks beside the images.
+      if not name.upper().startswith(prefix + "_") or name.lower().endswith(("_mask.png", ".json")):
+        continue  # Some releases keep lung masks and annotations beside the images.
       stem, ext = canonical_stem(name, prefix), os.path.splitext(name)[1]
       if ext.lower() == ".txt":
         if stem in readings and read_bytes(readings[stem]) != read_bytes(path):
@@ -212,7 +343,7 @@ def read_bytes(path: str) -> bytes:
 
 
 class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """The common builder: finds sources in any layout, splits by hash, converts in threads.
+  """The common builder: finds sources in any layout, splits by subject, converts in threads.
 
   Subclasses set PREFIX, URL, HOMEPAGE, MANUAL_DOWNLOAD_INSTRUCTIONS and
   `_info`, and implement `_features` (one example's features).
@@ -220,7 +351,9 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   PREFIX = ""
   URL = ""
-  SKIP_DIRS: tuple[str, ...] = ()
+  SKIP_DIRS: tuple[str, ...] = SKIP_DIRS
+  # {film: another film of the same patient}, where the readings do not say so.
+  KNOWN_REPEATS: dict[str, str] = {}
 
   def _source_root(self, dl_manager: tfds.download.DownloadManager) -> epath.Path:
     """The manual dir when given or filled, else the downloaded archive."""
@@ -254,7 +387,8 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         f"No {self.PREFIX}_*.png images found.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
       )
     logging.info("Found %d images and %d readings.", len(images), len(readings))
-    unreadable = [stem for stem in images if stem in readings and _text(readings[stem]) is None]
+    texts = {stem: _text(readings[stem]) if stem in readings else None for stem in images}
+    unreadable = [stem for stem, text in texts.items() if stem in readings and text is None]
     if unreadable:
       logging.warning(
         "%d readings file(s) are not text (UTF-8, UTF-16 or Latin-1), e.g. %s: their sex, age"
@@ -262,23 +396,39 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         len(unreadable),
         readings[unreadable[0]],
       )
+    subjects = subjects_of(images, texts, self.PREFIX, self.KNOWN_REPEATS)
     by_split = {name: [] for name in dict.fromkeys(SPLIT_OF_FOLD)}
     for stem in sorted(images):
-      by_split[split_of(stem)].append((stem, images[stem], readings.get(stem)))
+      by_split[split_of(subjects[stem])].append((stem, images[stem], texts[stem], subjects[stem]))
+    check_one_split_per_subject(
+      [(path, subject, split) for split, items in by_split.items() for _, path, _, subject in items]
+    )
+    for split, items in by_split.items():
+      if not items:  # TFDS would fail with a bare AssertionError.
+        raise ValueError(
+          f"No image of the {len(images)} under {self._root} falls in the {split} split: a"
+          " patient's split is a hash of their first file name (70/10/20), so a few images"
+          " can miss a split. Add images (the whole archive fills every split)."
+        )
     return {name: self._generate_examples(items) for name, items in by_split.items()}
 
   def _image(self, data: bytes, path: str):
     """The stored image: 8-bit grayscale PNG bytes, resized to the config's max_side."""
     return image_codec.normalise_png(data, path, self.builder_config.max_side)
 
-  def _features(self, stem: str, path: str, image, reading: str | None) -> dict:
-    """One example's features; `reading` is the readings file's text or None."""
+  def _features(self, stem: str, path: str, image, reading: Reading, subject: str) -> dict:
+    """One example's features, from its parsed readings file and subject key."""
+    raise NotImplementedError
+
+  def _parse_reading(self, text: str) -> Reading:
+    """A readings file's text, parsed."""
     raise NotImplementedError
 
   def _example(self, item):
-    stem, path, reading_path = item
+    stem, path, text, subject = item
     image = self._image(read_bytes(path), path)
-    return stem, self._features(stem, path, image, reading_path and _text(reading_path))
+    reading = Reading() if text is None else self._parse_reading(text)
+    return stem, self._features(stem, path, image, reading, subject)
 
   def _generate_examples(self, items):
     """Yields (stem, example); decoding runs in threads (TF ops drop the GIL)."""

@@ -230,57 +230,88 @@ def dataset_names(dataset: str) -> list[str]:
   return names
 
 
-def cross_validation_groups(keys: list[str], strata: list[str], num_folds: int) -> list[int]:
-  """Deals cases into `num_folds` cross-validation groups, balanced and stratified.
+def cross_validation_groups(
+  keys: list[str], strata: list[str], num_folds: int, subjects: list[str] | None = None
+) -> list[int]:
+  """Deals cases into `num_folds` cross-validation groups, balanced and stratified, by patient.
 
-  Within each stratum (a dataset's normal or abnormal cases), cases are
-  ordered by the SHA-1 of their key (the file name) and dealt round-robin,
-  the deal continuing from one stratum to the next. So for every K each group
-  holds n/K cases (sizes differ by at most 1), each stratum's cases split
-  evenly (at most 1 apart), and the deal depends only on the set of cases,
-  never on their order or the machine. (The builders' `fold` feature, a hash
-  of the name, defines the train/validation/test splits; hashing into K
-  groups would leave them as uneven as K independent draws: 49 to 81 images
-  for K=10 on the real Shenzhen names.)
+  A patient's cases (one subject's films) go to one group together, so no
+  round tests on a patient it trained on. Within each stratum (a dataset's
+  normal or abnormal cases), patients are ordered by the SHA-1 of their first
+  key (the file name) and each is dealt to the group with the fewest cases
+  so far (the lowest such group on ties), the deal continuing from one
+  stratum to the next. With one case per patient this is round-robin: for
+  every K each group holds n/K cases (sizes differ by at most 1), each
+  stratum's cases split evenly (at most 1 apart); a patient with several
+  films can add as many. The deal depends only on the set of cases, never on
+  their order or the machine. (The builders' `fold` feature, a hash of the
+  subject, defines the train/validation/test splits; hashing into K groups
+  would leave them as uneven as K independent draws: 49 to 81 images for
+  K=10 on the real Shenzhen names.)
 
   Args:
     keys: a unique key per case, such as its file name.
     strata: each case's stratum, such as 'shenzhen_cxr:1'.
     num_folds: K.
+    subjects: each case's patient (the builders' `subject` feature, qualified
+      by dataset); None: every case its own patient.
 
   Returns:
     Each case's group, 0 to K-1, in the order of `keys`.
   """
-  if len(keys) != len(strata):
-    raise ValueError(f"{len(keys)} keys but {len(strata)} strata")
-  order = sorted(
-    range(len(keys)), key=lambda i: (strata[i], hashlib.sha1(keys[i].encode("utf-8")).hexdigest())
-  )
-  groups = [0] * len(keys)
-  for position, i in enumerate(order):
-    groups[i] = position % num_folds
+  subjects = keys if subjects is None else subjects
+  if not len(keys) == len(strata) == len(subjects):
+    raise ValueError(f"{len(keys)} keys but {len(strata)} strata and {len(subjects)} subjects")
+  cases = {}
+  for i, subject in enumerate(subjects):
+    cases.setdefault(subject, []).append(i)
+
+  def order(subject):  # A patient with mixed labels is dealt with the lower stratum.
+    members = cases[subject]
+    first = min(keys[i] for i in members)
+    return min(strata[i] for i in members), hashlib.sha1(first.encode("utf-8")).hexdigest()
+
+  groups, sizes = [0] * len(keys), [0] * num_folds
+  for subject in sorted(cases, key=order):
+    group = sizes.index(min(sizes))
+    sizes[group] += len(cases[subject])
+    for i in cases[subject]:
+      groups[i] = group
   return groups
 
 
 @functools.lru_cache(maxsize=16)
 def _groups_of(dataset: str, data_dir: str, num_folds: int) -> dict[str, int]:
-  """{'<dataset>:<file name>': group} over every split of every dataset in `dataset`."""
-  keys, strata = [], []
+  """{'<dataset>:<file name>': group} over every split of every dataset in `dataset`.
+
+  A dataset with a `subject` feature (the NLM builders) has each patient's
+  films dealt to one group.
+  """
+  keys, strata, subjects = [], [], []
   for name in dataset_names(dataset):
+    has_subject = "subject" in tfds.builder(name, data_dir=data_dir).info.features
     ds = tfds.load(
       name,
       split="all",
       data_dir=data_dir,
-      decoders=tfds.decode.PartialDecoding({"label": True, "image/filename": True}),
+      decoders=tfds.decode.PartialDecoding(
+        {"label": True, "image/filename": True, **({"subject": True} if has_subject else {})}
+      ),
       read_config=tfds.ReadConfig(try_autocache=False),
     )
+    builder_name = name.split("/")[
+      0
+    ]  # The builder's name, not its config: /512 and /original deal alike.
     for ex in ds.as_numpy_iterator():
       filename = ex["image/filename"].decode("utf-8")
       keys.append(f"{name}:{filename}")
-      # The builder's name, not its config: /512 and /original deal alike.
-      strata.append(f"{name.split('/')[0]}:{int(ex['label'])}")
+      strata.append(f"{builder_name}:{int(ex['label'])}")
+      subject = ex["subject"].decode("utf-8") if has_subject else filename
+      subjects.append(f"{builder_name}:{subject}")
   file_names = [key.split(":", 1)[1] for key in keys]
-  return dict(zip(keys, cross_validation_groups(file_names, strata, num_folds), strict=True))
+  return dict(
+    zip(keys, cross_validation_groups(file_names, strata, num_folds, subjects), strict=True)
+  )
 
 
 def examples(config: InputConfig, split: str) -> tf.data.Dataset:

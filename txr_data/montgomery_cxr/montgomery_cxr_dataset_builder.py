@@ -21,6 +21,17 @@ _FIELD_RE = re.compile(r"^patient\W?s?\s+(sex|age)\s*[:=]?\s*(.*)$", re.IGNORECA
 _SEX_RE = re.compile(r"^(female|male|f|m)\b", re.IGNORECASE)  # 'O' (other) is unknown.
 _AGE_RE = re.compile(r"^(\d+)\s*([a-z]*)\.?$", re.IGNORECASE)
 _COLOURS = {0: "a grayscale", 2: "an RGB", 3: "a palette", 4: "a grayscale+alpha", 6: "an RGBA"}
+# Films of one patient: {film: that patient's first film}. MCUCXR_0117_1's reading says "(same pt
+# as MCUCXR_0113_1)" and MCUCXR_0166_1's "NO REPORT (same pt as MCUCXR_0162_1)"; they are listed
+# too so that a copy without readings splits alike. MCUCXR_0170_1's reading says no such thing,
+# but a public inventory of the set groups it with 0162_1 and 0166_1 (same sex and age, and it
+# mentions prior views 1 and 2 months before): probably the same patient, so it is kept with
+# them, which costs nothing if it is not and keeps a test patient out of train if it is.
+KNOWN_REPEATS = {
+  "MCUCXR_0117_1": "MCUCXR_0113_1",
+  "MCUCXR_0166_1": "MCUCXR_0162_1",
+  "MCUCXR_0170_1": "MCUCXR_0162_1",
+}
 
 
 def label_of(filename: str) -> int:
@@ -35,7 +46,7 @@ def _age(value: str) -> int:
     return -1
   unit = match[2][:1].lower()
   if unit in ("", "y"):
-    return int(match[1])
+    return nlm_tb.age_or_unknown(int(match[1]))
   return 0 if unit in ("m", "w", "d") else -1  # Infants (months, weeks, days) are 0 years old.
 
 
@@ -85,12 +96,11 @@ def find_masks(root: str) -> dict[str, dict[str, str]]:
   """
   sides = {side.lower(): side for side in MASK_SIDES}
   masks = {}
-  for folder, _, files in tf.io.gfile.walk(root):
-    parts = [part for part in re.split(r"[\\/]", folder) if part]
-    side = sides.get(parts[-1].lower()) if parts else None
-    if side is None or "__MACOSX" in parts:
+  for folder, files in nlm_tb.walk(root, PREFIX, ("__macosx",)):
+    side = sides.get(os.path.basename(folder.rstrip("/\\")).lower())
+    if side is None:
       continue
-    for name in sorted(files):
+    for name in files:
       if not name.upper().startswith(PREFIX + "_"):
         continue
       path = os.path.join(folder, name)
@@ -114,7 +124,13 @@ def _read_mask(path: str, size: tuple[int, int]) -> tf.Tensor:
     mask = image_codec.to_grayscale(data, info)
   except tf.errors.OpError as e:
     raise image_codec.BadImageError(f"{path}: cannot decode PNG ({e.message}); re-copy it.") from e
-  return mask > tf.reduce_max(mask) // 2  # 0/255 (the archive's) and 0/1 masks alike.
+  peak = tf.reduce_max(mask)  # 255 in the archive's masks, 1 in some copies'.
+  if not bool(tf.reduce_all((mask == 0) | (mask == peak))):
+    raise image_codec.BadImageError(
+      f"{path}: not a binary mask (values other than 0 and {int(peak)}); restore the archive's"
+      " 0/255 mask."
+    )
+  return mask > 0
 
 
 class Builder(nlm_tb.NlmTbBuilder):
@@ -122,11 +138,18 @@ class Builder(nlm_tb.NlmTbBuilder):
 
   PREFIX = PREFIX
   URL = _URL
-  # Masks share their image's file name: not images. As in the archive, or lower-cased.
-  SKIP_DIRS = tuple(name for base in ("ManualMask", *MASK_SIDES) for name in (base, base.lower()))
+  # Masks share their image's file name: not images. Folder names match in any case.
+  SKIP_DIRS = (*nlm_tb.SKIP_DIRS, "manualmask", *(side.lower() for side in MASK_SIDES))
+  KNOWN_REPEATS = KNOWN_REPEATS
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+    "1.0.0": "Initial release.",
+    "2.0.0": "Splits by patient: a `subject` feature (the patient's first film, from 'same pt"
+    " as' in the readings and KNOWN_REPEATS) sets fold and split, so MCUCXR_0166_1 and"
+    " MCUCXR_0170_1 join MCUCXR_0162_1 in test (real counts: train 96, validation 10, test 32)."
+    " Non-binary masks refused; EXIF orientation applied to the image and its masks.",
+  }
   BUILDER_CONFIGS = [
     nlm_tb.TbConfig(
       name="original", description="Source pixels: 12-bit data as uint16, full size."
@@ -180,11 +203,14 @@ class Builder(nlm_tb.NlmTbBuilder):
     return splits
 
   def _image(self, data: bytes, path: str):
-    """The stored image and the source's (height, width), which its masks must match."""
+    """The stored image, the source's (height, width) and its EXIF orientation.
+
+    The masks must have the source's size and get its orientation.
+    """
     info = image_codec.png_info(data, path)
     size, max_side = (info.height, info.width), self.builder_config.max_side
     if max_side is not None:
-      return image_codec.normalise_png(data, path, max_side), size
+      return image_codec.normalise_png(data, path, max_side), size, info.orientation
     if (info.color_type, info.bit_depth) != (0, 16):  # Colour type 0: grayscale.
       raise image_codec.BadImageError(
         f"{path}: {_COLOURS.get(info.color_type, 'an unknown colour type')} PNG with"
@@ -192,23 +218,28 @@ class Builder(nlm_tb.NlmTbBuilder):
         " `original` config stores unchanged. Use the original archive, or the `512` config,"
         " which converts."
       )
-    return data, size
+    if info.orientation != 1:  # Stored upright, as serving reads it.
+      image = tf.io.decode_png(data, channels=1, dtype=tf.uint16)
+      data = tf.io.encode_png(image_codec.orient(image, info.orientation)).numpy()
+    return data, size, info.orientation
 
-  def _lung_mask(self, stem: str, size: tuple[int, int]) -> bytes:
-    """The union of the left and right masks as a 0/1 PNG, resized as the image is."""
+  def _lung_mask(self, stem: str, size: tuple[int, int], orientation: int) -> bytes:
+    """The union of the left and right masks as a 0/1 PNG, oriented and resized as the image is."""
     union = tf.zeros([*size, 1], tf.bool)
     for path in self._masks.get(stem, {}).values():
       union |= _read_mask(path, size)
-    mask = tf.cast(union, tf.uint8) * 255
+    mask = image_codec.orient(tf.cast(union, tf.uint8) * 255, orientation)
     if self.builder_config.max_side is not None:
       mask = image_codec.shrink(mask, self.builder_config.max_side)  # Area, then threshold.
     return tf.io.encode_png(tf.cast(mask >= 128, tf.uint8)).numpy()
 
-  def _features(self, stem, path, image, reading):
-    encoded, size = image
-    parsed = parse_reading(reading) if reading is not None else Reading()
+  def _parse_reading(self, text):
+    return parse_reading(text)
+
+  def _features(self, stem, path, image, reading, subject):
+    encoded, size, orientation = image
     return {
       "image": encoded,
-      "lung_mask": self._lung_mask(stem, size),
-      **nlm_tb.values(stem, path, PREFIX, parsed),
+      "lung_mask": self._lung_mask(stem, size, orientation),
+      **nlm_tb.values(stem, path, PREFIX, reading, subject),
     }

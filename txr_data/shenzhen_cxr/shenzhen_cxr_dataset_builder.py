@@ -49,6 +49,7 @@ def parse_reading(text: str) -> Reading:
   if match["age"]:
     # Infants are recorded in months or days: they are 0 years old.
     age = 0 if match["unit"].lower().startswith(("m", "d")) else int(match["age"])
+    age = nlm_tb.age_or_unknown(age)
   return Reading(sex=sex, age=age, finding=" ".join(lines[1:]))
 
 
@@ -58,8 +59,13 @@ class Builder(nlm_tb.NlmTbBuilder):
   PREFIX = PREFIX
   URL = _URL
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+    "1.0.0": "Initial release.",
+    "1.1.0": "A `subject` feature: the patient's first film (from 'same pt as' in a reading);"
+    " fold and split come from it. EXIF orientation applied; 16-bit gray+alpha and RGBA read"
+    " by their data, not their alpha; mask and annotation folders of the newer release skipped.",
+  }
   BUILDER_CONFIGS = [
     ShenzhenConfig(name="original", description="Source pixels, not resized."),
     ShenzhenConfig(name="512", description="Longest side 512 px, aspect ratio kept.", max_side=512),
@@ -78,6 +84,8 @@ class Builder(nlm_tb.NlmTbBuilder):
       homepage=_HOMEPAGE,
     )
 
-  def _features(self, stem, path, image, reading):
-    parsed = parse_reading(reading) if reading is not None else Reading()
-    return {"image": image, **nlm_tb.values(stem, path, PREFIX, parsed)}
+  def _parse_reading(self, text):
+    return parse_reading(text)
+
+  def _features(self, stem, path, image, reading, subject):
+    return {"image": image, **nlm_tb.values(stem, path, PREFIX, reading, subject)}
