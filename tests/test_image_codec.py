@@ -202,7 +202,9 @@ def test_exif_orientation_is_applied_as_serving_applies_it(orientation, order):
   image = np.random.default_rng(3).integers(0, 256, (20, 30, 1), dtype=np.uint8)
   png = _with_exif(_png(image[..., 0]), orientation, order)
   assert image_codec.png_info(png, "o.png").orientation == orientation
-  served = decode.orient(tf.constant(image), decode._orientation(tf.constant(png)))
+  served = decode.orient(
+    tf.constant(image), decode._orientation(tf.constant(png), tf.constant(True))
+  )
   np.testing.assert_array_equal(_decoded(image_codec.normalise_png(png, "o.png")), served)
   if orientation in (5, 6, 7, 8):
     assert served.shape == (30, 20, 1)

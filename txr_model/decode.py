@@ -158,29 +158,8 @@ def _orientation(data: tf.Tensor, is_png: tf.Tensor) -> tf.Tensor:
   return orientation
 
 
-def orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
-  """Applies an EXIF orientation (1-8) to an [h, w, c] image, so it displays upright.
-
-  Args:
-    image: the decoded image.
-    orientation: the EXIF Orientation value; 1 (or anything else) leaves it.
-
-  Returns:
-    The upright image.
-  """
-  transpose = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
-  branches = [
-    lambda: image,
-    lambda: image,  # 1: upright
-    lambda: tf.image.flip_left_right(image),  # 2: mirrored
-    lambda: tf.image.rot90(image, 2),  # 3: upside down
-    lambda: tf.image.flip_up_down(image),  # 4
-    lambda: transpose(image),  # 5
-    lambda: tf.image.rot90(image, 3),  # 6: stored rotated 90 degrees anticlockwise
-    lambda: tf.image.rot90(transpose(image), 2),  # 7
-    lambda: tf.image.rot90(image, 1),  # 8: stored rotated 90 degrees clockwise
-  ]
-  return tf.switch_case(tf.clip_by_value(orientation, 0, 8), branches)
+# The builder applies the same orientation to PNGs with an eXIf chunk.
+orient = image_codec.orient
 
 
 def _significant_bits(data: tf.Tensor) -> tf.Tensor:
