@@ -1,7 +1,9 @@
-"""What `fit` needs beyond the model: the learning-rate schedule and the best checkpoint."""
+"""What `fit` needs beyond the model: compile settings, the schedule and the best checkpoint."""
 
 import json
+import math
 
+from absl import logging
 import keras
 import tensorflow as tf
 
@@ -29,6 +31,64 @@ def learning_rate_schedule(
     0.0 if warmup else peak, total - warmup, warmup_target=peak if warmup else None,
     warmup_steps=warmup,
   )  # fmt: skip
+
+
+def plan_steps(
+  train_examples: int,
+  validation_examples: int,
+  global_batch_size: int,
+  steps_per_execution: int,
+  static: bool,
+) -> tuple[int, int | None, int]:
+  """An epoch's training steps, a validation pass's steps and the steps per execution.
+
+  Args:
+    train_examples: examples in the training split.
+    validation_examples: examples in the validation split.
+    global_batch_size: examples per step over all replicas.
+    steps_per_execution: the requested steps per tf.function call.
+    static: whether validation runs a fixed number of padded steps (TPU,
+      multi-worker); otherwise it reads the split to its end (None).
+
+  Returns:
+    (steps per epoch, validation steps or None, steps per execution).
+  """
+  steps = max(1, train_examples // global_batch_size)
+  val_steps = math.ceil(validation_examples / global_batch_size) if static else None
+  used = min(steps_per_execution, steps)
+  if used < steps_per_execution:
+    logging.warning(
+      "--steps_per_execution=%d is more than an epoch's %d steps: using %d.",
+      steps_per_execution, steps, steps,
+    )  # fmt: skip
+  return steps, val_steps, used
+
+
+def compile_for_training(
+  model: keras.Model,
+  learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+  weight_decay: float,
+  steps_per_execution: int,
+) -> None:
+  """Compiles `model` with AdamW, binary cross-entropy and the metrics the run monitors.
+
+  Args:
+    model: a model with one sigmoid output.
+    learning_rate: a rate or a schedule (`learning_rate_schedule`).
+    weight_decay: AdamW's decoupled weight decay.
+    steps_per_execution: training steps per tf.function call.
+  """
+  model.compile(
+    optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
+    loss=keras.losses.BinaryCrossentropy(),
+    metrics=[
+      keras.metrics.AUC(name="auc"),
+      keras.metrics.BinaryAccuracy(name="accuracy"),
+      keras.metrics.Precision(name="precision"),
+      keras.metrics.Recall(name="recall"),
+    ],
+    steps_per_execution=steps_per_execution,
+  )
 
 
 class BestCheckpoint(keras.callbacks.ModelCheckpoint):

@@ -12,7 +12,6 @@ it stopped (BackupAndRestore). Outputs go to --model_dir.
 """
 
 import dataclasses
-import math
 import os
 
 from absl import app
@@ -315,14 +314,9 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
   sizes = {name: input_pipeline.count(split) for name, split in splits.items()}
   logging.info("Dataset %s in %s: %s", config.dataset, config.data_dir, sizes)
   batch = config.global_batch_size
-  steps = max(1, sizes["train"] // batch)
-  val_steps = math.ceil(sizes["validation"] / batch) if static else None
-  steps_per_execution = min(config.steps_per_execution, steps)
-  if steps_per_execution < config.steps_per_execution:
-    logging.warning(
-      "--steps_per_execution=%d is more than an epoch's %d steps: using %d.",
-      config.steps_per_execution, steps, steps,
-    )  # fmt: skip
+  steps, val_steps, steps_per_execution = fitting.plan_steps(
+    sizes["train"], sizes["validation"], batch, config.steps_per_execution, static
+  )
   train_config = dataclasses.replace(
     splits["train"], training=True, drop_remainder=True, repeat=True
   )
@@ -331,19 +325,11 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
   val_ds = input_pipeline.distributed_dataset(strategy, val_config)
 
   def compile_model(model, learning_rate, epochs):
-    model.compile(
-      optimizer=keras.optimizers.AdamW(
-        fitting.learning_rate_schedule(learning_rate, steps, epochs, config.warmup_epochs),
-        weight_decay=config.weight_decay,
-      ),
-      loss=keras.losses.BinaryCrossentropy(),
-      metrics=[
-        keras.metrics.AUC(name="auc"),
-        keras.metrics.BinaryAccuracy(name="accuracy"),
-        keras.metrics.Precision(name="precision"),
-        keras.metrics.Recall(name="recall"),
-      ],
-      steps_per_execution=steps_per_execution,
+    fitting.compile_for_training(
+      model,
+      fitting.learning_rate_schedule(learning_rate, steps, epochs, config.warmup_epochs),
+      config.weight_decay,
+      steps_per_execution,
     )
 
   two_phase = config.mode == "two_phase"
