@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from txr_model import fitting
 
@@ -54,3 +55,55 @@ def test_a_record_without_its_weights_is_ignored(tmp_path):
   path = tmp_path / "best.weights.h5"
   (tmp_path / "best.weights.h5.json").write_text('{"val_auc": 0.99, "epoch": 2}')
   assert fitting.BestCheckpoint(str(path)).record == {}
+
+
+def _fixed_model():
+  """P(TB) = sigmoid(x): predictions that training at learning rate 0 leaves alone."""
+  model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, activation="sigmoid")])
+  model.set_weights([np.ones((1, 1), "float32"), np.zeros(1, "float32")])
+  fitting.compile_for_training(model, 0.0, weight_decay=0.0, steps_per_execution=1)
+  return model
+
+
+def test_weight_zero_padding_does_not_count_in_the_validation_metrics():
+  # Two abnormal (x = -0.5, 2) and two normal (x = -1, 1) images: AUC 3/4, accuracy 1/2.
+  # Two weight-0 blanks (x = 0, label 0), if counted, give AUC 5/8 and accuracy 4/6.
+  x = np.array([[-0.5], [2.0], [-1.0], [1.0], [0.0], [0.0]], "float32")
+  y = np.array([1, 1, 0, 0, 0, 0], "float32")
+  w = np.array([1, 1, 1, 1, 0, 0], "float32")
+  model = _fixed_model()
+  history = model.fit(
+    x[:4], y[:4], validation_data=(x, y, w), batch_size=2, epochs=1, verbose=0
+  ).history
+  assert history["val_auc"][0] == pytest.approx(0.75, abs=1e-3)
+  assert history["val_accuracy"][0] == pytest.approx(0.5)
+  assert history["val_precision"][0] == pytest.approx(0.5)  # the blanks are not false positives
+  # Training data have no weights: their metrics are still computed, over every example.
+  assert history["auc"][0] == pytest.approx(0.75, abs=1e-3) and history["accuracy"][0] == 0.5
+
+
+@pytest.mark.parametrize("requested", [1, 2, 3, 4, 5, 6, 9])
+def test_every_epoch_and_validation_pass_runs_exactly_its_steps(requested):
+  # 40 training examples at batch 8: 5 steps; 9 validation examples: 2 padded steps.
+  steps, val_steps, per_execution = fitting.plan_steps(40, 9, 8, requested, static=True)
+  assert steps == 5 and val_steps >= 2 and per_execution <= requested
+  assert steps % per_execution == 0 and val_steps % per_execution == 0
+  model = _fixed_model()
+  fitting.compile_for_training(model, 0.0, weight_decay=0.0, steps_per_execution=per_execution)
+  passes = []  # per validation pass, the last step each execution reached
+  train = tf.data.Dataset.from_tensors((np.zeros((8, 1), "float32"), np.zeros(8, "float32")))
+  val = tf.data.Dataset.from_tensors((np.zeros((8, 1), "float32"), np.zeros(8), np.ones(8)))
+
+  class Count(keras.callbacks.Callback):
+    def on_test_begin(self, logs=None):
+      passes.append([])
+
+    def on_test_batch_end(self, batch, logs=None):
+      passes[-1].append(batch)
+
+  model.fit(
+    train.repeat(), steps_per_epoch=steps, epochs=2, validation_data=val.repeat(),
+    validation_steps=val_steps, callbacks=[Count()], verbose=0,
+  )  # fmt: skip
+  assert int(model.optimizer.iterations) == 2 * steps
+  assert [p[-1] + 1 for p in passes] == [val_steps, val_steps]

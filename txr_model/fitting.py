@@ -51,16 +51,21 @@ def plan_steps(
       multi-worker); otherwise it reads the split to its end (None).
 
   Returns:
-    (steps per epoch, validation steps or None, steps per execution).
+    (steps per epoch, validation steps or None, steps per execution): the
+    largest divisor of the steps per epoch not above the requested one, and
+    validation steps a multiple of it, so every pass runs exactly its steps.
   """
   steps = max(1, train_examples // global_batch_size)
-  val_steps = math.ceil(validation_examples / global_batch_size) if static else None
-  used = min(steps_per_execution, steps)
-  if used < steps_per_execution:
+  # Keras runs whole executions: 5 steps at 3 per execution would run 6.
+  used = max(d for d in range(1, min(steps_per_execution, steps) + 1) if steps % d == 0)
+  if used != steps_per_execution:
     logging.warning(
-      "--steps_per_execution=%d is more than an epoch's %d steps: using %d.",
-      steps_per_execution, steps, steps,
+      "--steps_per_execution=%d does not divide an epoch's %d steps: using %d.",
+      steps_per_execution, steps, used,
     )  # fmt: skip
+  val_steps = None
+  if static:  # Whole executions of padded batches; the extra ones are all weight 0.
+    val_steps = used * math.ceil(validation_examples / (global_batch_size * used))
   return steps, val_steps, used
 
 
@@ -81,7 +86,10 @@ def compile_for_training(
   model.compile(
     optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
     loss=keras.losses.BinaryCrossentropy(),
-    metrics=[
+    # Weighted: the weight-0 blanks that pad static validation must not count
+    # (Keras 3 applies sample_weight to weighted_metrics only). Unweighted data,
+    # such as the training batches, count every example.
+    weighted_metrics=[
       keras.metrics.AUC(name="auc"),
       keras.metrics.BinaryAccuracy(name="accuracy"),
       keras.metrics.Precision(name="precision"),
