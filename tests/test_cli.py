@@ -66,3 +66,22 @@ def test_evaluate_on_a_dataset_not_built_says_how_to_build_it(tmp_path):
   assert f"montgomery_cxr/512 is not built in {data_dir}" in line
   assert f"tfds build txr_data/montgomery_cxr --config=512 --data_dir={data_dir}" in line
   assert not (model_dir / "evaluation").exists()
+
+
+@pytest.mark.parametrize(
+  "flag,message",
+  [
+    ("--learning_rate=nan", "--learning_rate must be a finite number"),
+    ("--weight_decay=inf", "--weight_decay must be a finite number"),
+    ("--epochs=abc", "--epochs"),
+    ("--no_such_flag", "no_such_flag"),
+    ("--strategy=one_device", "--strategy=one_device found no GPU"),
+    ("--num_gpus=2", "--num_gpus=2 but 0 GPU(s) are visible"),
+  ],
+)
+def test_bad_flags_and_absent_hardware_are_one_line_usage_errors(tmp_path, flag, message):
+  model_dir = tmp_path / "model"
+  strategy = ["--strategy=one_device"] if flag == "--num_gpus=2" else []
+  args = [f"--data_dir={tmp_path / 'data'}", f"--model_dir={model_dir}", *strategy, flag]
+  assert message in _error_line(_run("train", *args))
+  assert not model_dir.exists()

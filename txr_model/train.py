@@ -106,7 +106,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _FOLDS = flags.DEFINE_integer(
   "folds",
   0,
-  "K > 1: K-fold cross-validation over the dataset's `fold` feature (fold_<k>/ per fold).",
+  "K >= 3: K-fold cross-validation; all splits' cases are dealt into K balanced groups,"
+  " stratified by site and label (fold_<k>/ per fold).",
   lower_bound=0,
   upper_bound=10,
 )
@@ -182,7 +183,10 @@ def main(argv):
   # Logical devices must be set before any TF op runs, and the strategy made
   # before any dataset (TPUs need both).
   strategy_lib.configure_cpu_devices(config.num_cpu_devices)
-  strategy = strategy_lib.get_strategy(config.strategy, config.tpu, config.num_gpus)
+  try:
+    strategy = strategy_lib.get_strategy(config.strategy, config.tpu, config.num_gpus)
+  except ValueError as e:  # Asked-for hardware is absent: nothing is created yet.
+    raise app.UsageError(str(e)) from None
   keras_compat.patch_multi_worker_fit()
   replicas = strategy.num_replicas_in_sync
   if config.global_batch_size % replicas:
