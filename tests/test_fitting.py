@@ -107,3 +107,60 @@ def test_every_epoch_and_validation_pass_runs_exactly_its_steps(requested):
   )  # fmt: skip
   assert int(model.optimizer.iterations) == 2 * steps
   assert [p[-1] + 1 for p in passes] == [val_steps, val_steps]
+
+
+class _Weights(keras.callbacks.Callback):
+  """Records the first kernel value at the start of training and after each epoch."""
+
+  def __init__(self):
+    super().__init__()
+    self.at_start, self.after = None, []
+
+  def on_train_begin(self, logs=None):
+    self.at_start = float(self.model.get_weights()[0][0, 0])
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.after.append(float(self.model.get_weights()[0][0, 0]))
+
+
+def _fit(backup_dir, epochs, *callbacks):
+  model = _model()
+  x, y = np.ones((4, 2), "float32"), np.ones((4, 1), "float32")
+  weights = _Weights()
+  history = model.fit(
+    x, y, epochs=epochs, callbacks=[fitting.Backup(str(backup_dir)), weights, *callbacks],
+    verbose=0,
+  )  # fmt: skip
+  return len(history.epoch), weights
+
+
+@pytest.mark.parametrize("older", [True, False])
+def test_a_backup_cut_short_by_a_kill_resumes_from_the_last_good_state(tmp_path, older):
+  _, first = _fit(tmp_path, 3)
+  latest = tmp_path / "latest.weights.h5"
+  if not older:  # Killed while the first epoch's backup was written.
+    for path in tmp_path.glob("*.bkp"):
+      path.unlink()
+  latest.write_bytes(latest.read_bytes()[:100])  # as a kill -9 mid-save leaves it
+  ran, resumed = _fit(tmp_path, 4)
+  if older:  # From the backup of epoch 2: epochs 3 and 4 run.
+    assert ran == 2 and resumed.at_start == first.after[1]
+  else:  # Nothing good to resume from: the phase starts again.
+    assert ran == 4 and resumed.at_start != first.after[0]
+  _fit(tmp_path, 5)  # and the backup written since reads back
+
+
+def test_a_phase_that_stopped_early_is_not_trained_again_after_a_restart(tmp_path):
+  class StopAfterTwo(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      self.model.stop_training = epoch == 1
+
+  ran, _ = _fit(tmp_path, 5, StopAfterTwo())
+  assert ran == 2
+  assert fitting.Backup(str(tmp_path)).final_epoch(5) == 2
+  ran, _ = _fit(tmp_path, fitting.Backup(str(tmp_path)).final_epoch(5))
+  assert ran == 0
+  # A phase that ran all its epochs is continued by a rerun asking for more.
+  other = tmp_path / "full"
+  _fit(other, 2)
+  assert fitting.Backup(str(other)).final_epoch(4) == 4 and _fit(other, 4)[0] == 2

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 from absl import logging
 import keras
@@ -135,3 +136,60 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
       self.record = {"val_auc": float(self.best), "epoch": epoch + 1}
       with tf.io.gfile.GFile(self.record_path, "w") as f:
         json.dump(self.record, f)
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+  """BackupAndRestore that survives a kill during its save and remembers a finished phase.
+
+  Keras writes the backup in place each epoch, so a kill during the save (a
+  1-3 s window) leaves a file that no restart can read. This keeps the
+  previous epoch's backup too and resumes from it when the latest does not
+  load; with none, the phase starts again. The backup is kept after the phase
+  ends, and `finished.json` records the last epoch of a phase that stopped
+  early, so a restart skips it instead of training it on to --epochs.
+  """
+
+  def __init__(self, backup_dir: str):
+    """Backs up into `backup_dir` (local or gs://) at the end of each epoch."""
+    super().__init__(backup_dir, double_checkpoint=True, delete_checkpoint=False)
+    self.finished_path = os.path.join(backup_dir, "finished.json")
+
+  def final_epoch(self, epochs: int) -> int:
+    """The epoch at which to end the phase: the recorded one if it finished, else `epochs`."""
+    if not tf.io.gfile.exists(self.finished_path):
+      return epochs
+    with tf.io.gfile.GFile(self.finished_path) as f:
+      return min(epochs, json.load(f)["epoch"])
+
+  def on_train_begin(self, logs=None):
+    """Restores the latest backup, else the one before it, else starts the phase afresh."""
+    try:
+      self._load_model()
+      return
+    except (OSError, ValueError) as e:  # h5py's errors are OSErrors; a cut JSON, ValueError.
+      error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    previous = [self._prev_weights_path, self._prev_training_metadata_path]
+    if all(tf.io.gfile.exists(p) for p in previous):
+      logging.warning(
+        "The backup in %s is unreadable (%s): resuming from the epoch before.",
+        self.backup_dir, error,
+      )  # fmt: skip
+      for path in previous:
+        tf.io.gfile.copy(path, path.removesuffix(".bkp"), overwrite=True)
+      self._load_model()
+      return
+    logging.warning(
+      "The backup in %s is unreadable (%s) and none is older: starting the phase again.",
+      self.backup_dir, error,
+    )  # fmt: skip
+    for path in (self._weights_path, self._training_metadata_path):
+      if tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
+
+  def on_train_end(self, logs=None):
+    """Records the last epoch of a phase that stopped early, beside the backup."""
+    super().on_train_end(logs)
+    # A phase that ran all its epochs needs no record: its backup's epoch says so.
+    if 0 < self._current_epoch < self.params["epochs"]:
+      with tf.io.gfile.GFile(self.finished_path, "w") as f:
+        json.dump({"epoch": self._current_epoch}, f)

@@ -353,10 +353,9 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
     )
 
   def fit(phase, fit_model, initial_epoch, epochs, train, val, callbacks):
-    # The backup is kept after success, so a restarted run skips finished phases.
-    backup = keras.callbacks.BackupAndRestore(
-      os.path.join(work_dir, "backup", phase), delete_checkpoint=False
-    )
+    # The backup is kept after the phase, so a restarted run skips finished phases.
+    backup = fitting.Backup(os.path.join(work_dir, "backup", phase))
+    epochs = backup.final_epoch(epochs)
     logging.info("Phase %s: epochs %d-%d, %d steps each", phase, initial_epoch + 1, epochs, steps)
     # Keras 3 leaves the epoch a BackupAndRestore restored on the model, where it
     # would override the next phase's initial_epoch.
