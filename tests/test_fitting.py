@@ -32,23 +32,44 @@ def test_best_checkpoint_keeps_its_best_score_across_a_restart(tmp_path):
   model = _model()
   first = fitting.BestCheckpoint(path)
   first.set_model(model)
-  first.on_epoch_end(0, {"val_auc": 0.8})
+  first.on_epoch_end(0, {"val_auc": 0.8, "val_loss": 0.5})
   saved = [w.copy() for w in model.get_weights()]
   assert json.loads((tmp_path / "best.weights.h5.json").read_text()) == {
     "val_auc": 0.8,
+    "val_loss": 0.5,
     "epoch": 1,
   }
   # A restarted process: a worse epoch must not overwrite the checkpoint.
   model.set_weights([w + 1 for w in saved])
   resumed = fitting.BestCheckpoint(path)
   resumed.set_model(model)
-  assert resumed.best == 0.8
-  resumed.on_epoch_end(3, {"val_auc": 0.7})
+  assert resumed.record["val_auc"] == 0.8
+  resumed.on_epoch_end(3, {"val_auc": 0.7, "val_loss": 0.1})
+  resumed.on_epoch_end(3, {"val_auc": 0.8, "val_loss": 0.6})  # a tie, but a higher loss
   model.load_weights(path)
   for a, b in zip(model.get_weights(), saved, strict=True):
     np.testing.assert_array_equal(a, b)
-  resumed.on_epoch_end(4, {"val_auc": 0.9})
-  assert resumed.record == {"val_auc": 0.9, "epoch": 5}
+  resumed.on_epoch_end(4, {"val_auc": 0.9, "val_loss": 0.4})
+  assert resumed.record == {"val_auc": 0.9, "val_loss": 0.4, "epoch": 5}
+
+
+def test_a_validation_auc_tie_goes_to_the_lower_loss_even_after_a_restart(tmp_path):
+  path = str(tmp_path / "best.weights.h5")
+  model = _model()
+  first = fitting.BestCheckpoint(path)
+  first.set_model(model)
+  first.on_epoch_end(1, {"val_auc": 1.0, "val_loss": 0.6})  # AUC saturates early...
+  first.on_epoch_end(2, {"val_auc": 1.0, "val_loss": 0.3})  # ...while the loss still falls
+  assert first.record["epoch"] == 3
+  model.set_weights([w + 1 for w in model.get_weights()])
+  resumed = fitting.BestCheckpoint(path)
+  resumed.set_model(model)
+  resumed.on_epoch_end(3, {"val_auc": 1.0, "val_loss": 0.2})
+  assert resumed.record["epoch"] == 4
+  restored = _model()
+  restored.load_weights(path)
+  for a, b in zip(restored.get_weights(), model.get_weights(), strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_a_record_without_its_weights_is_ignored(tmp_path):

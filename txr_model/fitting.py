@@ -100,42 +100,49 @@ def compile_for_training(
   )
 
 
-class BestCheckpoint(keras.callbacks.ModelCheckpoint):
-  """Saves the weights of the best validation AUC; the best score survives a restart.
+class BestCheckpoint(keras.callbacks.Callback):
+  """Saves the weights of the best validation AUC, ties going to the lower validation loss.
 
-  ModelCheckpoint forgets its best score when the process ends, so a resumed
-  run would overwrite the checkpoint with its first epoch, however poor. The
-  score and epoch are kept in `<path>.json` and read back as the threshold.
+  AUC ranks, so it often plateaus (1.0 on a small validation split from an
+  early epoch on); the loss still tells the better-calibrated epoch. The
+  record (score, loss, epoch) is kept in `<path>.json`, so a resumed run never
+  replaces the weights with a worse epoch.
   """
 
   def __init__(self, path: str):
-    """Watches val_auc; saves weights to `path` (a .weights.h5) when it improves.
+    """Saves weights to `path` (a .weights.h5, local or gs://) when the epoch is the best.
 
     Args:
-      path: the weights file, local or gs://; its record is `path + '.json'`.
+      path: the weights file; its record is `path + '.json'`.
     """
-    self.record_path = path + ".json"
+    super().__init__()
+    self.path, self.record_path = path, path + ".json"
     self.record = {}
     if tf.io.gfile.exists(self.record_path) and tf.io.gfile.exists(path):
       with tf.io.gfile.GFile(self.record_path) as f:
         self.record = json.load(f)
-    super().__init__(
-      path,
-      monitor="val_auc",
-      mode="max",
-      save_best_only=True,
-      save_weights_only=True,
-      initial_value_threshold=self.record.get("val_auc"),
-    )
+
+  def _is_better(self, auc: float, loss: float) -> bool:
+    if not self.record:
+      return True
+    best_loss = self.record.get("val_loss", math.inf)
+    return auc > self.record["val_auc"] or (auc == self.record["val_auc"] and loss < best_loss)
 
   def on_epoch_end(self, epoch, logs=None):
-    """Saves as ModelCheckpoint does, and records a new best score beside the weights."""
-    best = self.best
-    super().on_epoch_end(epoch, logs)
-    if self.best != best:
-      self.record = {"val_auc": float(self.best), "epoch": epoch + 1}
-      with tf.io.gfile.GFile(self.record_path, "w") as f:
-        json.dump(self.record, f)
+    """Saves the weights and the record if this epoch beats the best one."""
+    logs = logs or {}
+    auc, loss = float(logs.get("val_auc", math.nan)), float(logs.get("val_loss", math.nan))
+    if not math.isfinite(auc) or not self._is_better(
+      auc, loss if math.isfinite(loss) else math.inf
+    ):
+      return
+    # Written beside and renamed over the last best, so a kill never leaves it unreadable.
+    partial = self.path.removesuffix(".weights.h5") + ".partial.weights.h5"
+    self.model.save_weights(partial, overwrite=True)
+    tf.io.gfile.rename(partial, self.path, overwrite=True)
+    self.record = {"val_auc": auc, "val_loss": loss, "epoch": epoch + 1}
+    with tf.io.gfile.GFile(self.record_path, "w") as f:
+      json.dump(self.record, f)
 
 
 class Backup(keras.callbacks.BackupAndRestore):
