@@ -50,3 +50,28 @@ def test_a_kill_leaves_the_previous_export_and_nothing_loadable(tmp_path, monkey
   assert json.loads((path / export.METADATA).read_text()) == {"threshold": 0.5}
   partial = tmp_path / "export.partial"
   assert (partial / "saved_model.pb").exists() and not (partial / predict.METADATA).exists()
+
+
+def test_a_kill_between_moving_the_old_export_and_renaming_the_new_loses_neither(
+  tmp_path, monkeypatch
+):
+  import tensorflow as tf
+
+  path = tmp_path / "export"
+  export.write_atomically(str(path), _graph, {"threshold": 0.5})
+  rename = tf.io.gfile.rename
+
+  def killed_before_the_new_one(src, dst, overwrite=False):
+    if src.endswith(".partial"):
+      raise KeyboardInterrupt
+    rename(src, dst, overwrite)
+
+  monkeypatch.setattr(tf.io.gfile, "rename", killed_before_the_new_one)
+  with pytest.raises(KeyboardInterrupt):
+    export.write_atomically(str(path), _graph, {"threshold": 0.9})
+  monkeypatch.undo()
+  kept = [p for p in (path, tmp_path / "export.old") if (p / export.METADATA).exists()]
+  assert [json.loads((p / export.METADATA).read_text()) for p in kept] == [{"threshold": 0.5}]
+  export.write_atomically(str(path), _graph, {"threshold": 0.7})  # The next run finishes it.
+  assert json.loads((path / export.METADATA).read_text()) == {"threshold": 0.7}
+  assert not (tmp_path / "export.old").exists() and not (tmp_path / "export.partial").exists()
