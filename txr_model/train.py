@@ -225,17 +225,7 @@ def _run(config, strategy, builders, chief, work_dir):
   """Builds the datasets if needed, then trains once or per cross-validation fold."""
   model_dir = config.model_dir
   for builder in builders:
-    if builder.is_prepared():
-      continue
-    if not chief:
-      raise app.UsageError(
-        f"{builder.info.full_name} is not built in {config.data_dir}: build it once (tfds build"
-        " or the chief) before starting the other workers."
-      )
-    logging.info("Building %s into %s", builder.info.full_name, config.data_dir)
-    builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=config.manual_dir)
-    )
+    _prepare(builder, config, chief)
   # Seeded only after the build: TFDS names its temporary build folder with
   # Python's `random`, so two runs seeded alike would build into the same one.
   keras.utils.set_random_seed(config.seed)
@@ -274,6 +264,30 @@ def _run(config, strategy, builders, chief, work_dir):
     )
     evaluation.write_json(os.path.join(model_dir, "cv_metrics.json"), summary)
     print(f"txr-train: {evaluation.describe_cross_validation(summary)}\n  Outputs in {model_dir}")
+
+
+def _prepare(builder, config, chief) -> None:
+  """Builds `builder`'s dataset into --data_dir unless it is built.
+
+  Two runs that build one dataset at once both write it; the second to finish
+  fails to rename its copy over the first's, which is just as good, so it goes on.
+  """
+  if builder.is_prepared():
+    return
+  if not chief:
+    raise app.UsageError(
+      f"{builder.info.full_name} is not built in {config.data_dir}: build it once (tfds build"
+      " or the chief) before starting the other workers."
+    )
+  logging.info("Building %s into %s", builder.info.full_name, config.data_dir)
+  try:
+    builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=config.manual_dir)
+    )
+  except Exception as e:  # The rename's error differs by file system (os, epath, gfile).
+    if not builder.is_prepared():
+      raise
+    logging.warning("Another run built %s meanwhile (%s); using it.", builder.info.full_name, e)
 
 
 def describe(report: dict, model_dir: str) -> str:
