@@ -66,3 +66,47 @@ def test_evaluate_on_a_dataset_not_built_says_how_to_build_it(tmp_path):
   assert f"montgomery_cxr/512 is not built in {data_dir}" in line
   assert f"tfds build txr_data/montgomery_cxr --config=512 --data_dir={data_dir}" in line
   assert not (model_dir / "evaluation").exists()
+
+
+@pytest.mark.parametrize(
+  "flag,message",
+  [
+    ("--learning_rate=nan", "--learning_rate must be a finite number"),
+    ("--weight_decay=inf", "--weight_decay must be a finite number"),
+    ("--epochs=abc", "--epochs"),
+    ("--no_such_flag", "no_such_flag"),
+    ("--strategy=one_device", "--strategy=one_device found no GPU"),
+    ("--num_gpus=2", "--num_gpus=2 but 0 GPU(s) are visible"),
+  ],
+)
+def test_bad_flags_and_absent_hardware_are_one_line_usage_errors(tmp_path, flag, message):
+  model_dir = tmp_path / "model"
+  strategy = ["--strategy=one_device"] if flag == "--num_gpus=2" else []
+  args = [f"--data_dir={tmp_path / 'data'}", f"--model_dir={model_dir}", *strategy, flag]
+  assert message in _error_line(_run("train", *args))
+  assert not model_dir.exists()
+
+
+def test_a_dataset_another_run_built_meanwhile_is_used_not_a_crash(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds
+
+  import txr_data
+  from txr_model import train
+
+  data_dir = str(tmp_path / "data")
+  ours, theirs = (tfds.builder("shenzhen_cxr/512", data_dir=data_dir) for _ in range(2))
+  build = ours.download_and_prepare
+
+  def beaten_to_it(**kwargs):  # The other run finishes first; our rename then fails.
+    theirs.download_and_prepare(**kwargs)
+    build(**kwargs)
+    raise OSError(f"[Errno 39] Directory not empty: '{ours.data_dir}'")
+
+  monkeypatch.setattr(ours, "download_and_prepare", beaten_to_it)
+  config = type("Config", (), {"data_dir": data_dir, "manual_dir": txr_data.SAMPLE_DIR})
+  train._prepare(ours, config, chief=True)
+  assert ours.is_prepared()
+  with pytest.raises(OSError):  # A failure that built nothing is not hidden.
+    train._prepare(
+      tfds.builder("montgomery_cxr/512", data_dir=str(tmp_path / "other")), config, chief=True
+    )

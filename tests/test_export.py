@@ -69,3 +69,28 @@ def test_grad_cam_of_a_confident_abnormal_film_is_not_blank():
   assert float(probability[0]) == 1.0  # saturated
   assert heatmap.shape == (1, 75, 75)
   assert float(tf.reduce_max(heatmap)) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_kill_between_moving_the_old_export_and_renaming_the_new_loses_neither(
+  tmp_path, monkeypatch
+):
+  import tensorflow as tf
+
+  path = tmp_path / "export"
+  export.write_atomically(str(path), _graph, {"threshold": 0.5})
+  rename = tf.io.gfile.rename
+
+  def killed_before_the_new_one(src, dst, overwrite=False):
+    if src.endswith(".partial"):
+      raise KeyboardInterrupt
+    rename(src, dst, overwrite)
+
+  monkeypatch.setattr(tf.io.gfile, "rename", killed_before_the_new_one)
+  with pytest.raises(KeyboardInterrupt):
+    export.write_atomically(str(path), _graph, {"threshold": 0.9})
+  monkeypatch.undo()
+  kept = [p for p in (path, tmp_path / "export.old") if (p / export.METADATA).exists()]
+  assert [json.loads((p / export.METADATA).read_text()) for p in kept] == [{"threshold": 0.5}]
+  export.write_atomically(str(path), _graph, {"threshold": 0.7})  # The next run finishes it.
+  assert json.loads((path / export.METADATA).read_text()) == {"threshold": 0.7}
+  assert not (tmp_path / "export.old").exists() and not (tmp_path / "export.partial").exists()

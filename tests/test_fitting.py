@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from txr_model import fitting
 
@@ -31,26 +32,156 @@ def test_best_checkpoint_keeps_its_best_score_across_a_restart(tmp_path):
   model = _model()
   first = fitting.BestCheckpoint(path)
   first.set_model(model)
-  first.on_epoch_end(0, {"val_auc": 0.8})
+  first.on_epoch_end(0, {"val_auc": 0.8, "val_loss": 0.5})
   saved = [w.copy() for w in model.get_weights()]
   assert json.loads((tmp_path / "best.weights.h5.json").read_text()) == {
     "val_auc": 0.8,
+    "val_loss": 0.5,
     "epoch": 1,
   }
   # A restarted process: a worse epoch must not overwrite the checkpoint.
   model.set_weights([w + 1 for w in saved])
   resumed = fitting.BestCheckpoint(path)
   resumed.set_model(model)
-  assert resumed.best == 0.8
-  resumed.on_epoch_end(3, {"val_auc": 0.7})
+  assert resumed.record["val_auc"] == 0.8
+  resumed.on_epoch_end(3, {"val_auc": 0.7, "val_loss": 0.1})
+  resumed.on_epoch_end(3, {"val_auc": 0.8, "val_loss": 0.6})  # a tie, but a higher loss
   model.load_weights(path)
   for a, b in zip(model.get_weights(), saved, strict=True):
     np.testing.assert_array_equal(a, b)
-  resumed.on_epoch_end(4, {"val_auc": 0.9})
-  assert resumed.record == {"val_auc": 0.9, "epoch": 5}
+  resumed.on_epoch_end(4, {"val_auc": 0.9, "val_loss": 0.4})
+  assert resumed.record == {"val_auc": 0.9, "val_loss": 0.4, "epoch": 5}
+
+
+def test_a_validation_auc_tie_goes_to_the_lower_loss_even_after_a_restart(tmp_path):
+  path = str(tmp_path / "best.weights.h5")
+  model = _model()
+  first = fitting.BestCheckpoint(path)
+  first.set_model(model)
+  first.on_epoch_end(1, {"val_auc": 1.0, "val_loss": 0.6})  # AUC saturates early...
+  first.on_epoch_end(2, {"val_auc": 1.0, "val_loss": 0.3})  # ...while the loss still falls
+  assert first.record["epoch"] == 3
+  model.set_weights([w + 1 for w in model.get_weights()])
+  resumed = fitting.BestCheckpoint(path)
+  resumed.set_model(model)
+  resumed.on_epoch_end(3, {"val_auc": 1.0, "val_loss": 0.2})
+  assert resumed.record["epoch"] == 4
+  restored = _model()
+  restored.load_weights(path)
+  for a, b in zip(restored.get_weights(), model.get_weights(), strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_a_record_without_its_weights_is_ignored(tmp_path):
   path = tmp_path / "best.weights.h5"
   (tmp_path / "best.weights.h5.json").write_text('{"val_auc": 0.99, "epoch": 2}')
   assert fitting.BestCheckpoint(str(path)).record == {}
+
+
+def _fixed_model():
+  """P(TB) = sigmoid(x): predictions that training at learning rate 0 leaves alone."""
+  model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, activation="sigmoid")])
+  model.set_weights([np.ones((1, 1), "float32"), np.zeros(1, "float32")])
+  fitting.compile_for_training(model, 0.0, weight_decay=0.0, steps_per_execution=1)
+  return model
+
+
+def test_weight_zero_padding_does_not_count_in_the_validation_metrics():
+  # Two abnormal (x = -0.5, 2) and two normal (x = -1, 1) images: AUC 3/4, accuracy 1/2.
+  # Two weight-0 blanks (x = 0, label 0), if counted, give AUC 5/8 and accuracy 4/6.
+  x = np.array([[-0.5], [2.0], [-1.0], [1.0], [0.0], [0.0]], "float32")
+  y = np.array([1, 1, 0, 0, 0, 0], "float32")
+  w = np.array([1, 1, 1, 1, 0, 0], "float32")
+  model = _fixed_model()
+  history = model.fit(
+    x[:4], y[:4], validation_data=(x, y, w), batch_size=2, epochs=1, verbose=0
+  ).history
+  assert history["val_auc"][0] == pytest.approx(0.75, abs=1e-3)
+  assert history["val_accuracy"][0] == pytest.approx(0.5)
+  assert history["val_precision"][0] == pytest.approx(0.5)  # the blanks are not false positives
+  # Training data have no weights: their metrics are still computed, over every example.
+  assert history["auc"][0] == pytest.approx(0.75, abs=1e-3) and history["accuracy"][0] == 0.5
+
+
+@pytest.mark.parametrize("requested", [1, 2, 3, 4, 5, 6, 9])
+def test_every_epoch_and_validation_pass_runs_exactly_its_steps(requested):
+  # 40 training examples at batch 8: 5 steps; 9 validation examples: 2 padded steps.
+  steps, val_steps, per_execution = fitting.plan_steps(40, 9, 8, requested, static=True)
+  assert steps == 5 and val_steps >= 2 and per_execution <= requested
+  assert steps % per_execution == 0 and val_steps % per_execution == 0
+  model = _fixed_model()
+  fitting.compile_for_training(model, 0.0, weight_decay=0.0, steps_per_execution=per_execution)
+  passes = []  # per validation pass, the last step each execution reached
+  train = tf.data.Dataset.from_tensors((np.zeros((8, 1), "float32"), np.zeros(8, "float32")))
+  val = tf.data.Dataset.from_tensors((np.zeros((8, 1), "float32"), np.zeros(8), np.ones(8)))
+
+  class Count(keras.callbacks.Callback):
+    def on_test_begin(self, logs=None):
+      passes.append([])
+
+    def on_test_batch_end(self, batch, logs=None):
+      passes[-1].append(batch)
+
+  model.fit(
+    train.repeat(), steps_per_epoch=steps, epochs=2, validation_data=val.repeat(),
+    validation_steps=val_steps, callbacks=[Count()], verbose=0,
+  )  # fmt: skip
+  assert int(model.optimizer.iterations) == 2 * steps
+  assert [p[-1] + 1 for p in passes] == [val_steps, val_steps]
+
+
+class _Weights(keras.callbacks.Callback):
+  """Records the first kernel value at the start of training and after each epoch."""
+
+  def __init__(self):
+    super().__init__()
+    self.at_start, self.after = None, []
+
+  def on_train_begin(self, logs=None):
+    self.at_start = float(self.model.get_weights()[0][0, 0])
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.after.append(float(self.model.get_weights()[0][0, 0]))
+
+
+def _fit(backup_dir, epochs, *callbacks):
+  model = _model()
+  x, y = np.ones((4, 2), "float32"), np.ones((4, 1), "float32")
+  weights = _Weights()
+  history = model.fit(
+    x, y, epochs=epochs, callbacks=[fitting.Backup(str(backup_dir)), weights, *callbacks],
+    verbose=0,
+  )  # fmt: skip
+  return len(history.epoch), weights
+
+
+@pytest.mark.parametrize("older", [True, False])
+def test_a_backup_cut_short_by_a_kill_resumes_from_the_last_good_state(tmp_path, older):
+  _, first = _fit(tmp_path, 3)
+  latest = tmp_path / "latest.weights.h5"
+  if not older:  # Killed while the first epoch's backup was written.
+    for path in tmp_path.glob("*.bkp"):
+      path.unlink()
+  latest.write_bytes(latest.read_bytes()[:100])  # as a kill -9 mid-save leaves it
+  ran, resumed = _fit(tmp_path, 4)
+  if older:  # From the backup of epoch 2: epochs 3 and 4 run.
+    assert ran == 2 and resumed.at_start == first.after[1]
+  else:  # Nothing good to resume from: the phase starts again.
+    assert ran == 4 and resumed.at_start != first.after[0]
+  _fit(tmp_path, 5)  # and the backup written since reads back
+
+
+def test_a_phase_that_stopped_early_is_not_trained_again_after_a_restart(tmp_path):
+  class StopAfterTwo(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      self.model.stop_training = epoch == 1
+
+  ran, _ = _fit(tmp_path, 5, StopAfterTwo())
+  assert ran == 2
+  assert fitting.Backup(str(tmp_path)).final_epoch(5) == 2
+  ran, _ = _fit(tmp_path, fitting.Backup(str(tmp_path)).final_epoch(5))
+  assert ran == 0
+  # A phase that ran all its epochs is continued by a rerun asking for more.
+  other = tmp_path / "full"
+  _fit(other, 2)
+  assert fitting.Backup(str(other)).final_epoch(4) == 4 and _fit(other, 4)[0] == 2

@@ -159,3 +159,26 @@ def test_combined_datasets_read_both_and_cross_validation_covers_each_image_once
   }  # fmt: skip
   with pytest.raises(ValueError, match="each once"):
     input_pipeline.dataset_names("shenzhen_cxr/512+")
+
+
+def test_16_bit_original_reads_as_the_8_bit_config_stores_it(built_data_dir, tmp_path):
+  # montgomery_cxr/original stores the 12-bit sources as uint16 PNGs; /512 scales them
+  # to 8 bits by their real depth. Read at one small size, both must look alike.
+  import tensorflow_datasets as tfds
+
+  import txr_data
+
+  tfds.builder("montgomery_cxr/original", data_dir=str(tmp_path)).download_and_prepare(
+    download_config=tfds.download.DownloadConfig(manual_dir=txr_data.MONTGOMERY_SAMPLE_DIR)
+  )
+  images = {}
+  for config, data_dir in (("original", str(tmp_path)), ("512", built_data_dir)):
+    read = input_pipeline.InputConfig(f"montgomery_cxr/{config}", data_dir, 64, 4, split="all")
+    examples = input_pipeline.examples(read, "all").as_numpy_iterator()
+    names = [ex["image/filename"] for ex in examples]
+    batches = [x.numpy() for x, _ in input_pipeline.make_dataset(read)]
+    images[config] = dict(zip(names, np.concatenate(batches).astype(float), strict=True))
+  assert images["original"].keys() == images["512"].keys() and len(images["512"]) == 20
+  for name, image in images["512"].items():
+    assert image.mean() > 40  # not a black frame
+    assert np.abs(images["original"][name] - image).mean() < 3, name

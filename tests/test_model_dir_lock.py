@@ -4,6 +4,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 from conftest import REPO
 import pytest
@@ -36,3 +38,47 @@ def test_a_killed_holder_leaves_the_folder_usable(tmp_path):
     holder.wait()
   with model_dir_lock.hold(str(tmp_path)):
     pass
+
+
+# The gs:// lease, on a local path through the same tf.io.gfile code, with short times
+# (the local file system's gfile mtime has whole seconds).
+FAST = {"heartbeat_s": 0.1, "stale_s": 2.0, "settle_s": 0.05}
+
+
+def test_a_live_lease_is_refused_and_a_dead_runs_lease_is_taken_over(tmp_path):
+  path = str(tmp_path / model_dir_lock.FILE)
+  with model_dir_lock.lease(path, "--model_dir=x", **FAST):
+    time.sleep(2.5)  # longer than stale_s: only the heartbeat keeps it live
+    with pytest.raises(model_dir_lock.ModelDirInUseError, match="--model_dir=x in use by pid"):
+      with model_dir_lock.lease(path, "--model_dir=x", **FAST):
+        pass
+  assert not os.path.exists(path)  # released
+  # A run killed while holding it (preempted): its file stays, and stops being rewritten.
+  (tmp_path / model_dir_lock.FILE).write_text("pid 1 on a-preempted-vm")
+  with pytest.raises(model_dir_lock.ModelDirInUseError, match="a-preempted-vm"):
+    with model_dir_lock.lease(path, "--model_dir=x", **FAST):
+      pass
+  time.sleep(2.1)
+  with model_dir_lock.lease(path, "--model_dir=x", **FAST):
+    assert f"pid {os.getpid()} " in (tmp_path / model_dir_lock.FILE).read_text()
+
+
+def test_two_runs_starting_together_get_one_lease(tmp_path):
+  path = str(tmp_path / model_dir_lock.FILE)
+  start, held, refused = threading.Barrier(4), [], []
+
+  def run():
+    start.wait()
+    try:
+      with model_dir_lock.lease(path, "--model_dir=x", **{**FAST, "settle_s": 0.5}):
+        held.append(1)
+        time.sleep(1.0)
+    except model_dir_lock.ModelDirInUseError:
+      refused.append(1)
+
+  threads = [threading.Thread(target=run) for _ in range(4)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert len(held) == 1 and len(refused) == 3

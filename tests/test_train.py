@@ -136,7 +136,10 @@ def test_multi_worker_training_with_the_real_entry_point(built_data_dir, base_we
     assert "Phase head_cached" in log and "Phase fine_tune" in log
   assert (tmp_path / "export" / "saved_model.pb").exists()
   assert (tmp_path / "metrics.json").exists()
-  assert not (tmp_path / "worker_worker_1" / "discard").exists()
+  # The other worker keeps its backups in a folder of its own, and writes no outputs.
+  worker = tmp_path / "worker_worker_1"
+  assert (worker / "backup" / "fine_tune" / "training_metadata.json").exists()
+  assert not (worker / "model.keras").exists() and not (worker / "export").exists()
 
 
 GUARD = """

@@ -1,5 +1,6 @@
 """What the command-line entry points share. absl only, so txr-predict stays light."""
 
+import math
 import os
 import sys
 
@@ -10,8 +11,9 @@ from absl import flags
 def run(main, required_flags: tuple[str, ...] = ()) -> None:
   """Runs an absl `main` as a console script (txr-train, txr-evaluate, txr-predict).
 
-  A usage error prints one line naming the command and exits 2, instead of
-  absl's whole help text.
+  A usage error, from the flags (unknown, unparsable, out of range, not
+  finite) or from `main`, prints one line naming the command and exits 2,
+  instead of absl's whole help text or a traceback.
 
   Args:
     main: the absl main function.
@@ -21,15 +23,36 @@ def run(main, required_flags: tuple[str, ...] = ()) -> None:
     os.chdir(os.environ["BUILD_WORKING_DIRECTORY"])
   for name in required_flags:
     flags.mark_flag_as_required(name)
+  _require_finite_floats()
+  command = os.path.basename(sys.argv[0])
+
+  def usage_error(message) -> int:
+    print(f"{command}: error: {message}", file=sys.stderr)
+    return 2
+
+  def parse_flags(argv):
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      sys.exit(usage_error(str(e).splitlines()[0]))
 
   def one_line_usage_errors(argv):
     try:
       return main(argv)
     except app.UsageError as e:
-      print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
-      return 2
+      return usage_error(e)
 
-  app.run(one_line_usage_errors)
+  app.run(one_line_usage_errors, flags_parser=parse_flags)
+
+
+def _require_finite_floats() -> None:
+  """Refuses nan and inf in every float flag: absl's bounds let nan through (nan < 0 is False)."""
+  defined = {f.name: f for fs in flags.FLAGS.flags_by_module_dict().values() for f in fs}
+  for name, flag in defined.items():
+    if isinstance(flag.parser, flags.FloatParser):
+      flags.register_validator(
+        name, lambda v: v is None or math.isfinite(v), f"--{name} must be a finite number."
+      )
 
 
 def check_folder_flag(name: str, path: str | None) -> None:

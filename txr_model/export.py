@@ -132,9 +132,12 @@ def grad_cam(model: keras.Model, maps_of: keras.Model, images: tf.Tensor):
 def write_atomically(path: str, write_graph, metadata: dict) -> None:
   """Writes an export so that a kill at any point leaves no partial `path` that loads.
 
-  Locally the export is written to `<path>.partial` and renamed into place.
-  Object stores cannot rename folders, so there it is written in place; the
-  metadata file, which txr-predict requires, is written last in both cases.
+  Locally the export is written to `<path>.partial`; the previous export is
+  moved aside to `<path>.old` (not deleted) before the new one is renamed into
+  place, so a kill between the two renames loses nothing: the next write puts
+  it back. Object stores cannot rename folders, so there the export is written
+  in place; the metadata file, which txr-predict requires, is written last in
+  both cases.
 
   Args:
     path: the export folder; an existing export there is replaced.
@@ -143,6 +146,12 @@ def write_atomically(path: str, write_graph, metadata: dict) -> None:
   """
   local = "://" not in path
   target = f"{path}.partial" if local else path
+  aside = f"{path}.old"
+  if local and tf.io.gfile.exists(aside):  # A kill came between the renames below.
+    if tf.io.gfile.exists(path):
+      tf.io.gfile.rmtree(aside)
+    else:
+      tf.io.gfile.rename(aside, path)
   if tf.io.gfile.exists(target):
     tf.io.gfile.rmtree(target)
   write_graph(target)
@@ -151,5 +160,7 @@ def write_atomically(path: str, write_graph, metadata: dict) -> None:
     json.dump(metadata, f, indent=2, default=lambda v: np.asarray(v).tolist())
   if local:
     if tf.io.gfile.exists(path):
-      tf.io.gfile.rmtree(path)
+      tf.io.gfile.rename(path, aside)
     tf.io.gfile.rename(target, path)
+    if tf.io.gfile.exists(aside):
+      tf.io.gfile.rmtree(aside)

@@ -23,7 +23,8 @@ from txr_model import model as model_lib
 
 # 2: the model takes uint8 gray images and scales them itself. 3: cross-validation
 # folds are dealt, stratified (input_pipeline.cross_validation_groups), not fold % K.
-FORMAT_VERSION = 3
+# 4: 16-bit stored images (montgomery_cxr/original) are scaled by their real depth.
+FORMAT_VERSION = 4
 
 
 def _weights_id(weights: str) -> str:

@@ -21,6 +21,19 @@ AUTOTUNE = tf.data.AUTOTUNE
 DATASET_SEPARATOR = "+"
 
 
+def decode_stored(data: tf.Tensor) -> tf.Tensor:
+  """uint8 [h, w, 1] from a stored PNG: 8-bit, or 16-bit (montgomery_cxr/original).
+
+  16-bit data are scaled by their real bit depth (sBIT, else the data's), as
+  the builders' 8-bit configs and the serving graph scale them: decoding to
+  uint8 keeps the high byte only, which leaves 12-bit data near black.
+  """
+  from txr_model import decode  # Here, not at the top: decode imports this module.
+
+  depth = tf.io.decode_raw(tf.strings.substr(data, 24, 1), tf.uint8)[0]  # IHDR's bit depth
+  return decode._gray(data, tf.constant(True), depth, tf.constant(False))[0]
+
+
 def resize_to_square(image: tf.Tensor, image_size: int) -> tf.Tensor:
   """uint8 [h, w, 1] -> uint8 [size, size, 1], aspect kept (zero padded, not stretched)."""
   image = tf.image.resize_with_pad(tf.cast(image, tf.float32), image_size, image_size)
@@ -110,7 +123,7 @@ def make_dataset(
   ds = examples(config, split)
 
   def decode(example):
-    image = resize_to_square(tf.io.decode_png(example["image"], channels=1), config.image_size)
+    image = resize_to_square(decode_stored(example["image"]), config.image_size)
     return image, tf.cast(example["label"], tf.float32)
 
   ds = ds.map(decode, num_parallel_calls=AUTOTUNE)

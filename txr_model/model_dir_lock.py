@@ -2,18 +2,29 @@
 
 Locally the lock is an `flock` on `<model_dir>/.txr.lock`, which the kernel
 releases when the process dies (kill -9 included), so a killed run resumes
-without clean-up. Object stores (gs://) have no locks: there the file itself
-is the lock, written at the start and removed at the end, and a run that was
-killed leaves it behind for a person to remove.
+without clean-up. Object stores (gs://) have no locks: there the file is a
+lease that the holder rewrites every HEARTBEAT_S seconds. A lease not
+rewritten for STALE_S seconds belongs to a dead run (preempted, killed) and is
+taken over, so a restarted run resumes without clean-up. Two runs that start
+at the same moment both write the file; each reads it back after SETTLE_S
+seconds, and only the one whose write stuck goes on.
 """
 
 import contextlib
+import json
 import os
 import socket
+import threading
+import time
+import uuid
 
+from absl import logging
 import tensorflow as tf
 
 FILE = ".txr.lock"
+HEARTBEAT_S = 60.0
+STALE_S = 300.0  # Five missed heartbeats.
+SETTLE_S = 2.0  # Far longer than a check-then-write takes.
 
 
 class ModelDirInUseError(RuntimeError):
@@ -34,20 +45,9 @@ def hold(model_dir: str):
     ModelDirInUseError: naming the other run's pid and host.
   """
   path = os.path.join(model_dir, FILE)
-  owner = f"pid {os.getpid()} on {socket.gethostname()}"
   if "://" in model_dir:
-    if tf.io.gfile.exists(path):
-      with tf.io.gfile.GFile(path) as f:
-        other = f.read().strip()
-      raise ModelDirInUseError(
-        f"--model_dir={model_dir} in use by {other}; if that run is dead, delete {path}."
-      )
-    with tf.io.gfile.GFile(path, "w") as f:
-      f.write(owner)
-    try:
+    with lease(path, f"--model_dir={model_dir}"):
       yield
-    finally:
-      tf.io.gfile.remove(path)
     return
   import fcntl  # POSIX only; imported here so the module loads everywhere.
 
@@ -61,7 +61,101 @@ def hold(model_dir: str):
         f"--model_dir={model_dir} in use by {other}: wait for it, or use another --model_dir."
       ) from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, owner.encode(), 0)
+    os.pwrite(fd, _owner().encode(), 0)
     yield
   finally:
     os.close(fd)  # Releases the flock.
+
+
+def _owner() -> str:
+  return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
+def _read(path: str) -> tuple[dict, float] | None:
+  """(the lease's record, seconds since it was last written), or None if there is none.
+
+  The age is the file's modification time, so a lock file of any content
+  (an older txr's plain text included) expires.
+  """
+  try:
+    age = time.time() - tf.io.gfile.stat(path).mtime_nsec / 1e9
+    with tf.io.gfile.GFile(path) as f:
+      text = f.read()
+  except tf.errors.NotFoundError:
+    return None
+  try:
+    record = json.loads(text)
+  except ValueError:
+    record = {"owner": text.strip() or "an unknown run"}
+  return (record if isinstance(record, dict) else {"owner": text.strip()}), age
+
+
+def _write(path: str, record: dict) -> None:
+  with tf.io.gfile.GFile(path, "w") as f:
+    json.dump(record, f)
+
+
+@contextlib.contextmanager
+def lease(
+  path: str,
+  name: str,
+  heartbeat_s: float = HEARTBEAT_S,
+  stale_s: float = STALE_S,
+  settle_s: float = SETTLE_S,
+):
+  """Holds the lease file `path` (any tf.io.gfile path) for the `with` block.
+
+  Args:
+    path: the lease file.
+    name: what it locks, for messages (such as '--model_dir=gs://b/run').
+    heartbeat_s: how often a thread rewrites it while the block runs.
+    stale_s: a lease unwritten for this long is a dead run's, and is taken over.
+    settle_s: how long to wait before reading a new lease back.
+
+  Yields:
+    None.
+
+  Raises:
+    ModelDirInUseError: naming the holder, when a live run holds the lease or
+      another run took it at the same moment.
+  """
+  mine = {"owner": _owner(), "token": uuid.uuid4().hex}
+  found = _read(path)
+  if found and found[1] < stale_s:
+    raise ModelDirInUseError(
+      f"{name} in use by {found[0].get('owner')} (last heartbeat"
+      f" {found[1]:.0f} s ago; a run silent for {stale_s:.0f} s is taken over)."
+    )
+  if found:
+    logging.warning(
+      "Taking over %s: its holder, %s, has been silent for %.0f s.", path, found[0].get("owner"),
+      found[1],
+    )  # fmt: skip
+  _write(path, mine)
+  time.sleep(settle_s)
+  found = _read(path)
+  if not found or found[0].get("token") != mine["token"]:
+    raise ModelDirInUseError(
+      f"{name} in use by {found[0].get('owner') if found else 'another run'},"
+      " which started at the same moment."
+    )
+  stop = threading.Event()
+
+  def beat():
+    while not stop.wait(heartbeat_s):
+      current = _read(path)
+      if current and current[0].get("token") != mine["token"]:
+        logging.error("Lost %s to %s: another run took it over.", path, current[0].get("owner"))
+        return
+      _write(path, mine)
+
+  thread = threading.Thread(target=beat, name="txr-lease", daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    stop.set()
+    thread.join()
+    current = _read(path)
+    if current and current[0].get("token") == mine["token"]:
+      tf.io.gfile.remove(path)

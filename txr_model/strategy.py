@@ -86,8 +86,9 @@ def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
   except (ValueError, RuntimeError, tf.errors.OpError) as e:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ValueError(
-      f"--strategy=tpu: no TPU found at --tpu={tpu!r} ({e}). Pass the TPU name"
+      f"--strategy=tpu: no TPU found at --tpu={tpu!r} ({reason}). Pass the TPU name"
       " (Cloud TPU node) or leave --tpu empty on a TPU VM."
     ) from e
   logging.info("TPU devices: %s", tf.config.list_logical_devices("TPU"))

@@ -12,7 +12,6 @@ it stopped (BackupAndRestore). Outputs go to --model_dir.
 """
 
 import dataclasses
-import math
 import os
 
 from absl import app
@@ -107,7 +106,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _FOLDS = flags.DEFINE_integer(
   "folds",
   0,
-  "K > 1: K-fold cross-validation over the dataset's `fold` feature (fold_<k>/ per fold).",
+  "K >= 3: K-fold cross-validation; all splits' cases are dealt into K balanced groups,"
+  " stratified by site and label (fold_<k>/ per fold).",
   lower_bound=0,
   upper_bound=10,
 )
@@ -183,7 +183,10 @@ def main(argv):
   # Logical devices must be set before any TF op runs, and the strategy made
   # before any dataset (TPUs need both).
   strategy_lib.configure_cpu_devices(config.num_cpu_devices)
-  strategy = strategy_lib.get_strategy(config.strategy, config.tpu, config.num_gpus)
+  try:
+    strategy = strategy_lib.get_strategy(config.strategy, config.tpu, config.num_gpus)
+  except ValueError as e:  # Asked-for hardware is absent: nothing is created yet.
+    raise app.UsageError(str(e)) from None
   keras_compat.patch_multi_worker_fit()
   replicas = strategy.num_replicas_in_sync
   if config.global_batch_size % replicas:
@@ -222,17 +225,7 @@ def _run(config, strategy, builders, chief, work_dir):
   """Builds the datasets if needed, then trains once or per cross-validation fold."""
   model_dir = config.model_dir
   for builder in builders:
-    if builder.is_prepared():
-      continue
-    if not chief:
-      raise app.UsageError(
-        f"{builder.info.full_name} is not built in {config.data_dir}: build it once (tfds build"
-        " or the chief) before starting the other workers."
-      )
-    logging.info("Building %s into %s", builder.info.full_name, config.data_dir)
-    builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=config.manual_dir)
-    )
+    _prepare(builder, config, chief)
   # Seeded only after the build: TFDS names its temporary build folder with
   # Python's `random`, so two runs seeded alike would build into the same one.
   keras.utils.set_random_seed(config.seed)
@@ -271,6 +264,30 @@ def _run(config, strategy, builders, chief, work_dir):
     )
     evaluation.write_json(os.path.join(model_dir, "cv_metrics.json"), summary)
     print(f"txr-train: {evaluation.describe_cross_validation(summary)}\n  Outputs in {model_dir}")
+
+
+def _prepare(builder, config, chief) -> None:
+  """Builds `builder`'s dataset into --data_dir unless it is built.
+
+  Two runs that build one dataset at once both write it; the second to finish
+  fails to rename its copy over the first's, which is just as good, so it goes on.
+  """
+  if builder.is_prepared():
+    return
+  if not chief:
+    raise app.UsageError(
+      f"{builder.info.full_name} is not built in {config.data_dir}: build it once (tfds build"
+      " or the chief) before starting the other workers."
+    )
+  logging.info("Building %s into %s", builder.info.full_name, config.data_dir)
+  try:
+    builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=config.manual_dir)
+    )
+  except Exception as e:  # The rename's error differs by file system (os, epath, gfile).
+    if not builder.is_prepared():
+      raise
+    logging.warning("Another run built %s meanwhile (%s); using it.", builder.info.full_name, e)
 
 
 def describe(report: dict, model_dir: str) -> str:
@@ -315,14 +332,9 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
   sizes = {name: input_pipeline.count(split) for name, split in splits.items()}
   logging.info("Dataset %s in %s: %s", config.dataset, config.data_dir, sizes)
   batch = config.global_batch_size
-  steps = max(1, sizes["train"] // batch)
-  val_steps = math.ceil(sizes["validation"] / batch) if static else None
-  steps_per_execution = min(config.steps_per_execution, steps)
-  if steps_per_execution < config.steps_per_execution:
-    logging.warning(
-      "--steps_per_execution=%d is more than an epoch's %d steps: using %d.",
-      config.steps_per_execution, steps, steps,
-    )  # fmt: skip
+  steps, val_steps, steps_per_execution = fitting.plan_steps(
+    sizes["train"], sizes["validation"], batch, config.steps_per_execution, static
+  )
   train_config = dataclasses.replace(
     splits["train"], training=True, drop_remainder=True, repeat=True
   )
@@ -331,19 +343,11 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
   val_ds = input_pipeline.distributed_dataset(strategy, val_config)
 
   def compile_model(model, learning_rate, epochs):
-    model.compile(
-      optimizer=keras.optimizers.AdamW(
-        fitting.learning_rate_schedule(learning_rate, steps, epochs, config.warmup_epochs),
-        weight_decay=config.weight_decay,
-      ),
-      loss=keras.losses.BinaryCrossentropy(),
-      metrics=[
-        keras.metrics.AUC(name="auc"),
-        keras.metrics.BinaryAccuracy(name="accuracy"),
-        keras.metrics.Precision(name="precision"),
-        keras.metrics.Recall(name="recall"),
-      ],
-      steps_per_execution=steps_per_execution,
+    fitting.compile_for_training(
+      model,
+      fitting.learning_rate_schedule(learning_rate, steps, epochs, config.warmup_epochs),
+      config.weight_decay,
+      steps_per_execution,
     )
 
   two_phase = config.mode == "two_phase"
@@ -363,10 +367,9 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
     )
 
   def fit(phase, fit_model, initial_epoch, epochs, train, val, callbacks):
-    # The backup is kept after success, so a restarted run skips finished phases.
-    backup = keras.callbacks.BackupAndRestore(
-      os.path.join(work_dir, "backup", phase), delete_checkpoint=False
-    )
+    # The backup is kept after the phase, so a restarted run skips finished phases.
+    backup = fitting.Backup(os.path.join(work_dir, "backup", phase))
+    epochs = backup.final_epoch(epochs)
     logging.info("Phase %s: epochs %d-%d, %d steps each", phase, initial_epoch + 1, epochs, steps)
     # Keras 3 leaves the epoch a BackupAndRestore restored on the model, where it
     # would override the next phase's initial_epoch.
