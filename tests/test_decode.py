@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from txr_data import image_codec
 from txr_model import decode
-from txr_model import input_pipeline
 
 SIZE = 75
 
@@ -42,7 +41,7 @@ def _chunk(kind, body):
 def _expected(png: bytes) -> np.ndarray:
   """What training feeds the model for this source: the builder's, then the pipeline's."""
   stored = image_codec.normalise_png(png, "x.png", 512)
-  return input_pipeline.resize_to_square(tf.io.decode_png(stored, channels=1), SIZE).numpy()
+  return image_codec.resize_to_square(tf.io.decode_png(stored, channels=1), SIZE).numpy()
 
 
 def test_one_bad_element_never_fails_the_batch(decode_fn):

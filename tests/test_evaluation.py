@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from txr_model import evaluate
 from txr_model import evaluation
 from txr_model import input_pipeline
 from txr_model import model as model_lib
@@ -145,11 +144,11 @@ def test_reads_of_training_images_are_named(built_data_dir, tmp_path):
 
   def trained_on(dataset, split):
     evaluated = input_pipeline.InputConfig(dataset, built_data_dir, 75, 32, split=split)
-    return evaluate._training_images_in(trained, run, evaluated)
+    return input_pipeline.training_images_in(trained.dataset, trained.folds, run, evaluated)
 
   for split in ("test", "validation", "test+validation"):
     assert trained_on("montgomery_cxr/512", split) == []
   assert trained_on("montgomery_cxr/512", "all") == ["montgomery_cxr/512"]
   assert trained_on("montgomery_cxr/512", "train[:2]") == ["montgomery_cxr/512"]
   assert trained_on(BOTH, "all") == ["montgomery_cxr/512", "shenzhen_cxr/512"]
-  assert evaluate._training_images_in(trained, run, run["test"]) == []
+  assert input_pipeline.training_images_in(trained.dataset, trained.folds, run, run["test"]) == []

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from txr_data import image_codec
 from txr_model import input_pipeline
 
 SIZE = 75
@@ -41,7 +42,7 @@ def test_training_pipeline_is_static_and_augmented(built_data_dir):
 
 def test_resize_pads_instead_of_stretching():
   tall = tf.fill([200, 100, 1], tf.constant(200, tf.uint8))
-  out = input_pipeline.resize_to_square(tall, 100).numpy()[..., 0]
+  out = image_codec.resize_to_square(tall, 100).numpy()[..., 0]
   assert out.shape == (100, 100)
   assert (out[:, 25:75] == 200).all() and (out[:, :24] == 0).all() and (out[:, 76:] == 0).all()
 

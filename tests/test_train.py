@@ -30,7 +30,6 @@ def test_outputs_and_export_match_the_keras_model(resumed_run):
   import tensorflow as tf
 
   from txr_data import image_codec
-  from txr_model import input_pipeline
 
   model_dir, _, log = resumed_run
   for name in ("flags.cfg", "model.keras", "export/saved_model.pb", "best.weights.h5"):
@@ -62,7 +61,7 @@ def test_outputs_and_export_match_the_keras_model(resumed_run):
   served = serving(image_bytes=tf.constant([data, data]))["probability"].numpy()
   model = keras.models.load_model(model_dir / "model.keras")
   stored = image_codec.normalise_png(data, "x.png", 512)  # as the builder stores it
-  x = input_pipeline.resize_to_square(tf.io.decode_png(stored, channels=1), 75)[None]
+  x = image_codec.resize_to_square(tf.io.decode_png(stored, channels=1), 75)[None]
   expected = model.predict(x, verbose=0)[0, 0]
   np.testing.assert_allclose(served, [expected, expected], rtol=1e-5, atol=1e-6)
 

@@ -272,6 +272,16 @@ def shrink(image: tf.Tensor, max_side) -> tf.Tensor:
   return tf.cond(scale < 1.0, resized, lambda: image)
 
 
+def resize_to_square(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """uint8 [h, w, 1] -> uint8 [size, size, 1], aspect kept (zero padded, not stretched).
+
+  The model's input geometry: the input pipeline and the serving graph both
+  resize with this, after the builder's `shrink`.
+  """
+  image = tf.image.resize_with_pad(tf.cast(image, tf.float32), image_size, image_size)
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
 def to_grayscale(data: bytes, info: PngInfo) -> tf.Tensor:
   """Decodes a validated PNG into a uint8 [height, width, 1] tensor, as stored (not oriented).
 

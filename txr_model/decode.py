@@ -18,7 +18,6 @@ builder's area resize to its `max_side`, then the input pipeline's pad-resize.
 import tensorflow as tf
 
 from txr_data import image_codec
-from txr_model import input_pipeline
 from txr_model import ood
 
 PNG_SIGNATURE = image_codec.PNG_SIGNATURE
@@ -192,6 +191,17 @@ def _gray(data, is_png, png_depth, colour):
   return tf.cond(colour, from_colour, lambda: (decode(1), tf.constant(0.0)))
 
 
+def stored_gray(data: tf.Tensor) -> tf.Tensor:
+  """uint8 gray [h, w, 1] from a PNG a builder stored: 8-bit, or 16-bit (montgomery_cxr/original).
+
+  16-bit data are scaled by their real bit depth (sBIT, else the data's), as
+  the builders' 8-bit configs and this graph scale them: decoding to uint8
+  keeps only the high byte, which leaves low-aligned 12-bit data near black.
+  """
+  depth = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 24, 1), tf.uint8)[0], tf.int32)
+  return _gray(data, tf.constant(True), depth, tf.constant(False))[0]
+
+
 def decode_batch(image_bytes: tf.Tensor, image_size: int, max_side: int | None):
   """Decodes a batch of encoded PNG/JPEG images for the model, element by element.
 
@@ -250,7 +260,7 @@ def decode_batch(image_bytes: tf.Tensor, image_size: int, max_side: int | None):
     if max_side:
       gray = image_codec.shrink(gray, max_side)
     contrast = tf.math.reduce_std(tf.cast(gray, tf.float32))
-    image = input_pipeline.resize_to_square(gray, image_size)
+    image = image_codec.resize_to_square(gray, image_size)
     return i, image, colourfulness, shape[1] / shape[0], contrast
 
   valid = tf.data.Dataset.from_tensor_slices(

@@ -107,35 +107,6 @@ def _check_split(dataset, data_dir, split):
       ) from None
 
 
-def _training_images_in(trained, run_splits, evaluated) -> list[str]:
-  """The datasets of `evaluated` whose read includes images the model trained on.
-
-  Args:
-    trained: the run's RunConfig.
-    run_splits: the run's (or fold's) InputConfigs per split.
-    evaluated: the InputConfig evaluated.
-
-  Returns:
-    Their names, sorted; none when every evaluated image was held out.
-  """
-  from txr_model import input_pipeline
-
-  shared = set(input_pipeline.dataset_names(evaluated.dataset))
-  shared &= set(input_pipeline.dataset_names(trained.dataset))
-  if trained.folds:  # The fold groups span every TFDS split: only held-out folds are new.
-    held_out = evaluated in (run_splits["validation"], run_splits["test"])
-    return [] if held_out else sorted(shared)
-  # The run trained on each dataset's `train` split, whichever datasets it joined.
-  return sorted(n for n in shared if _reads_train_split(n, evaluated.data_dir, evaluated.split))
-
-
-def _reads_train_split(name, data_dir, split) -> bool:
-  """Whether reading `split` of dataset `name` reads any of its `train` split's files."""
-  splits = cli.dataset_builder(name, data_dir).info.splits
-  train = {f.filename for f in splits["train"].file_instructions}
-  return any(f.filename in train for f in splits[split].file_instructions)
-
-
 def main(argv):
   """Evaluates --model_dir's model (or each fold's) on --split and prints the report."""
   del argv
@@ -223,7 +194,9 @@ def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir):
     thresholds = run_splits["validation"]
     if dataset == trained.dataset and data_dir == trained.data_dir and split in run_splits:
       evaluated = run_splits[split]  # A fold's split: its fold groups.
-    trained_on = _training_images_in(trained, run_splits, evaluated)
+    trained_on = input_pipeline.training_images_in(
+      trained.dataset, trained.folds, run_splits, evaluated
+    )
     if trained_on:
       logging.warning(
         "--dataset=%s --split=%s includes images the model trained on (from %s): its figures"

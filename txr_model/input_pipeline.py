@@ -16,28 +16,21 @@ import keras
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from txr_data import image_codec
+from txr_model import decode
+
 AUTOTUNE = tf.data.AUTOTUNE
 # `--dataset=a/512+b/512` reads both datasets as one (see `dataset_names`).
 DATASET_SEPARATOR = "+"
 
 
-def decode_stored(data: tf.Tensor) -> tf.Tensor:
-  """uint8 [h, w, 1] from a stored PNG: 8-bit, or 16-bit (montgomery_cxr/original).
+def model_input(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+  """A stored PNG (8- or 16-bit) as the model's uint8 [size, size, 1] input.
 
-  16-bit data are scaled by their real bit depth (sBIT, else the data's), as
-  the builders' 8-bit configs and the serving graph scale them: decoding to
-  uint8 keeps the high byte only, which leaves 12-bit data near black.
+  Training, evaluation and scoring all read stored images through this one
+  function, so a score is always of the pixels the model was trained on.
   """
-  from txr_model import decode  # Here, not at the top: decode imports this module.
-
-  depth = tf.io.decode_raw(tf.strings.substr(data, 24, 1), tf.uint8)[0]  # IHDR's bit depth
-  return decode._gray(data, tf.constant(True), depth, tf.constant(False))[0]
-
-
-def resize_to_square(image: tf.Tensor, image_size: int) -> tf.Tensor:
-  """uint8 [h, w, 1] -> uint8 [size, size, 1], aspect kept (zero padded, not stretched)."""
-  image = tf.image.resize_with_pad(tf.cast(image, tf.float32), image_size, image_size)
-  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  return image_codec.resize_to_square(decode.stored_gray(encoded), image_size)
 
 
 def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -123,7 +116,7 @@ def make_dataset(
   ds = examples(config, split)
 
   def decode(example):
-    image = resize_to_square(decode_stored(example["image"]), config.image_size)
+    image = model_input(example["image"], config.image_size)
     return image, tf.cast(example["label"], tf.float32)
 
   ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
@@ -388,6 +381,34 @@ def count(config: InputConfig) -> int:
       for name in names
     )
   return int(examples(config, config.split).reduce(0, lambda n, _: n + 1))
+
+
+def training_images_in(trained_dataset: str, trained_folds: int, run_splits: dict,
+                       evaluated: InputConfig) -> list[str]:  # fmt: skip
+  """The datasets of `evaluated` whose read includes images a run trained on.
+
+  Args:
+    trained_dataset: the run's --dataset.
+    trained_folds: the run's --folds (0 without cross-validation).
+    run_splits: the run's (or fold's) InputConfigs per split (`run_splits`).
+    evaluated: the InputConfig evaluated.
+
+  Returns:
+    Their names, sorted; none when every evaluated image was held out.
+  """
+  shared = set(dataset_names(evaluated.dataset)) & set(dataset_names(trained_dataset))
+  if trained_folds:  # The fold groups span every TFDS split: only held-out folds are new.
+    held_out = evaluated in (run_splits["validation"], run_splits["test"])
+    return [] if held_out else sorted(shared)
+  # The run trained on each dataset's `train` split, whichever datasets it joined.
+  return sorted(n for n in shared if _reads_train_split(n, evaluated.data_dir, evaluated.split))
+
+
+def _reads_train_split(name: str, data_dir: str, split: str) -> bool:
+  """Whether reading `split` of dataset `name` reads any of its `train` split's files."""
+  splits = tfds.builder(name, data_dir=data_dir).info.splits
+  train = {f.filename for f in splits["train"].file_instructions}
+  return any(f.filename in train for f in splits[split].file_instructions)
 
 
 def dataset_version(config: InputConfig) -> str:
