@@ -52,7 +52,7 @@ def test_training_loss_starts_near_log_2_and_falls(learned):
 
 def test_steps_per_execution_never_exceeds_an_epoch(learned):
   _, _, log = learned
-  assert "--steps_per_execution=1000 is more than an epoch's 30 steps: using 30." in log
+  assert "--steps_per_execution=1000 does not divide an epoch's 30 steps: using 30." in log
 
 
 def test_features_of_unseen_images_are_like_the_training_images(learned):
