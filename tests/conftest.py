@@ -82,6 +82,13 @@ def base_weights(tmp_path_factory):
   return os.fspath(path)
 
 
+def pytest_collection_modifyitems(items):
+  """Puts every test of the shared trained run on one pytest-xdist worker, so it trains once."""
+  for item in items:
+    if "resumed_run" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.xdist_group("resumed_run"))
+
+
 TRAIN = [sys.executable, "-m", "txr_model.train"]
 TINY = ["--image_size=75", "--global_batch_size=8", "--fine_tune_blocks=1"]
 
