@@ -108,12 +108,12 @@ def test_cross_validation_groups_are_balanced_and_stratified_on_the_real_names(k
 @pytest.mark.parametrize("k_folds", range(3, 11))
 def test_cross_validation_deals_each_patients_films_to_one_group(k_folds):
   """Montgomery's repeat films (0162_1, 0166_1, 0170_1; 0113_1, 0117_1) on its 138 real names."""
-  from test_montgomery_cxr import _real_stems
+  from conftest import real_montgomery_stems
 
   from txr_data import nlm_tb
   from txr_data.montgomery_cxr import montgomery_cxr_dataset_builder as mcb
 
-  stems = _real_stems()
+  stems = real_montgomery_stems()
   subjects = nlm_tb.subjects_of(stems, {}, mcb.PREFIX, mcb.KNOWN_REPEATS)
   groups = input_pipeline.cross_validation_groups(
     [f"{stem}.png" for stem in stems],

@@ -4,7 +4,10 @@ import os
 import re
 import shutil
 
+from conftest import REAL_MONTGOMERY_NORMAL_IDS
+from conftest import REAL_MONTGOMERY_TB_IDS
 from conftest import png_bytes as _png
+from conftest import real_montgomery_stems
 from conftest import zip_tree
 import numpy as np
 import pytest
@@ -19,22 +22,6 @@ from txr_data.montgomery_cxr import synthetic
 SAMPLE_ROOT = os.path.join(txr_data.MONTGOMERY_SAMPLE_DIR, "MontgomerySet")
 SAMPLE_SPLITS = {"train": 15, "validation": 3, "test": 2}
 MASKS = ("ManualMask/leftMask", "ManualMask/rightMask")
-
-# The real archive's 138 file names, MCUCXR_<id>_0.png (80) and MCUCXR_<id>_1.png (58), as
-# listed in Idiap's bob.med.tb split files (bob/med/tb/data/montgomery/default.json).
-_REAL_NORMAL_IDS = """
-0001 0002 0003 0004 0005 0006 0008 0011 0013 0015 0016 0017 0019 0020 0021 0022 0023 0024 0026
-0027 0028 0029 0030 0031 0035 0038 0040 0041 0042 0043 0044 0045 0046 0047 0048 0049 0051 0052
-0053 0054 0055 0056 0057 0058 0059 0060 0061 0062 0063 0064 0068 0069 0070 0071 0072 0074 0075
-0077 0079 0080 0081 0082 0083 0084 0085 0086 0087 0089 0090 0091 0092 0094 0095 0096 0097 0099
-0100 0101 0102 0103
-""".split()
-_REAL_TB_IDS = """
-0104 0108 0113 0117 0126 0140 0141 0142 0144 0150 0162 0166 0170 0173 0182 0188 0194 0195 0196
-0203 0213 0218 0223 0228 0243 0251 0253 0254 0255 0258 0264 0266 0275 0282 0289 0294 0301 0309
-0311 0313 0316 0331 0334 0338 0348 0350 0352 0354 0362 0367 0369 0372 0375 0383 0387 0390 0393
-0399
-""".split()
 
 
 def _build(manual_dir, data_dir, config="original"):
@@ -97,14 +84,10 @@ def test_parse_reading(text, sex, age, finding):
   assert mcb.parse_reading(text) == mcb.Reading(sex, age, finding)
 
 
-def _real_stems():
-  return [f"MCUCXR_{i}_0" for i in _REAL_NORMAL_IDS] + [f"MCUCXR_{i}_1" for i in _REAL_TB_IDS]
-
-
 def test_split_counts_of_the_real_archive():
   """The counts documented in the README, from the 138 real file names, split by patient."""
-  stems = _real_stems()
-  assert (len(set(_REAL_NORMAL_IDS)), len(set(_REAL_TB_IDS))) == (80, 58)
+  stems = real_montgomery_stems()
+  assert (len(set(REAL_MONTGOMERY_NORMAL_IDS)), len(set(REAL_MONTGOMERY_TB_IDS))) == (80, 58)
   subjects = nlm_tb.subjects_of(stems, {}, mcb.PREFIX, mcb.KNOWN_REPEATS)
   counts = {}
   for stem in stems:
@@ -180,7 +163,7 @@ def test_sample_uses_real_names_and_regenerates_identically(tmp_path):
         with open(os.path.join(root, folder, name), "rb") as b:
           assert a.read() == b.read(), f"{folder}/{name}: run make_dummy_data again"
   ids = {name[7:11] for name in os.listdir(os.path.join(SAMPLE_ROOT, "CXR_png"))}
-  assert ids <= set(_REAL_NORMAL_IDS + _REAL_TB_IDS) and len(ids) == 20
+  assert ids <= set(REAL_MONTGOMERY_NORMAL_IDS + REAL_MONTGOMERY_TB_IDS) and len(ids) == 20
 
 
 def test_checksums_are_recorded():
