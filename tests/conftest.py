@@ -106,20 +106,6 @@ def base_weights(tmp_path_factory):
   return os.fspath(path)
 
 
-# Fixtures that train a model, shared by several tests (`learned` is test_learning's).
-SHARED_RUNS = ("resumed_run", "learned")
-
-
-@pytest.hookimpl(tryfirst=True)  # Before pytest-xdist's own hook reads the groups.
-def pytest_collection_modifyitems(items):
-  """Puts the tests of each shared trained run on one pytest-xdist worker, so it trains once."""
-  for item in items:
-    for name in SHARED_RUNS:
-      if name in getattr(item, "fixturenames", ()):
-        item.add_marker(pytest.mark.xdist_group(name))
-        break
-
-
 TRAIN = [sys.executable, "-m", "txr_model.train"]
 TINY = ["--image_size=75", "--global_batch_size=8", "--fine_tune_blocks=1"]
 
