@@ -117,6 +117,14 @@ def run_ok(args, env=None, timeout=600):
   return out
 
 
+def _finished_epochs(metadata):
+  """The epoch count in a backup's metadata, or None before Keras has written all of it."""
+  try:
+    return json.loads(metadata.read_text())["epoch"]
+  except (OSError, ValueError):  # not there yet, or created and not yet written
+    return None
+
+
 @pytest.fixture(scope="session")
 def resumed_run(built_data_dir, base_weights, tmp_path_factory):
   """Trains two_phase, is killed -9 after a phase-1 epoch, and is rerun with the same command."""
@@ -127,12 +135,13 @@ def resumed_run(built_data_dir, base_weights, tmp_path_factory):
   metadata = model_dir / "backup" / "head" / "training_metadata.json"
   first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
-  while not metadata.exists() and first.poll() is None and time.time() < deadline:
+  done = None  # epochs finished before the kill, once Keras has written the whole record
+  while done is None and first.poll() is None and time.time() < deadline:
     time.sleep(0.05)
+    done = _finished_epochs(metadata)
   first.send_signal(signal.SIGKILL)
   first.wait()
-  assert metadata.exists(), "the first run never finished an epoch"
-  done = json.loads(metadata.read_text())["epoch"]  # epochs finished before the kill
+  assert done is not None, "the first run never finished an epoch"
   assert 1 <= done < 4, "killed too late to test resuming"
   second = run_ok(args)
   return model_dir, done, second.stdout + second.stderr
