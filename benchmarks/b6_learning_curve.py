@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import synthetic
+from txr_data import nlm_tb
 from txr_data.shenzhen_cxr import shenzhen_cxr_dataset_builder as shenzhen
 from txr_model import metrics
 
@@ -59,7 +60,7 @@ def _subset(archive: str, n: int) -> tuple[str, dict[str, list[str]]]:
   images, _ = shenzhen.find_sources(archive)
   by_split = {"train": [], "validation": [], "test": []}
   for stem in sorted(images):
-    by_split[shenzhen.split_of(stem)].append(stem)
+    by_split[nlm_tb.split_of(stem)].append(stem)
   train = [s for s in by_split["train"] if s.endswith("_0")][: n // 2]
   train += [s for s in by_split["train"] if s.endswith("_1")][: n - len(train)]
   by_split["train"] = train

@@ -11,6 +11,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from txr_data import geometry
 from txr_data import image_codec
 from txr_model import decode
 
@@ -41,7 +42,7 @@ def _chunk(kind, body):
 def _expected(png: bytes) -> np.ndarray:
   """What training feeds the model for this source: the builder's, then the pipeline's."""
   stored = image_codec.normalise_png(png, "x.png", 512)
-  return image_codec.resize_to_square(tf.io.decode_png(stored, channels=1), SIZE).numpy()
+  return geometry.resize_to_square(tf.io.decode_png(stored, channels=1), SIZE).numpy()
 
 
 def test_one_bad_element_never_fails_the_batch(decode_fn):

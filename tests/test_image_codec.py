@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from txr_data import geometry
 from txr_data import image_codec
 
 
@@ -202,7 +203,7 @@ def test_exif_orientation_is_applied_as_serving_applies_it(orientation, order):
   image = np.random.default_rng(3).integers(0, 256, (20, 30, 1), dtype=np.uint8)
   png = _with_exif(_png(image[..., 0]), orientation, order)
   assert image_codec.png_info(png, "o.png").orientation == orientation
-  served = decode.orient(
+  served = geometry.orient(
     tf.constant(image), decode._orientation(tf.constant(png), tf.constant(True))
   )
   np.testing.assert_array_equal(_decoded(image_codec.normalise_png(png, "o.png")), served)

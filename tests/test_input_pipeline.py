@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from txr_data import image_codec
 from txr_model import input_pipeline
 
 SIZE = 75
@@ -38,13 +37,6 @@ def test_training_pipeline_is_static_and_augmented(built_data_dir):
   a = np.sort(next(iter(plain))[0].numpy().mean(axis=(1, 2, 3)))
   b = np.sort(next(iter(augmented))[0].numpy().mean(axis=(1, 2, 3)))
   assert not np.allclose(a, b)
-
-
-def test_resize_pads_instead_of_stretching():
-  tall = tf.fill([200, 100, 1], tf.constant(200, tf.uint8))
-  out = image_codec.resize_to_square(tall, 100).numpy()[..., 0]
-  assert out.shape == (100, 100)
-  assert (out[:, 25:75] == 200).all() and (out[:, :24] == 0).all() and (out[:, 76:] == 0).all()
 
 
 def test_static_validation_pads_with_weight_zero_and_counts_each_image_once(built_data_dir):
@@ -160,6 +152,16 @@ def test_combined_datasets_read_both_and_cross_validation_covers_each_image_once
   }  # fmt: skip
   with pytest.raises(ValueError, match="each once"):
     input_pipeline.dataset_names("shenzhen_cxr/512+")
+
+
+@pytest.mark.parametrize(
+  "dataset,side",
+  [("shenzhen_cxr/512", 512), ("shenzhen_cxr/512+montgomery_cxr/512", 512),
+   ("shenzhen_cxr/original", None), ("montgomery_cxr/512+montgomery_cxr/original", None)],
+)  # fmt: skip
+def test_max_side_is_read_from_the_builder_configs(tmp_path, dataset, side):
+  """What the export shrinks served images to: the configs', and none if one keeps the source."""
+  assert input_pipeline.max_side(dataset, str(tmp_path)) == side
 
 
 def test_16_bit_original_reads_as_the_8_bit_config_stores_it(built_data_dir, tmp_path):

@@ -81,7 +81,7 @@ def test_label_of(name, label):
   ],
 )  # fmt: skip
 def test_parse_reading(text, sex, age, finding):
-  assert mcb.parse_reading(text) == mcb.Reading(sex, age, finding)
+  assert mcb.parse_reading(text) == nlm_tb.Reading(sex, age, finding)
 
 
 def test_split_counts_of_the_real_archive():
@@ -167,7 +167,7 @@ def test_sample_uses_real_names_and_regenerates_identically(tmp_path):
 
 
 def test_checksums_are_recorded():
-  info = mcb.Builder.url_infos[mcb._URL]
+  info = mcb.Builder.url_infos[mcb.Builder.URL]
   assert (int(info.size), info.checksum) == (
       616_853_875, "54601e952315d8f67383e9202a6e145997ade429f54f7e0af44b4e158714f424"
   )  # fmt: skip
@@ -293,7 +293,7 @@ def test_archive_layouts_build_the_same_dataset(tmp_path, layout):
   for name, ex in _examples(builder).items():
     stem = name[:-4]
     reading_path = os.path.join(SAMPLE_ROOT, "ClinicalReadings", stem + ".txt")
-    reading = mcb.Reading()
+    reading = nlm_tb.Reading()
     if os.path.exists(reading_path):
       with open(reading_path, newline="") as f:
         reading = mcb.parse_reading(f.read())

@@ -13,8 +13,8 @@ from txr_data.shenzhen_cxr import shenzhen_cxr_dataset_builder as scb
 @pytest.mark.parametrize(
   "name,url,sample,train",
   [
-    ("shenzhen_cxr/512", scb._URL, txr_data.SAMPLE_DIR, 45),
-    ("montgomery_cxr/512", mcb._URL, txr_data.MONTGOMERY_SAMPLE_DIR, 15),
+    ("shenzhen_cxr/512", scb.Builder.URL, txr_data.SAMPLE_DIR, 45),
+    ("montgomery_cxr/512", mcb.Builder.URL, txr_data.MONTGOMERY_SAMPLE_DIR, 15),
   ],
 )
 def test_download_path_uses_download_and_extract(tmp_path, monkeypatch, name, url, sample, train):

@@ -15,6 +15,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from txr_data import image_codec
+from txr_data import nlm_tb
 from txr_data.shenzhen_cxr import shenzhen_cxr_dataset_builder as scb
 
 
@@ -66,7 +67,7 @@ def test_label_of_rejects_bad_names(name):
   ],
 )
 def test_parse_reading(text, sex, age, finding):
-  assert scb.parse_reading(text) == scb.Reading(sex, age, finding)
+  assert scb.parse_reading(text) == nlm_tb.Reading(sex, age, finding)
 
 
 def test_split_counts_of_the_real_archive():
@@ -75,7 +76,7 @@ def test_split_counts_of_the_real_archive():
   stems += [f"CHNCXR_{i:04d}_1" for i in range(327, 663)]
   counts = {}
   for stem in stems:
-    key = (scb.split_of(stem), stem[-1])
+    key = (nlm_tb.split_of(stem), stem[-1])
     counts[key] = counts.get(key, 0) + 1
   assert counts == {
       ("train", "0"): 244, ("validation", "0"): 31, ("test", "0"): 51,
@@ -86,7 +87,7 @@ def test_split_counts_of_the_real_archive():
 def test_splits_are_stable_across_processes():
   stems = [f"CHNCXR_{i:04d}_{i % 2}" for i in range(1, 200)]
   code = (
-    "import json,sys; from txr_data.shenzhen_cxr import shenzhen_cxr_dataset_builder as s;"
+    "import json,sys; from txr_data import nlm_tb as s;"
     "print(json.dumps([s.split_of(x) + str(s.fold_of(x)) for x in json.loads(sys.argv[1])]))"
   )
   env = dict(os.environ, PYTHONHASHSEED="123")
@@ -94,7 +95,7 @@ def test_splits_are_stable_across_processes():
       [sys.executable, "-c", code, json.dumps(stems)],
       env=env, cwd=REPO, capture_output=True, text=True, check=True,
   )  # fmt: skip
-  assert json.loads(out.stdout) == [scb.split_of(s) + str(scb.fold_of(s)) for s in stems]
+  assert json.loads(out.stdout) == [nlm_tb.split_of(s) + str(nlm_tb.fold_of(s)) for s in stems]
 
 
 # --- sources and layouts ----------------------------------------------------------
@@ -131,7 +132,7 @@ def test_archive_layouts_build_the_same_dataset(tmp_path, root):
   for ex in tfds.as_numpy(builder.as_dataset(split="train")):
     stem = ex["image/filename"].decode()[:-4]
     reading_path = os.path.join(SAMPLE_ROOT, "ClinicalReadings", stem + ".txt")
-    reading = scb.Reading()
+    reading = nlm_tb.Reading()
     if os.path.exists(reading_path):
       with open(reading_path) as f:
         reading = scb.parse_reading(f.read())
@@ -274,7 +275,7 @@ def test_lower_case_names_get_the_canonical_key_and_split(tmp_path, sample_copy)
   png.rename(png.with_name("chncxr_0001_0.png"))
   txt.rename(txt.with_name("chncxr_0001_0.txt"))
   builder = _build(sample_copy.parent, tmp_path / "data")
-  split = scb.split_of("CHNCXR_0001_0")
+  split = nlm_tb.split_of("CHNCXR_0001_0")
   found = [
     ex for ex in tfds.as_numpy(builder.as_dataset(split=split))
     if ex["image/filename"] == b"chncxr_0001_0.png"
@@ -340,7 +341,7 @@ def test_non_utf8_image_name_is_named(tmp_path, sample_copy):
 def test_a_split_without_images_names_the_split(tmp_path, sample_copy):
   for f in sorted(os.listdir(sample_copy / "CXR_png"))[2:]:
     os.remove(sample_copy / "CXR_png" / f)
-  kept = {scb.split_of(f"CHNCXR_000{i}_0") for i in (1, 2)}
+  kept = {nlm_tb.split_of(f"CHNCXR_000{i}_0") for i in (1, 2)}
   missing = [split for split in ("train", "validation", "test") if split not in kept]
   with pytest.raises(ValueError, match=f"No image of the 2 under .* falls in the {missing[0]}"):
     _build(sample_copy.parent, tmp_path / "data")
@@ -351,4 +352,4 @@ def test_each_image_is_its_own_subject_and_folds_by_it(tmp_path):
   for split in builder.info.splits:
     for ex in tfds.as_numpy(builder.as_dataset(split=split)):
       stem = ex["image/filename"].decode()[:-4]
-      assert ex["subject"].decode() == stem and ex["fold"] == scb.fold_of(stem)
+      assert ex["subject"].decode() == stem and ex["fold"] == nlm_tb.fold_of(stem)

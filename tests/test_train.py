@@ -29,6 +29,7 @@ def test_outputs_and_export_match_the_keras_model(resumed_run):
   import keras
   import tensorflow as tf
 
+  from txr_data import geometry
   from txr_data import image_codec
 
   model_dir, _, log = resumed_run
@@ -61,7 +62,7 @@ def test_outputs_and_export_match_the_keras_model(resumed_run):
   served = serving(image_bytes=tf.constant([data, data]))["probability"].numpy()
   model = keras.models.load_model(model_dir / "model.keras")
   stored = image_codec.normalise_png(data, "x.png", 512)  # as the builder stores it
-  x = image_codec.resize_to_square(tf.io.decode_png(stored, channels=1), 75)[None]
+  x = geometry.resize_to_square(tf.io.decode_png(stored, channels=1), 75)[None]
   expected = model.predict(x, verbose=0)[0, 0]
   np.testing.assert_allclose(served, [expected, expected], rtol=1e-5, atol=1e-6)
 

@@ -6,9 +6,10 @@ file is caught by name before any expensive work, and an image that is already
 8-bit grayscale can be stored as-is. Everything else is decoded with
 TensorFlow ops, which release the GIL, so callers can run them in threads.
 
-`to_uint8`, `shrink` and `orient` are TensorFlow functions that also run in
-the exported serving graph (txr_model/decode.py), so served images are
-converted exactly as the builder converted the training images.
+`to_uint8` is a TensorFlow function that also runs in the exported serving
+graph (txr_model/decode.py), as do the orientation and the area shrink
+(geometry.py), so served images are converted exactly as the builder
+converted the training images.
 """
 
 import dataclasses
@@ -17,7 +18,10 @@ import zlib
 
 import tensorflow as tf
 
+from txr_data import geometry
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"  # Start of image, then the first segment's marker byte.
 # Real Shenzhen images are at most about 4900 x 4900 (24 Mpx). Anything far
 # beyond is a decompression bomb, not a radiograph.
 MAX_PIXELS = 100_000_000
@@ -62,7 +66,7 @@ def png_info(data: bytes, name: str) -> PngInfo:
   """
   if not data:
     raise BadImageError(f"{name}: the file is empty (0 bytes); re-copy it.")
-  if data.startswith(b"\xff\xd8\xff"):  # Re-distributed copies often save JPEGs as .png.
+  if data.startswith(JPEG_SIGNATURE):  # Re-distributed copies often save JPEGs as .png.
     raise BadImageError(
       f"{name}: a JPEG file named .png; convert it to PNG or use the original archive."
     )
@@ -134,32 +138,6 @@ def exif_orientation(tiff: bytes) -> int:
   except struct.error:  # Cut short: as if it had none.
     pass
   return 1
-
-
-def orient(image: tf.Tensor, orientation) -> tf.Tensor:
-  """Applies an EXIF orientation (1-8) to an [h, w, c] image, so it displays upright.
-
-  Args:
-    image: the decoded image.
-    orientation: the EXIF Orientation value (int or tensor); 1 (or anything
-      else) leaves it.
-
-  Returns:
-    The upright image.
-  """
-  transpose = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
-  branches = [
-    lambda: image,
-    lambda: image,  # 1: upright
-    lambda: tf.image.flip_left_right(image),  # 2: mirrored
-    lambda: tf.image.rot90(image, 2),  # 3: upside down
-    lambda: tf.image.flip_up_down(image),  # 4
-    lambda: transpose(image),  # 5
-    lambda: tf.image.rot90(image, 3),  # 6: stored rotated 90 degrees anticlockwise
-    lambda: tf.image.rot90(transpose(image), 2),  # 7
-    lambda: tf.image.rot90(image, 1),  # 8: stored rotated 90 degrees clockwise
-  ]
-  return tf.switch_case(tf.clip_by_value(orientation, 0, 8), branches)
 
 
 _CHANNELS = {_GRAY: 1, _RGB: 3, _PALETTE: 1, _GRAY_ALPHA: 2, _RGBA: 4}
@@ -255,33 +233,6 @@ def to_uint8(image: tf.Tensor, significant_bits=0) -> tf.Tensor:
   return tf.cast(tf.clip_by_value(scaled, 0.0, 255.0), tf.uint8)
 
 
-def shrink(image: tf.Tensor, max_side) -> tf.Tensor:
-  """Area-resizes a uint8 [h, w, c] image so its longest side is at most `max_side`.
-
-  Aspect is kept; a smaller image is returned unchanged. Works in graphs (the
-  serving signature) as well as eagerly (the builder).
-  """
-  shape = tf.cast(tf.shape(image)[:2], tf.float64)
-  scale = tf.cast(max_side, tf.float64) / tf.reduce_max(shape)
-  size = tf.cast(tf.maximum(tf.round(shape * scale), 1.0), tf.int32)
-
-  def resized():
-    out = tf.image.resize(image, size, method="area")
-    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
-
-  return tf.cond(scale < 1.0, resized, lambda: image)
-
-
-def resize_to_square(image: tf.Tensor, image_size: int) -> tf.Tensor:
-  """uint8 [h, w, 1] -> uint8 [size, size, 1], aspect kept (zero padded, not stretched).
-
-  The model's input geometry: the input pipeline and the serving graph both
-  resize with this, after the builder's `shrink`.
-  """
-  image = tf.image.resize_with_pad(tf.cast(image, tf.float32), image_size, image_size)
-  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-
-
 def to_grayscale(data: bytes, info: PngInfo) -> tf.Tensor:
   """Decodes a validated PNG into a uint8 [height, width, 1] tensor, as stored (not oriented).
 
@@ -307,20 +258,31 @@ def to_grayscale(data: bytes, info: PngInfo) -> tf.Tensor:
   return image
 
 
-def normalise_png(data: bytes, name: str, max_side: int | None = None) -> bytes:
+def normalise_png(
+  data: bytes, name: str, max_side: int | None = None, info: PngInfo | None = None
+) -> bytes:
   """Returns `data` as an upright 8-bit grayscale PNG, its longest side <= `max_side`.
 
   An 8-bit grayscale source that needs no resizing or orienting is returned
   unchanged, without a decode/encode round trip.
+
+  Args:
+    data: the PNG file's bytes.
+    name: the file, for errors.
+    max_side: the longest side to store, or None to keep the size.
+    info: `png_info(data, name)` when the caller has it; read here otherwise.
+
+  Raises:
+    BadImageError: naming the file, when it cannot be used.
   """
-  info = png_info(data, name)
+  info = png_info(data, name) if info is None else info
   needs_resize = max_side is not None and max(info.width, info.height) > max_side
   if info.is_gray8 and not needs_resize and info.orientation == 1:
     return data
   try:
-    image = orient(to_grayscale(data, info), info.orientation)
+    image = geometry.orient(to_grayscale(data, info), info.orientation)
   except tf.errors.OpError as e:
     raise BadImageError(f"{name}: cannot decode PNG ({e.message}); re-copy it.") from e
   if needs_resize:
-    image = shrink(image, max_side)
+    image = geometry.shrink(image, max_side)
   return tf.io.encode_png(image).numpy()

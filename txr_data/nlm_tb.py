@@ -3,8 +3,8 @@
 Both archives name images `<PREFIX>_<4-digit id>_<0|1>.png` (suffix `_0`
 normal, `_1` tuberculosis), keep a `ClinicalReadings/<stem>.txt` per image,
 and ship in several layouts (the zip, its extracted tree, a bare folder). A
-builder subclasses `NlmTbBuilder` and says only what differs: the prefix, the
-download, how a readings file reads and any extra features.
+builder subclasses `NlmTbBuilder` and says only what differs: its constants
+(the prefix, the download), how a readings file reads and any extra features.
 """
 
 import codecs
@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 
 from txr_data import image_codec
 
+HOMEPAGE = "https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets"
 NUM_FOLDS = 10
 SPLIT_OF_FOLD = ["train"] * 7 + ["validation"] + ["test"] * 2
 LABELS = ["normal", "abnormal"]
@@ -345,18 +346,48 @@ def read_bytes(path: str) -> bytes:
 class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """The common builder: finds sources in any layout, splits by subject, converts in threads.
 
-  Subclasses set PREFIX, URL, HOMEPAGE, MANUAL_DOWNLOAD_INSTRUCTIONS and
-  `_info`, and implement `_features` (one example's features).
+  A subclass sets its constants (PREFIX, URL, VERSION, BUILDER_CONFIGS,
+  MANUAL_DOWNLOAD_INSTRUCTIONS, and SOURCE_DTYPE, SKIP_DIRS or KNOWN_REPEATS
+  where they differ) and `_parse_reading`; a set with more to store adds it
+  through `_extra_features` and `_extra_example`.
   """
 
   PREFIX = ""
   URL = ""
+  # The stored image's dtype in a config that keeps the source pixels (max_side None).
+  SOURCE_DTYPE = np.uint8
   SKIP_DIRS: tuple[str, ...] = SKIP_DIRS
   # {film: another film of the same patient}, where the readings do not say so.
   KNOWN_REPEATS: dict[str, str] = {}
 
-  def _source_root(self, dl_manager: tfds.download.DownloadManager) -> epath.Path:
-    """The manual dir when given or filled, else the downloaded archive."""
+  def _info(self) -> tfds.core.DatasetInfo:
+    dtype = self.SOURCE_DTYPE if self.builder_config.max_side is None else np.uint8
+    return self.dataset_info_from_configs(
+      features=features(dtype, **self._extra_features()),
+      supervised_keys=("image", "label"),
+      homepage=HOMEPAGE,
+    )
+
+  def _extra_features(self) -> dict:
+    """Features beyond the shared ones ({name: feature}); `_extra_example` gives their values."""
+    return {}
+
+  def _extra_example(self, stem: str, info: image_codec.PngInfo) -> dict:
+    """The values of `_extra_features` for one image, from its canonical stem and PNG header."""
+    return {}
+
+  def _parse_reading(self, text: str) -> Reading:
+    """A readings file's text, parsed."""
+    raise NotImplementedError
+
+  def _sources(
+    self, dl_manager: tfds.download.DownloadManager
+  ) -> tuple[epath.Path, tuple[dict[str, str], dict[str, str]]]:
+    """The source folder and its (images, readings) (see `find_sources`), each found once.
+
+    The folder is the manual dir when given or filled (or the first .zip in
+    it, extracted, when it holds no images), else the downloaded archive.
+    """
     default_manual = dl_manager.download_dir / "manual"
     # TFDS exposes no public way to ask whether --manual_dir was given.
     given = getattr(dl_manager, "_manual_dir", None)
@@ -365,8 +396,10 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     elif default_manual.exists() and any(default_manual.iterdir()):
       root = default_manual
     else:
-      return dl_manager.download_and_extract(self.URL)
-    if not self._find(root)[0]:
+      root = dl_manager.download_and_extract(self.URL)
+      return root, self._find(root)
+    found = self._find(root)
+    if not found[0]:
       zips = sorted(p for p in root.iterdir() if p.suffix.lower() == ".zip")
       if not zips:
         raise FileNotFoundError(
@@ -374,14 +407,14 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           f"\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
         )
       root = dl_manager.extract(zips[0])
-    return root
+      found = self._find(root)
+    return root, found
 
   def _find(self, root) -> tuple[dict[str, str], dict[str, str]]:
     return find_sources(os.fspath(root), self.PREFIX, self.SKIP_DIRS)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    self._root = self._source_root(dl_manager)
-    images, readings = self._find(self._root)
+    root, (images, readings) = self._sources(dl_manager)
     if not images:
       raise FileNotFoundError(
         f"No {self.PREFIX}_*.png images found.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
@@ -406,29 +439,26 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for split, items in by_split.items():
       if not items:  # TFDS would fail with a bare AssertionError.
         raise ValueError(
-          f"No image of the {len(images)} under {self._root} falls in the {split} split: a"
+          f"No image of the {len(images)} under {root} falls in the {split} split: a"
           " patient's split is a hash of their first file name (70/10/20), so a few images"
           " can miss a split. Add images (the whole archive fills every split)."
         )
     return {name: self._generate_examples(items) for name, items in by_split.items()}
 
-  def _image(self, data: bytes, path: str):
+  def _image(self, data: bytes, path: str, info: image_codec.PngInfo) -> bytes:
     """The stored image: 8-bit grayscale PNG bytes, resized to the config's max_side."""
-    return image_codec.normalise_png(data, path, self.builder_config.max_side)
-
-  def _features(self, stem: str, path: str, image, reading: Reading, subject: str) -> dict:
-    """One example's features, from its parsed readings file and subject key."""
-    raise NotImplementedError
-
-  def _parse_reading(self, text: str) -> Reading:
-    """A readings file's text, parsed."""
-    raise NotImplementedError
+    return image_codec.normalise_png(data, path, self.builder_config.max_side, info)
 
   def _example(self, item):
     stem, path, text, subject = item
-    image = self._image(read_bytes(path), path)
+    data = read_bytes(path)
+    info = image_codec.png_info(data, path)
     reading = Reading() if text is None else self._parse_reading(text)
-    return stem, self._features(stem, path, image, reading, subject)
+    return stem, {
+      "image": self._image(data, path, info),
+      **self._extra_example(stem, info),
+      **values(stem, path, self.PREFIX, reading, subject),
+    }
 
   def _generate_examples(self, items):
     """Yields (stem, example); decoding runs in threads (TF ops drop the GIL)."""

@@ -11,12 +11,14 @@ plain op error would fail the whole request).
 
 Images are converted as the builder converted the training images: gray
 directly (colour only when the file is colour, for the colourfulness check),
-16-bit data scaled by its real bit depth, EXIF orientation applied, the
-builder's area resize to its `max_side`, then the input pipeline's pad-resize.
+16-bit data scaled by its real bit depth, then the geometry the builder and
+the input pipeline share (txr_data/geometry.py): EXIF orientation, the area
+shrink to the training dataset's `max_side`, the pad-resize to a square.
 """
 
 import tensorflow as tf
 
+from txr_data import geometry
 from txr_data import image_codec
 from txr_model import ood
 
@@ -157,10 +159,6 @@ def _orientation(data: tf.Tensor, is_png: tf.Tensor) -> tf.Tensor:
   return orientation
 
 
-# The builder applies the same orientation to PNGs with an eXIf chunk.
-orient = image_codec.orient
-
-
 def _significant_bits(data: tf.Tensor) -> tf.Tensor:
   """A PNG's sBIT depth (the largest of its bytes), or 0 when the file has no sBIT chunk."""
   offset, length = _segment(data, tf.constant(True), b"sBIT", 0, b"")
@@ -221,7 +219,10 @@ def decode_batch(image_bytes: tf.Tensor, image_size: int, max_side: int | None):
   length = tf.strings.length(image_bytes)
   is_png = tf.reduce_all(head[:, :8] == tf.io.decode_raw(PNG_SIGNATURE, tf.uint8), axis=1)
   is_png &= tf.reduce_all(head[:, 12:16] == tf.io.decode_raw(b"IHDR", tf.uint8), axis=1)
-  is_jpeg = tf.reduce_all(head[:, :3] == tf.constant([0xFF, 0xD8, 0xFF], tf.uint8), axis=1)
+  jpeg_signature = image_codec.JPEG_SIGNATURE
+  is_jpeg = tf.reduce_all(
+    head[:, : len(jpeg_signature)] == tf.io.decode_raw(jpeg_signature, tf.uint8), axis=1
+  )
   png_width, png_height = _be32(head[:, 16:20]), _be32(head[:, 20:24])
   png_depth = tf.cast(head[:, 24], tf.int32)
   png_colour = tf.cast(head[:, 25], tf.int32) & 2 > 0  # RGB, RGBA and palette types
@@ -255,12 +256,12 @@ def decode_batch(image_bytes: tf.Tensor, image_size: int, max_side: int | None):
 
   def one(i, data, png, depth, has_colour):
     gray, colourfulness = _gray(data, png, depth, has_colour)
-    gray = orient(gray, _orientation(data, png))
+    gray = geometry.orient(gray, _orientation(data, png))  # As the builder orients eXIf PNGs.
     shape = tf.cast(tf.shape(gray), tf.float32)
     if max_side:
-      gray = image_codec.shrink(gray, max_side)
+      gray = geometry.shrink(gray, max_side)
     contrast = tf.math.reduce_std(tf.cast(gray, tf.float32))
-    image = image_codec.resize_to_square(gray, image_size)
+    image = geometry.resize_to_square(gray, image_size)
     return i, image, colourfulness, shape[1] / shape[0], contrast
 
   valid = tf.data.Dataset.from_tensor_slices(

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from txr_data import image_codec
+from txr_data import geometry
 from txr_model import input_pipeline
 from txr_model import metrics
 from txr_model import model as model_lib
@@ -359,7 +359,7 @@ def lung_energy(export_dir: str, config: input_pipeline.InputConfig) -> dict | N
   for example in ds.filter(lambda ex: ex["label"] == 1):
     heatmap = explain(image_bytes=example["image"][None])["heatmap"][0]
     # The mask, padded and resized exactly as the image was.
-    mask = image_codec.resize_to_square(example["lung_mask"] * 255, heatmap.shape[0])
+    mask = geometry.resize_to_square(example["lung_mask"] * 255, heatmap.shape[0])
     heatmaps.append(heatmap)
     masks.append(mask[..., 0] >= 128)
   if not heatmaps:

@@ -10,7 +10,6 @@ import os
 from absl import logging
 import keras
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from txr_model import evaluation
 from txr_model import export
@@ -54,12 +53,6 @@ def finish_run(
   detector = ood.fit(train[2], val[2])
   threshold = report["test"]["operating_points"][OPERATING_POINT]["threshold"]
   export_dir = os.path.join(model_dir, "export")
-  dataset = configs["test"].dataset
-  # Served images are shrunk as the builder shrank the training images.
-  sides = {
-    getattr(tfds.builder(name, data_dir=configs["test"].data_dir).builder_config, "max_side", None)
-    for name in dataset.split("+")
-  }
   export.export_serving(
     model,
     export_dir,
@@ -71,7 +64,8 @@ def finish_run(
       "test_auc": report["test"]["auc"],
       **(run_info or {}),
     },
-    max_side=max(sides) if None not in sides else None,
+    # Served images are shrunk as the builder shrank the training images.
+    max_side=input_pipeline.max_side(configs["test"].dataset, configs["test"].data_dir),
   )
   logging.info("Wrote %s", export_dir)
   _log_overlays(export_dir, configs["validation"], log_dir)

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from txr_data import image_codec
+from txr_data import geometry
 from txr_model import decode
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -30,7 +30,7 @@ def model_input(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
   Training, evaluation and scoring all read stored images through this one
   function, so a score is always of the pixels the model was trained on.
   """
-  return image_codec.resize_to_square(decode.stored_gray(encoded), image_size)
+  return geometry.resize_to_square(decode.stored_gray(encoded), image_size)
 
 
 def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -417,6 +417,20 @@ def dataset_version(config: InputConfig) -> str:
     str(tfds.builder(name, data_dir=config.data_dir).info.version)
     for name in dataset_names(config.dataset)
   )
+
+
+def max_side(dataset: str, data_dir: str) -> int | None:
+  """The longest side the images of `dataset` are stored at (`--dataset` syntax), or None.
+
+  Read from each dataset's builder config (`TbConfig.max_side`), so served
+  images can be shrunk as the builder shrank the training images. With
+  several datasets, the largest; None when any stores the source pixels.
+  """
+  sides = {
+    getattr(tfds.builder(name, data_dir=data_dir).builder_config, "max_side", None)
+    for name in dataset_names(dataset)
+  }
+  return None if None in sides else max(sides)
 
 
 def distributed_dataset(strategy: tf.distribute.Strategy, config: InputConfig):

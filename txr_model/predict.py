@@ -38,9 +38,12 @@ _BATCH_SIZE = flags.DEFINE_integer(
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
 # Copies, not imports: this module must not pull in TFDS or Keras code.
-# Their sources of truth: txr_data.image_codec.MAX_PIXELS, the builders'
-# ClassLabel names and txr_model.export.METADATA (a test checks they agree).
+# Their sources of truth: txr_data.image_codec.MAX_PIXELS, PNG_SIGNATURE and
+# JPEG_SIGNATURE, the builders' ClassLabel names and txr_model.export.METADATA
+# (a test checks they agree).
 MAX_PIXELS = 100_000_000  # Far above any radiograph: larger is a decompression bomb.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 LABELS = ("normal", "abnormal")
 METADATA = "assets.extra/txr.json"
 # A 100 Mpx 16-bit PNG stored uncompressed is 200 MB; anything larger is not a radiograph.
@@ -108,7 +111,7 @@ def _is_dicom(path: str, header: bytes) -> bool:
 
 def _check_header(header: bytes) -> None:
   """Refuses what is not a PNG or JPEG, and PNGs without or with too many pixels, early."""
-  if header.startswith(b"\x89PNG\r\n\x1a\n"):
+  if header.startswith(PNG_SIGNATURE):
     if len(header) < 24 or header[12:16] != b"IHDR":
       raise ValueError("truncated or corrupt PNG: no complete IHDR header")
     width, height = struct.unpack(">II", header[16:24])
@@ -116,7 +119,7 @@ def _check_header(header: bytes) -> None:
       raise ValueError(f"{width} x {height} pixels: the PNG header declares an empty image")
     if width * height > MAX_PIXELS:
       raise ValueError(f"{width} x {height} pixels is too large for a radiograph")
-  elif not header.startswith(b"\xff\xd8\xff"):
+  elif not header.startswith(JPEG_SIGNATURE):
     raise ValueError("not a PNG, JPEG or DICOM file")
 
 

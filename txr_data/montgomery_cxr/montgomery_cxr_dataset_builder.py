@@ -8,14 +8,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from txr_data import geometry
 from txr_data import image_codec
 from txr_data import nlm_tb
 
-_URL = "http://openi.nlm.nih.gov/imgs/collections/NLM-MontgomeryCXRSet.zip"
-_HOMEPAGE = "https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets"
 PREFIX = "MCUCXR"
 MASK_SIDES = ("leftMask", "rightMask")  # Folders under ManualMask/, one binary PNG per image.
-Reading = nlm_tb.Reading
 # "Patient's Sex: F" / "Patient's Age: 045Y" (DICOM tags), in any order; the rest is the finding.
 _FIELD_RE = re.compile(r"^patient\W?s?\s+(sex|age)\s*[:=]?\s*(.*)$", re.IGNORECASE)
 _SEX_RE = re.compile(r"^(female|male|f|m)\b", re.IGNORECASE)  # 'O' (other) is unknown.
@@ -50,7 +48,7 @@ def _age(value: str) -> int:
   return 0 if unit in ("m", "w", "d") else -1  # Infants (months, weeks, days) are 0 years old.
 
 
-def parse_reading(text: str) -> Reading:
+def parse_reading(text: str) -> nlm_tb.Reading:
   """Parses a Montgomery ClinicalReadings file.
 
   The archive's files read "Patient's Sex: F", "Patient's Age: 045Y", then the
@@ -77,7 +75,7 @@ def parse_reading(text: str) -> Reading:
       sex = {"f": "female", "m": "male"}[value[1][0].lower()] if value else "unknown"
     else:
       age = _age(field[2])
-  return Reading(sex=sex, age=age, finding=" ".join(finding))
+  return nlm_tb.Reading(sex=sex, age=age, finding=" ".join(finding))
 
 
 def find_masks(root: str) -> dict[str, dict[str, str]]:
@@ -137,7 +135,8 @@ class Builder(nlm_tb.NlmTbBuilder):
   """DatasetBuilder for the Montgomery County TB chest X-ray set."""
 
   PREFIX = PREFIX
-  URL = _URL
+  URL = "http://openi.nlm.nih.gov/imgs/collections/NLM-MontgomeryCXRSet.zip"
+  SOURCE_DTYPE = np.uint16  # The archive's 12-bit data, stored unchanged by `original`.
   # Masks share their image's file name: not images. Folder names match in any case.
   SKIP_DIRS = (*nlm_tb.SKIP_DIRS, "manualmask", *(side.lower() for side in MASK_SIDES))
   KNOWN_REPEATS = KNOWN_REPEATS
@@ -159,23 +158,14 @@ class Builder(nlm_tb.NlmTbBuilder):
     ),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
-  Download NLM-MontgomeryCXRSet.zip from {_HOMEPAGE} (or {_URL}) and
+  Download NLM-MontgomeryCXRSet.zip from {nlm_tb.HOMEPAGE} (or {URL}) and
   put it in the manual dir, as the zip or extracted: the `MontgomerySet/` tree
   (CXR_png/, ClinicalReadings/, ManualMask/leftMask/ and rightMask/), or a bare
   folder of `MCUCXR_*.png` files (with `MCUCXR_*.txt` readings beside them and
   leftMask/ and rightMask/ folders, both optional).
   """
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    dtype = np.uint16 if self.builder_config.max_side is None else np.uint8
-    return self.dataset_info_from_configs(
-      features=nlm_tb.features(
-        dtype,
-        lung_mask=tfds.features.Image(shape=(None, None, 1), dtype=np.uint8, encoding_format="png"),
-      ),
-      supervised_keys=("image", "label"),
-      homepage=_HOMEPAGE,
-    )
+  _parse_reading = staticmethod(parse_reading)
 
   def _find(self, root):
     images, readings = super()._find(root)
@@ -188,29 +178,23 @@ class Builder(nlm_tb.NlmTbBuilder):
         raise ValueError(
           f"{path}: this image's {missing} is missing; restore it, or remove both masks."
         )
-    self._unmasked = [stem for stem in sorted(images) if stem not in self._masks]
-    return images, readings
-
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    splits = super()._split_generators(dl_manager)
-    if self._unmasked:
+    unmasked = [stem for stem in sorted(images) if stem not in self._masks]
+    if unmasked:
       logging.warning(
         "%d image(s) have no lung masks (no leftMask/ or rightMask/ file), e.g. %s: their"
         " lung_mask is stored all zero.",
-        len(self._unmasked),
-        self._unmasked[0],
+        len(unmasked),
+        unmasked[0],
       )
-    return splits
+    return images, readings
 
-  def _image(self, data: bytes, path: str):
-    """The stored image, the source's (height, width) and its EXIF orientation.
+  def _image(self, data: bytes, path: str, info: image_codec.PngInfo) -> bytes:
+    """The stored image: 8-bit as the base stores it for a max_side config, else the 16-bit source.
 
-    The masks must have the source's size and get its orientation.
+    The source is stored unchanged, but upright.
     """
-    info = image_codec.png_info(data, path)
-    size, max_side = (info.height, info.width), self.builder_config.max_side
-    if max_side is not None:
-      return image_codec.normalise_png(data, path, max_side), size, info.orientation
+    if self.builder_config.max_side is not None:
+      return super()._image(data, path, info)
     if (info.color_type, info.bit_depth) != (0, 16):  # Colour type 0: grayscale.
       raise image_codec.BadImageError(
         f"{path}: {_COLOURS.get(info.color_type, 'an unknown colour type')} PNG with"
@@ -220,26 +204,23 @@ class Builder(nlm_tb.NlmTbBuilder):
       )
     if info.orientation != 1:  # Stored upright, as serving reads it.
       image = tf.io.decode_png(data, channels=1, dtype=tf.uint16)
-      data = tf.io.encode_png(image_codec.orient(image, info.orientation)).numpy()
-    return data, size, info.orientation
+      data = tf.io.encode_png(geometry.orient(image, info.orientation)).numpy()
+    return data
 
-  def _lung_mask(self, stem: str, size: tuple[int, int], orientation: int) -> bytes:
-    """The union of the left and right masks as a 0/1 PNG, oriented and resized as the image is."""
-    union = tf.zeros([*size, 1], tf.bool)
-    for path in self._masks.get(stem, {}).values():
-      union |= _read_mask(path, size)
-    mask = image_codec.orient(tf.cast(union, tf.uint8) * 255, orientation)
-    if self.builder_config.max_side is not None:
-      mask = image_codec.shrink(mask, self.builder_config.max_side)  # Area, then threshold.
-    return tf.io.encode_png(tf.cast(mask >= 128, tf.uint8)).numpy()
-
-  def _parse_reading(self, text):
-    return parse_reading(text)
-
-  def _features(self, stem, path, image, reading, subject):
-    encoded, size, orientation = image
+  def _extra_features(self) -> dict:
     return {
-      "image": encoded,
-      "lung_mask": self._lung_mask(stem, size, orientation),
-      **nlm_tb.values(stem, path, PREFIX, reading, subject),
+      "lung_mask": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8, encoding_format="png")
     }
+
+  def _extra_example(self, stem: str, info: image_codec.PngInfo) -> dict:
+    """The lung mask: the union of the left and right masks as a 0/1 PNG, shaped as the image.
+
+    The masks have the source's size; they get its orientation and resize.
+    """
+    union = tf.zeros([info.height, info.width, 1], tf.bool)
+    for path in self._masks.get(stem, {}).values():
+      union |= _read_mask(path, (info.height, info.width))
+    mask = geometry.orient(tf.cast(union, tf.uint8) * 255, info.orientation)
+    if self.builder_config.max_side is not None:
+      mask = geometry.shrink(mask, self.builder_config.max_side)  # Area, then threshold.
+    return {"lung_mask": tf.io.encode_png(tf.cast(mask >= 128, tf.uint8)).numpy()}

@@ -6,21 +6,12 @@ import tensorflow_datasets as tfds
 
 from txr_data import nlm_tb
 
-_URL = "https://openi.nlm.nih.gov/imgs/collections/ChinaSet_AllFiles.zip"
-_HOMEPAGE = "https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets"
 PREFIX = "CHNCXR"
 _READING_RE = re.compile(
   r"^\s*(?:(?P<sex>female|male|f|m)(?![a-z]))?[\s,;:]*"
   r"(?:(?P<age>\d+)\s*(?P<unit>[a-z]*))?",
   re.IGNORECASE,
 )
-# Shared with Montgomery; kept here under their old names for callers.
-ShenzhenConfig = nlm_tb.TbConfig
-fold_of = nlm_tb.fold_of
-split_of = nlm_tb.split_of
-
-
-Reading = nlm_tb.Reading
 
 
 def label_of(filename: str) -> int:
@@ -33,7 +24,7 @@ def find_sources(root: str) -> tuple[dict[str, str], dict[str, str]]:
   return nlm_tb.find_sources(root, PREFIX)
 
 
-def parse_reading(text: str) -> Reading:
+def parse_reading(text: str) -> nlm_tb.Reading:
   """Parses a ClinicalReadings file: sex and age on line 1, the finding after.
 
   The first line varies in the archive ('male 35yrs', 'Male,35yr',
@@ -42,7 +33,7 @@ def parse_reading(text: str) -> Reading:
   lines = [line.strip() for line in text.replace("\r", "\n").split("\n")]
   lines = [line for line in lines if line]
   if not lines:
-    return Reading()
+    return nlm_tb.Reading()
   match = _READING_RE.match(lines[0])
   sex = {"f": "female", "m": "male"}.get((match["sex"] or "u")[0].lower(), "unknown")
   age = -1
@@ -50,14 +41,14 @@ def parse_reading(text: str) -> Reading:
     # Infants are recorded in months or days: they are 0 years old.
     age = 0 if match["unit"].lower().startswith(("m", "d")) else int(match["age"])
     age = nlm_tb.age_or_unknown(age)
-  return Reading(sex=sex, age=age, finding=" ".join(lines[1:]))
+  return nlm_tb.Reading(sex=sex, age=age, finding=" ".join(lines[1:]))
 
 
 class Builder(nlm_tb.NlmTbBuilder):
   """DatasetBuilder for the Shenzhen TB chest X-ray set."""
 
   PREFIX = PREFIX
-  URL = _URL
+  URL = "https://openi.nlm.nih.gov/imgs/collections/ChinaSet_AllFiles.zip"
 
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {
@@ -67,25 +58,16 @@ class Builder(nlm_tb.NlmTbBuilder):
     " by their data, not their alpha; mask and annotation folders of the newer release skipped.",
   }
   BUILDER_CONFIGS = [
-    ShenzhenConfig(name="original", description="Source pixels, not resized."),
-    ShenzhenConfig(name="512", description="Longest side 512 px, aspect ratio kept.", max_side=512),
+    nlm_tb.TbConfig(name="original", description="Source pixels, not resized."),
+    nlm_tb.TbConfig(
+      name="512", description="Longest side 512 px, aspect ratio kept.", max_side=512
+    ),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
-  Download ChinaSet_AllFiles.zip from {_HOMEPAGE} (or {_URL}) and
+  Download ChinaSet_AllFiles.zip from {nlm_tb.HOMEPAGE} (or {URL}) and
   put it in the manual dir, as the zip or extracted: the `ChinaSet_AllFiles/`
   tree, the newer `Shenzhen-Hospital-CXR-Set/` tree, or a bare folder of
   `CHNCXR_*.png` files (with `CHNCXR_*.txt` readings beside them, optional).
   """
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-      features=nlm_tb.features(),
-      supervised_keys=("image", "label"),
-      homepage=_HOMEPAGE,
-    )
-
-  def _parse_reading(self, text):
-    return parse_reading(text)
-
-  def _features(self, stem, path, image, reading, subject):
-    return {"image": image, **nlm_tb.values(stem, path, PREFIX, reading, subject)}
+  _parse_reading = staticmethod(parse_reading)
