@@ -30,6 +30,7 @@ from benchmarks import synthetic
 from txr_data import nlm_tb
 from txr_data.shenzhen_cxr import shenzhen_cxr_dataset_builder as shenzhen
 from txr_model import metrics
+from txr_model import run_dir
 
 _SIZES = flags.DEFINE_list("sizes", ["50", "100", "200", "400"], "Training-set sizes.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 80, "txr's input size, px.")
@@ -115,7 +116,7 @@ def _txr(manual_dir: str, n: int) -> dict:
     + [f"--data_dir={out}/data", f"--model_dir={out}/model"],
     check=True,
   )
-  with open(os.path.join(out, "model", "metrics.json")) as f:
+  with open(os.path.join(out, "model", run_dir.METRICS)) as f:
     test = json.load(f)["test"]
   return {
     "auc": test["auc"],

@@ -1,6 +1,7 @@
-"""The learning-rate schedule and the best checkpoint that survives a restart."""
+"""The learning-rate schedule, the best checkpoint and backup that survive a restart, a phase."""
 
 import json
+import types
 
 import keras
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from txr_model import fitting
+from txr_model import run_dir
 
 
 def test_schedule_warms_up_then_decays_to_zero():
@@ -185,3 +187,21 @@ def test_a_phase_that_stopped_early_is_not_trained_again_after_a_restart(tmp_pat
   other = tmp_path / "full"
   _fit(other, 2)
   assert fitting.Backup(str(other)).final_epoch(4) == 4 and _fit(other, 4)[0] == 2
+
+
+def test_a_phase_is_backed_up_under_its_name_and_restore_best_loads_the_best(tmp_path):
+  run = types.SimpleNamespace(work_dir=str(tmp_path), steps=2, val_steps=None)
+  model = _fixed_model()
+  x = np.array([[-1.0], [1.0], [-2.0], [2.0]], "float32")
+  data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 0, 1], "float32"))).batch(2)
+  checkpoint = fitting.BestCheckpoint(str(tmp_path / run_dir.BEST_WEIGHTS))
+  history = fitting.fit_phase(run, "head", model, 0, 2, data.repeat(), data, [checkpoint])
+  assert history.epoch == [0, 1] and checkpoint.record["epoch"] == 1  # AUC 1 from epoch 1
+  assert (tmp_path / run_dir.BACKUP / "head" / "training_metadata.json").exists()
+  best = [w.copy() for w in model.get_weights()]
+  model.set_weights([w + 1 for w in best])
+  assert fitting.restore_best(model, checkpoint) == "best: epoch 1, val AUC 1.0000"
+  for a, b in zip(model.get_weights(), best, strict=True):
+    np.testing.assert_array_equal(a, b)
+  none = fitting.BestCheckpoint(str(tmp_path / "other.weights.h5"))
+  assert fitting.restore_best(model, none) == "last epoch (no validation AUC was checkpointed)"

@@ -51,6 +51,7 @@ def test_outputs_and_export_match_the_keras_model(resumed_run):
   assert report["run"]["weights"] == f"best: epoch {best['epoch']}, val AUC {best['val_auc']:.4f}"
   assert report["test"]["n"] == 10 and 0.0 <= report["test"]["auc"] <= 1.0
   assert "Dataset shenzhen_cxr/512" in log and "1 replica(s), global batch 8" in log
+  assert f"Wrote {model_dir / 'export'}" in log
 
   png = (
     model_dir.parent / "x.png"
@@ -222,6 +223,9 @@ def test_cross_validation_over_both_sites_then_txr_evaluate(built_data_dir, base
     assert fold["n"] == 28 and set(fold["by_group"]) == {"shenzhen_cxr/512", "montgomery_cxr/512"}
     assert (tmp_path / f"fold_{k}" / "model.keras").exists()
     assert not (tmp_path / f"fold_{k}" / "export").exists()  # Folds are estimates, not exports.
+    # The log says what was written, and only that.
+    assert f"Wrote {tmp_path / f'fold_{k}' / 'model.keras'}" in out.stderr
+    assert f"Wrote {tmp_path / f'fold_{k}' / 'export'}" not in out.stderr
   # Pooled out of fold: every image once, with a CI; per site with its N.
   pooled = summary["pooled"]
   assert pooled["n"] == 84 and pooled["n_positive"] == 42

@@ -26,15 +26,21 @@ for a cross-validation run (cv_metrics.json and fold_<k>/).
 import dataclasses
 import json
 import os
-import re
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
 
+import txr_data  # noqa: F401  (registers the builders)
 from txr_model import cli
 from txr_model import evaluation
+from txr_model import input_pipeline
+from txr_model import run_config
+from txr_model import run_dir
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A txr-train output directory.")
 _DATASET = flags.DEFINE_string(
@@ -48,42 +54,22 @@ _SPLIT = flags.DEFINE_string(
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the bootstrap confidence interval.")
 
-_FOLD_DIR = re.compile(r"^fold_(\d+)$")
-
-
-def output_dir(model_dir: str, dataset: str, split: str) -> str:
-  """Where txr-evaluate writes: a folder of its own, never over the training run's files.
-
-  Args:
-    model_dir: the evaluated run (or fold) folder.
-    dataset: the evaluated TFDS name/config.
-    split: the evaluated split, or 'cross_validation'.
-
-  Returns:
-    `<model_dir>/evaluation/<dataset with / as _>_<split>`.
-  """
-  return os.path.join(model_dir, "evaluation", f"{dataset.replace('/', '_')}_{split}")
-
 
 def _training_run(model_dir):
   """(the run's RunConfig or None, the fold's index or None) of a run or fold folder."""
-  from txr_model import run_config
-
   trained = run_config.RunConfig.load(model_dir)
   if trained is not None:
     return trained, None
-  match = _FOLD_DIR.match(os.path.basename(os.path.normpath(model_dir)))
-  if match:
+  fold = run_dir.fold_index(model_dir)
+  if fold is not None:
     parent = run_config.RunConfig.load(os.path.dirname(os.path.normpath(model_dir)))
     if parent is not None and parent.folds:
-      return parent, int(match[1])
+      return parent, fold
   return None, None
 
 
 def _check_built(dataset, data_dir):
   """A one-line usage error, saying how to build it, for a dataset not built in data_dir."""
-  from txr_model import input_pipeline
-
   for name in input_pipeline.dataset_names(dataset):
     if not cli.dataset_builder(name, data_dir).is_prepared():
       builder, _, config = name.partition("/")
@@ -96,8 +82,6 @@ def _check_built(dataset, data_dir):
 
 def _check_split(dataset, data_dir, split):
   """A one-line usage error for a --split that a dataset does not have."""
-  from txr_model import input_pipeline
-
   for name in input_pipeline.dataset_names(dataset):
     try:
       cli.dataset_builder(name, data_dir).info.splits[split]
@@ -110,18 +94,13 @@ def _check_split(dataset, data_dir, split):
 def main(argv):
   """Evaluates --model_dir's model (or each fold's) on --split and prints the report."""
   del argv
-  import tensorflow as tf
-
-  import txr_data  # noqa: F401  (registers the builders)
-  from txr_model import input_pipeline
-
   model_dir = _MODEL_DIR.value
   cli.check_folder_flag("model_dir", model_dir)
   trained, fold = _training_run(model_dir)
   dataset = _DATASET.value or (trained and trained.dataset)
   data_dir = _DATA_DIR.value or (trained and trained.data_dir)
   if not dataset or not data_dir:
-    raise app.UsageError("Give --dataset and --data_dir (no run_config.json in --model_dir).")
+    raise app.UsageError(f"Give --dataset and --data_dir (no {run_config.FILE} in --model_dir).")
   try:
     input_pipeline.dataset_names(dataset)
   except ValueError as e:
@@ -133,7 +112,7 @@ def main(argv):
   if cross_validation and not same_data:
     raise app.UsageError(
       f"{model_dir} is a {folds}-fold cross-validation run: evaluate one fold's model on"
-      f" {dataset} with --model_dir={os.path.join(model_dir, 'fold_<k>')}."
+      f" {dataset} with --model_dir={run_dir.fold_dir(model_dir, '<k>')}."
     )
   if cross_validation and _SPLIT.present and split != "test":
     raise app.UsageError(
@@ -145,11 +124,11 @@ def main(argv):
       f"--split={split}: a cross-validation fold's splits are {', '.join(input_pipeline.SPLITS)}"
       " (its fold groups)."
     )
-  model_dirs = [os.path.join(model_dir, f"fold_{k}") for k in range(folds)]
+  model_dirs = [run_dir.fold_dir(model_dir, k) for k in range(folds)]
   for path in model_dirs if cross_validation else [model_dir]:
-    if not tf.io.gfile.exists(os.path.join(path, "model.keras")):
+    if not tf.io.gfile.exists(os.path.join(path, run_dir.MODEL)):
       raise app.UsageError(
-        f"No {os.path.join(path, 'model.keras')}: point --model_dir at a txr-train output"
+        f"No {os.path.join(path, run_dir.MODEL)}: point --model_dir at a txr-train output"
         " directory."
       )
   _check_built(dataset, data_dir)
@@ -159,13 +138,13 @@ def main(argv):
     _check_split(dataset, data_dir, split)
 
   if cross_validation:
-    out_dir = output_dir(model_dir, dataset, "cross_validation")
+    out_dir = run_dir.evaluation_dir(model_dir, dataset, "cross_validation")
     summary = _evaluate_folds(trained, model_dirs, out_dir)
-    evaluation.write_json(os.path.join(out_dir, "cv_metrics.json"), summary)
+    evaluation.write_json(os.path.join(out_dir, run_dir.CV_METRICS), summary)
     print(json.dumps(evaluation.json_safe(summary), indent=2, sort_keys=True))
     _tell(f"{evaluation.describe_cross_validation(summary)}\n  Outputs in {out_dir}")
     return
-  out_dir = output_dir(model_dir, dataset, split)
+  out_dir = run_dir.evaluation_dir(model_dir, dataset, split)
   report, key = _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir)
   printed = {key: report[key], "protocol": report["protocol"]}
   print(json.dumps(evaluation.json_safe(printed), indent=2, sort_keys=True))
@@ -179,11 +158,7 @@ def _tell(text):
 
 def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir):
   """Evaluates one model; returns its report and the evaluated split's key in it."""
-  import keras
-
-  from txr_model import input_pipeline
-
-  model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
+  model = keras.models.load_model(os.path.join(model_dir, run_dir.MODEL))
   size = model.input_shape[1]
   evaluated = input_pipeline.InputConfig(dataset, data_dir, size, 32, split=split)
   if trained is None:  # No run_config.json: thresholds from the evaluated dataset's validation.
@@ -207,34 +182,30 @@ def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir):
   key = "evaluated" if split == "validation" and evaluated != thresholds else split
   configs = evaluation.evaluation_configs({"validation": thresholds, key: evaluated})
   report, _, _ = evaluation.report_split(
-    model, configs, key, _SEED.value, os.path.join(out_dir, "logs"), out_dir, _run_info(model_dir)
-  )
-  energy = evaluation.lung_energy(os.path.join(model_dir, "export"), evaluated)
+    model, configs, key, _SEED.value, os.path.join(out_dir, run_dir.LOGS), out_dir,
+    _run_info(model_dir),
+  )  # fmt: skip
+  energy = evaluation.lung_energy(os.path.join(model_dir, run_dir.EXPORT), evaluated)
   if energy is not None:  # A dataset with lung masks: is the model looking at the lungs?
     report[key]["grad_cam_lung_energy"] = energy
-    evaluation.write_json(os.path.join(out_dir, "metrics.json"), report)
+    evaluation.write_json(os.path.join(out_dir, run_dir.METRICS), report)
   return report, key
 
 
 def _evaluate_folds(trained, model_dirs, out_dir):
   """Each fold's model on its held-out fold; the cross-validation summary."""
-  import keras
-  import numpy as np
-
-  from txr_model import input_pipeline
-
   reports, labels, scores, datasets = {}, [], [], []
   for k, fold_dir in enumerate(model_dirs):
-    model = keras.models.load_model(os.path.join(fold_dir, "model.keras"))
+    model = keras.models.load_model(os.path.join(fold_dir, run_dir.MODEL))
     source = input_pipeline.InputConfig(trained.dataset, trained.data_dir, model.input_shape[1], 32)
     splits = input_pipeline.run_splits(source, trained.folds, k)
     configs = evaluation.evaluation_configs({n: splits[n] for n in ("validation", "test")})
-    fold_out = os.path.join(out_dir, f"fold_{k}")
+    fold_out = run_dir.fold_dir(out_dir, k)
     report, _, cases = evaluation.report_split(
-      model, configs, "test", _SEED.value, os.path.join(fold_out, "logs"), fold_out,
+      model, configs, "test", _SEED.value, os.path.join(fold_out, run_dir.LOGS), fold_out,
       _run_info(fold_dir),
     )  # fmt: skip
-    reports[f"fold_{k}"] = report["test"]
+    reports[run_dir.fold_name(k)] = report["test"]
     labels.append(cases.labels)
     scores.append(cases.scores)
     datasets.append(cases.datasets)
@@ -245,9 +216,7 @@ def _evaluate_folds(trained, model_dirs, out_dir):
 
 def _run_info(model_dir):
   """Facts about the training run (which weights were saved), from its metrics.json."""
-  import tensorflow as tf
-
-  path = os.path.join(model_dir, "metrics.json")
+  path = os.path.join(model_dir, run_dir.METRICS)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:

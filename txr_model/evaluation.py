@@ -26,6 +26,7 @@ from txr_data import geometry
 from txr_model import input_pipeline
 from txr_model import metrics
 from txr_model import model as model_lib
+from txr_model import run_dir
 
 
 class Outputs(NamedTuple):
@@ -242,8 +243,8 @@ def report_split(model, configs, split, seed, log_dir, model_dir, run_info=None)
   )
   tf.io.gfile.makedirs(model_dir)
   written = [
-    os.path.join(model_dir, "metrics.json"),
-    os.path.join(model_dir, f"scores_{split}.csv"),
+    os.path.join(model_dir, run_dir.METRICS),
+    run_dir.scores_path(model_dir, split),
   ]
   write_json(written[0], report)
   write_scores(written[1], ev)
@@ -253,7 +254,7 @@ def report_split(model, configs, split, seed, log_dir, model_dir, run_info=None)
       written.append(os.path.join(model_dir, f"{name}.png"))
       with tf.io.gfile.GFile(written[-1], "wb") as f:
         f.write(pngs[name])
-  with tf.summary.create_file_writer(os.path.join(log_dir, "evaluation")).as_default():
+  with tf.summary.create_file_writer(os.path.join(log_dir, run_dir.EVALUATION_LOGS)).as_default():
     tf.summary.scalar(f"{split}/auc", result["auc"], step=0)
     tf.summary.scalar(f"{split}/ece", result["calibration"]["ece"], step=0)
     tf.summary.scalar("validation/ece", report["validation"]["calibration"]["ece"], step=0)
@@ -263,7 +264,7 @@ def report_split(model, configs, split, seed, log_dir, model_dir, run_info=None)
     for name, png in pngs.items():
       tag = "reliability_diagram" if name == "reliability" else f"{name}_curve"
       tf.summary.image(f"{split}/{tag}", tf.io.decode_png(png, channels=3)[None], step=0)
-  for path in [*written, os.path.join(log_dir, "evaluation")]:
+  for path in [*written, os.path.join(log_dir, run_dir.EVALUATION_LOGS)]:
     logging.info("Wrote %s", path)  # What was written, not what might have been.
   return report, val, ev
 

@@ -16,6 +16,7 @@ from txr_model import export
 from txr_model import input_pipeline
 from txr_model import ood
 from txr_model import overlay
+from txr_model import run_dir
 
 OPERATING_POINT = "triage"  # The exported label's threshold: screening favours sensitivity.
 
@@ -41,9 +42,9 @@ def finish_run(
   Returns:
     The report written to metrics.json.
   """
-  model = keras.models.load_model(os.path.join(model_dir, "model.keras"))
+  model = keras.models.load_model(os.path.join(model_dir, run_dir.MODEL))
   configs = evaluation.evaluation_configs(splits)
-  log_dir = os.path.join(model_dir, "logs")
+  log_dir = os.path.join(model_dir, run_dir.LOGS)
   report, val, _ = evaluation.report_split(
     model, configs, "test", seed, log_dir, model_dir, run_info
   )
@@ -52,7 +53,7 @@ def finish_run(
   train = evaluation.outputs(model, configs["train"])
   detector = ood.fit(train[2], val[2])
   threshold = report["test"]["operating_points"][OPERATING_POINT]["threshold"]
-  export_dir = os.path.join(model_dir, "export")
+  export_dir = os.path.join(model_dir, run_dir.EXPORT)
   export.export_serving(
     model,
     export_dir,
@@ -80,5 +81,5 @@ def _log_overlays(export_dir, base, log_dir, count=4):
   for example in ds.take(count):
     out = explain(image_bytes=example["image"][None])
     images.append(overlay.overlay(out["image"][0], out["heatmap"][0]))
-  with tf.summary.create_file_writer(os.path.join(log_dir, "evaluation")).as_default():
+  with tf.summary.create_file_writer(os.path.join(log_dir, run_dir.EVALUATION_LOGS)).as_default():
     tf.summary.image("validation/grad_cam", tf.stack(images), step=0, max_outputs=count)

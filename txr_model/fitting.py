@@ -1,5 +1,13 @@
-"""What `fit` needs beyond the model: compile settings, the schedule and the best checkpoint."""
+"""Fitting the model: the training phases, and what `fit` needs (schedule, checkpoint, backup).
 
+`train_model` runs a run's phases in order: two_phase trains the head on the
+frozen base (`fit_head`: on images, or on cached features), then the top
+blocks (`fine_tune`); end_to_end trains every layer in one phase
+(`fit_end_to_end`). Each phase compiles the model for itself
+(`compile_phase`) and fits through `fit_phase`, which backs it up per epoch.
+"""
+
+import dataclasses
 import json
 import math
 import os
@@ -7,6 +15,12 @@ import os
 from absl import logging
 import keras
 import tensorflow as tf
+
+from txr_model import feature_cache
+from txr_model import input_pipeline
+from txr_model import model as model_lib
+from txr_model import run_config
+from txr_model import run_dir
 
 
 def learning_rate_schedule(
@@ -200,3 +214,209 @@ class Backup(keras.callbacks.BackupAndRestore):
     if 0 < self._current_epoch < self.params["epochs"]:
       with tf.io.gfile.GFile(self.finished_path, "w") as f:
         json.dump({"epoch": self._current_epoch}, f)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What every phase of one run (or cross-validation fold) shares; made by `plan`."""
+
+  config: run_config.RunConfig
+  strategy: tf.distribute.Strategy
+  work_dir: str  # Backups, best weights, feature cache and logs.
+  splits: dict  # The run's InputConfig per split name.
+  steps: int  # Training steps per epoch.
+  val_steps: int | None  # Steps per validation pass; None reads the split to its end.
+  steps_per_execution: int
+  train: object  # The distributed datasets of images.
+  validation: object
+  callbacks: tuple  # Every phase's: TensorBoard, TerminateOnNaN, EarlyStopping if asked.
+  checkpoint: BestCheckpoint  # The phases that train the whole model keep their best epoch.
+
+
+def plan(
+  config: run_config.RunConfig, strategy: tf.distribute.Strategy, work_dir: str, splits: dict
+) -> Plan:
+  """Counts the splits, plans the steps, makes the datasets and the shared callbacks.
+
+  Args:
+    config: the run's settings.
+    strategy: the tf.distribute strategy the phases train under.
+    work_dir: this process's folder for backups, checkpoints and logs.
+    splits: the run's InputConfig per split name.
+
+  Returns:
+    The plan every phase follows.
+  """
+  static = isinstance(
+    strategy, (tf.distribute.TPUStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+  )  # Their replicas need static shapes and equal step counts.
+  sizes = {name: input_pipeline.count(split) for name, split in splits.items()}
+  logging.info("Dataset %s in %s: %s", config.dataset, config.data_dir, sizes)
+  steps, val_steps, steps_per_execution = plan_steps(
+    sizes["train"], sizes["validation"], config.global_batch_size, config.steps_per_execution,
+    static,
+  )  # fmt: skip
+  train = dataclasses.replace(splits["train"], training=True, drop_remainder=True, repeat=True)
+  validation = dataclasses.replace(splits["validation"], repeat=static, pad_to_steps=val_steps or 0)
+  callbacks = [keras.callbacks.TensorBoard(os.path.join(work_dir, run_dir.LOGS))]
+  callbacks.append(keras.callbacks.TerminateOnNaN())
+  if config.early_stopping_patience:
+    callbacks.append(
+      keras.callbacks.EarlyStopping("val_auc", mode="max", patience=config.early_stopping_patience)
+    )
+  return Plan(
+    config, strategy, work_dir, splits, steps, val_steps, steps_per_execution,
+    input_pipeline.distributed_dataset(strategy, train),
+    input_pipeline.distributed_dataset(strategy, validation),
+    tuple(callbacks), BestCheckpoint(os.path.join(work_dir, run_dir.BEST_WEIGHTS)),
+  )  # fmt: skip
+
+
+def train_model(
+  config: run_config.RunConfig, strategy: tf.distribute.Strategy, work_dir: str, splits: dict
+) -> tuple[keras.Model, BestCheckpoint]:
+  """Trains a new model on splits['train'] through the phases of --mode.
+
+  Args:
+    config: the run's settings.
+    strategy: the tf.distribute strategy to train under.
+    work_dir: this process's folder for backups, checkpoints and logs.
+    splits: the run's InputConfig per split name.
+
+  Returns:
+    The model, with its last epoch's weights, and the best checkpoint
+    (`restore_best` loads it).
+  """
+  tf.io.gfile.makedirs(work_dir)
+  run = plan(config, strategy, work_dir, splits)
+  with strategy.scope():
+    model = model_lib.build_model(config.image_size, config.weights, config.dropout, config.mode)
+    compile_phase(run, model, config.learning_rate, config.epochs)
+  if config.mode == "end_to_end":
+    fit_end_to_end(run, model)
+  else:
+    fit_head(run, model)
+    if config.fine_tune_epochs:
+      fine_tune(run, model)
+  return model, run.checkpoint
+
+
+def compile_phase(run: Plan, model: keras.Model, learning_rate: float, epochs: int) -> None:
+  """Compiles `model` for a phase of `epochs` epochs peaking at `learning_rate`.
+
+  Call it in the strategy's scope.
+  """
+  schedule = learning_rate_schedule(learning_rate, run.steps, epochs, run.config.warmup_epochs)
+  compile_for_training(model, schedule, run.config.weight_decay, run.steps_per_execution)
+
+
+def fit_phase(run, phase, model, initial_epoch, epochs, train, validation, callbacks):
+  """Fits `model` from `initial_epoch` to `epochs`, backed up under backup/<phase>.
+
+  Args:
+    run: the plan.
+    phase: the phase's name, in the log and its backup folder.
+    model: the compiled model to fit.
+    initial_epoch: epochs before this phase.
+    epochs: the epoch this phase ends at, counted from the run's start.
+    train: the training dataset.
+    validation: the validation dataset.
+    callbacks: the phase's callbacks besides its backup.
+
+  Returns:
+    The History of `model.fit`.
+  """
+  # The backup is kept after the phase, so a restarted run skips finished phases.
+  backup = Backup(os.path.join(run.work_dir, run_dir.BACKUP, phase))
+  epochs = backup.final_epoch(epochs)
+  logging.info("Phase %s: epochs %d-%d, %d steps each", phase, initial_epoch + 1, epochs, run.steps)
+  # Keras 3 leaves the epoch a BackupAndRestore restored on the model, where it
+  # would override the next phase's initial_epoch.
+  model._initial_epoch = None
+  return model.fit(
+    train,
+    epochs=epochs,
+    initial_epoch=initial_epoch,
+    steps_per_epoch=run.steps,
+    validation_data=validation,
+    validation_steps=run.val_steps,
+    callbacks=[backup, *callbacks],
+    verbose=2,
+  )
+
+
+def fit_head(run: Plan, model: keras.Model):
+  """Phase 1 of two_phase: the head on the frozen base, on images or on cached features."""
+  if run.config.cache_features:
+    return fit_cached_head(run, model)
+  checkpointed = [*run.callbacks, run.checkpoint]
+  return fit_phase(
+    run, "head", model, 0, run.config.epochs, run.train, run.validation, checkpointed
+  )
+
+
+def fit_cached_head(run: Plan, model: keras.Model):
+  """Phase 1 on pooled base features computed once (retrain.py's bottlenecks).
+
+  The head alone trains: it shares its layers with `model`, so training it
+  trains the model's head. No best checkpoint here: it would hold the head's
+  weights only.
+  """
+  config, strategy = run.config, run.strategy
+  cache_dir = os.path.join(run.work_dir, run_dir.FEATURE_CACHE)
+  cached = {
+    name: feature_cache.cached_features(model, run.splits[name], config.weights, views, cache_dir)
+    for name, views in (("train", config.cache_views), ("validation", 1))
+  }
+  with strategy.scope():
+    head = model_lib.head(model)
+    compile_phase(run, head, config.learning_rate, config.epochs)
+  batch, pad_to_steps = config.global_batch_size, run.val_steps or 0
+  train, validation = (
+    strategy.distribute_datasets_from_function(
+      lambda ctx, name=name: feature_cache.batched(
+        cached[name], batch, name == "train", pad_to_steps, config.seed, ctx
+      )
+    )
+    for name in ("train", "validation")
+  )
+  return fit_phase(run, "head_cached", head, 0, config.epochs, train, validation, run.callbacks)
+
+
+def fine_tune(run: Plan, model: keras.Model):
+  """Phase 2 of two_phase: the top --fine_tune_blocks blocks too, at the fine-tuning rate."""
+  config = run.config
+  with run.strategy.scope():
+    trainable = model_lib.unfreeze_top_blocks(model, config.fine_tune_blocks)
+    compile_phase(run, model, config.fine_tune_learning_rate, config.fine_tune_epochs)
+  logging.info("Unfroze the top %d blocks: %d base layers", config.fine_tune_blocks, trainable)
+  end = config.epochs + config.fine_tune_epochs
+  checkpointed = [*run.callbacks, run.checkpoint]
+  return fit_phase(
+    run, "fine_tune", model, config.epochs, end, run.train, run.validation, checkpointed
+  )
+
+
+def fit_end_to_end(run: Plan, model: keras.Model):
+  """The one phase of end_to_end: every layer, BatchNorm training, from the first epoch."""
+  checkpointed = [*run.callbacks, run.checkpoint]
+  return fit_phase(
+    run, "end_to_end", model, 0, run.config.epochs, run.train, run.validation, checkpointed
+  )
+
+
+def restore_best(model: keras.Model, checkpoint: BestCheckpoint) -> str:
+  """Loads the best checkpoint's weights into `model`, if there are any.
+
+  Args:
+    model: the trained model.
+    checkpoint: its run's best checkpoint.
+
+  Returns:
+    Which weights `model` now holds, for the log and the report.
+  """
+  if not checkpoint.record:  # Only the cached head phase ran, or no validation AUC was finite.
+    return "last epoch (no validation AUC was checkpointed)"
+  model.load_weights(checkpoint.path)
+  best = checkpoint.record
+  return f"best: epoch {best['epoch']}, val AUC {best['val_auc']:.4f}"

@@ -11,7 +11,6 @@ validation AUC. A killed run restarted with the same command continues where
 it stopped (BackupAndRestore). Outputs go to --model_dir.
 """
 
-import dataclasses
 import os
 
 from absl import app
@@ -25,7 +24,6 @@ import tensorflow_datasets as tfds
 import txr_data  # noqa: F401  (registers the builders)
 from txr_model import cli
 from txr_model import evaluation
-from txr_model import feature_cache
 from txr_model import finish
 from txr_model import fitting
 from txr_model import input_pipeline
@@ -33,6 +31,7 @@ from txr_model import keras_compat
 from txr_model import model as model_lib
 from txr_model import model_dir_lock
 from txr_model import run_config
+from txr_model import run_dir
 from txr_model import strategy as strategy_lib
 
 _DATASET = flags.DEFINE_string(
@@ -106,8 +105,11 @@ _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _FOLDS = flags.DEFINE_integer(
   "folds",
   0,
-  "K >= 3: K-fold cross-validation; all splits' cases are dealt into K balanced groups,"
-  " stratified by site and label (fold_<k>/ per fold).",
+  "0: one run on the dataset's train/validation/test splits. K (3-10): K-fold"
+  " cross-validation: every image of every split is dealt, by patient, into K folds"
+  " balanced per dataset and label; run k tests on fold k, validates on fold k+1 and trains"
+  f" on the rest, into {run_dir.fold_name('<k>')}/ (no export); {run_dir.CV_METRICS} pools"
+  " every image's score from the run that did not train on it.",
   lower_bound=0,
   upper_bound=10,
 )
@@ -199,9 +201,7 @@ def main(argv):
   chief = strategy_lib.is_chief()
   model_dir = config.model_dir
   # Non-chief workers keep their own backups and logs apart from the chief's.
-  work_dir = (
-    model_dir if chief else os.path.join(model_dir, "worker_{}_{}".format(*strategy_lib.task()))
-  )
+  work_dir = model_dir if chief else run_dir.worker_dir(model_dir, *strategy_lib.task())
   tf.io.gfile.makedirs(work_dir)
   logging.info(
     "Strategy %s: %d replica(s), global batch %d, dtype policy %s, chief=%s",
@@ -230,7 +230,7 @@ def _run(config, strategy, builders, chief, work_dir):
   # Python's `random`, so two runs seeded alike would build into the same one.
   keras.utils.set_random_seed(config.seed)
   if chief:
-    with tf.io.gfile.GFile(os.path.join(model_dir, "flags.cfg"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(model_dir, run_dir.FLAGFILE), "w") as f:
       f.write(_flagfile_text())  # for reruns: --flagfile=<model_dir>/flags.cfg
     config.save(model_dir)  # for txr-evaluate
   base = input_pipeline.InputConfig(
@@ -249,20 +249,20 @@ def _run(config, strategy, builders, chief, work_dir):
   reports = {}
   for k in range(config.folds):
     splits = input_pipeline.run_splits(base, config.folds, k)
-    fold_dir = os.path.join(model_dir, f"fold_{k}")
-    fold_work_dir = os.path.join(work_dir, f"fold_{k}")
+    fold_work_dir, fold_dir = run_dir.fold_dir(work_dir, k), run_dir.fold_dir(model_dir, k)
     report = _train(config, strategy, chief, fold_work_dir, fold_dir, splits)
     if report:
-      reports[f"fold_{k}"] = report["test"]
+      reports[run_dir.fold_name(k)] = report["test"]
   if chief:
     # Every image once, scored by the fold model that did not train on it.
     scored = [
-      evaluation.read_scores(os.path.join(model_dir, name, "scores_test.csv")) for name in reports
+      evaluation.read_scores(run_dir.scores_path(run_dir.fold_dir(model_dir, k), "test"))
+      for k in range(config.folds)
     ]
     summary = evaluation.cross_validation_report(
       reports, *(np.concatenate(column) for column in zip(*scored, strict=True)), seed=config.seed
     )
-    evaluation.write_json(os.path.join(model_dir, "cv_metrics.json"), summary)
+    evaluation.write_json(os.path.join(model_dir, run_dir.CV_METRICS), summary)
     print(f"txr-train: {evaluation.describe_cross_validation(summary)}\n  Outputs in {model_dir}")
 
 
@@ -325,123 +325,20 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
 
   Returns the evaluation report on the chief, None on other workers.
   """
-  tf.io.gfile.makedirs(work_dir)
-  static = isinstance(
-    strategy, (tf.distribute.TPUStrategy, tf.distribute.MultiWorkerMirroredStrategy)
-  )  # Their replicas need static shapes and equal step counts.
-  sizes = {name: input_pipeline.count(split) for name, split in splits.items()}
-  logging.info("Dataset %s in %s: %s", config.dataset, config.data_dir, sizes)
-  batch = config.global_batch_size
-  steps, val_steps, steps_per_execution = fitting.plan_steps(
-    sizes["train"], sizes["validation"], batch, config.steps_per_execution, static
-  )
-  train_config = dataclasses.replace(
-    splits["train"], training=True, drop_remainder=True, repeat=True
-  )
-  val_config = dataclasses.replace(splits["validation"], repeat=static, pad_to_steps=val_steps or 0)
-  train_ds = input_pipeline.distributed_dataset(strategy, train_config)
-  val_ds = input_pipeline.distributed_dataset(strategy, val_config)
-
-  def compile_model(model, learning_rate, epochs):
-    fitting.compile_for_training(
-      model,
-      fitting.learning_rate_schedule(learning_rate, steps, epochs, config.warmup_epochs),
-      config.weight_decay,
-      steps_per_execution,
-    )
-
-  two_phase = config.mode == "two_phase"
-  with strategy.scope():
-    model = model_lib.build_model(config.image_size, config.weights, config.dropout, config.mode)
-    compile_model(model, config.learning_rate, config.epochs)
-
-  best_path = os.path.join(work_dir, "best.weights.h5")
-  checkpoint = fitting.BestCheckpoint(best_path)
-  shared_callbacks = [
-    keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
-    keras.callbacks.TerminateOnNaN(),
-  ]
-  if config.early_stopping_patience:
-    shared_callbacks.append(
-      keras.callbacks.EarlyStopping("val_auc", mode="max", patience=config.early_stopping_patience)
-    )
-
-  def fit(phase, fit_model, initial_epoch, epochs, train, val, callbacks):
-    # The backup is kept after the phase, so a restarted run skips finished phases.
-    backup = fitting.Backup(os.path.join(work_dir, "backup", phase))
-    epochs = backup.final_epoch(epochs)
-    logging.info("Phase %s: epochs %d-%d, %d steps each", phase, initial_epoch + 1, epochs, steps)
-    # Keras 3 leaves the epoch a BackupAndRestore restored on the model, where it
-    # would override the next phase's initial_epoch.
-    fit_model._initial_epoch = None
-    return fit_model.fit(
-      train,
-      epochs=epochs,
-      initial_epoch=initial_epoch,
-      steps_per_epoch=steps,
-      validation_data=val,
-      validation_steps=val_steps,
-      callbacks=[backup, *callbacks],
-      verbose=2,
-    )
-
-  if config.cache_features:
-    # The head alone, on cached bottleneck features: it shares its layers with
-    # `model`, so training it trains the model's head.
-    cache_dir = os.path.join(work_dir, "feature_cache")
-    cached = {
-      name: feature_cache.cached_features(model, splits[name], config.weights, views, cache_dir)
-      for name, views in (("train", config.cache_views), ("validation", 1))
-    }
-    with strategy.scope():
-      head = model_lib.head(model)
-      compile_model(head, config.learning_rate, config.epochs)
-    head_train, head_val = (
-      strategy.distribute_datasets_from_function(
-        lambda ctx, name=name: feature_cache.batched(
-          cached[name], batch, name == "train", val_steps or 0, config.seed, ctx
-        )
-      )
-      for name in ("train", "validation")
-    )
-    # No best checkpoint here: it would hold the head's weights only.
-    fit("head_cached", head, 0, config.epochs, head_train, head_val, shared_callbacks)
-  else:
-    phase = "head" if two_phase else "end_to_end"
-    fit(phase, model, 0, config.epochs, train_ds, val_ds, [*shared_callbacks, checkpoint])
-  if two_phase and config.fine_tune_epochs:
-    with strategy.scope():
-      trainable = model_lib.unfreeze_top_blocks(model, config.fine_tune_blocks)
-      compile_model(model, config.fine_tune_learning_rate, config.fine_tune_epochs)
-    logging.info("Unfroze the top %d blocks: %d base layers", config.fine_tune_blocks, trainable)
-    fit(
-      "fine_tune",
-      model,
-      config.epochs,
-      config.epochs + config.fine_tune_epochs,
-      train_ds,
-      val_ds,
-      [*shared_callbacks, checkpoint],
-    )
-
+  model, checkpoint = fitting.train_model(config, strategy, work_dir, splits)
   if not chief:
     return None  # Only the chief writes the final outputs.
-  if checkpoint.record:
-    model.load_weights(best_path)
-    best = checkpoint.record
-    exported = f"best: epoch {best['epoch']}, val AUC {best['val_auc']:.4f}"
-  else:  # Only the cached head phase ran, or no epoch had a finite validation AUC.
-    exported = "last epoch (no validation AUC was checkpointed)"
-  logging.info("Evaluating and exporting the weights of the %s", exported)
-  model.save(os.path.join(model_dir, "model.keras"))
-  logging.info("Wrote %s", os.path.join(model_dir, "model.keras"))
+  weights = fitting.restore_best(model, checkpoint)
+  logging.info("Saving the weights of the %s", weights)
+  path = os.path.join(model_dir, run_dir.MODEL)
+  model.save(path)
+  logging.info("Wrote %s", path)
   # Evaluate what was saved on one device (no collectives, whatever the
   # strategy), fit the OOD detector, and export with the chosen threshold.
   # A fold's model serves its estimate; the deployable model is a run without --folds.
-  report = finish.finish_run(
-    model_dir, splits, config.seed, {"weights": exported}, export_model=not config.folds
+  return finish.finish_run(
+    model_dir, splits, config.seed, {"weights": weights}, export_model=not config.folds
   )
-  return report
 
 
 def run():

@@ -1,0 +1,36 @@
+"""The run folder's layout: one set of names for what writes it and what reads it."""
+
+import os
+
+import pytest
+
+from txr_model import run_dir
+
+
+def test_fold_folders_are_named_and_parsed_back():
+  assert run_dir.fold_name(3) == "fold_3" and run_dir.fold_name("<k>") == "fold_<k>"
+  path = run_dir.fold_dir(os.path.join("runs", "cv"), 7)
+  assert path == os.path.join("runs", "cv", "fold_7")
+  assert run_dir.fold_index(path) == 7 and run_dir.fold_index(path + os.sep) == 7
+  assert run_dir.fold_index("gs://bucket/cv/fold_12") == 12
+
+
+@pytest.mark.parametrize("name", ["cv", "fold_", "fold_x", "fold_1a", "my_fold_1", "evaluation"])
+def test_other_folders_are_not_folds(name):
+  assert run_dir.fold_index(os.path.join("runs", name)) is None
+
+
+def test_scores_worker_and_evaluation_paths():
+  assert run_dir.scores_path("m", "test") == os.path.join("m", "scores_test.csv")
+  assert run_dir.worker_dir("m", "worker", 1) == os.path.join("m", "worker_worker_1")
+  assert run_dir.evaluation_dir("m", "a/512+b/512", "all") == os.path.join(
+    "m", "evaluation", "a_512+b_512_all"
+  )
+
+
+def test_the_names_users_and_the_readme_know():
+  assert (run_dir.MODEL, run_dir.METRICS, run_dir.CV_METRICS) == (
+    "model.keras", "metrics.json", "cv_metrics.json"
+  )  # fmt: skip
+  assert (run_dir.LOGS, run_dir.EXPORT, run_dir.FLAGFILE) == ("logs", "export", "flags.cfg")
+  assert run_dir.BEST_WEIGHTS.endswith(".weights.h5")  # Keras's required suffix
