@@ -87,6 +87,14 @@ def test_repeated_file_names_are_an_error_naming_the_file(test_split, monkeypatc
     evaluation.outputs(_tiny_model(), dataclasses.replace(test_split))
 
 
+def test_evaluation_configs_read_each_split_once_plainly_in_batches_of_one_size(test_split):
+  configs = evaluation.evaluation_configs(input_pipeline.run_splits(test_split))
+  assert set(configs) == set(input_pipeline.SPLITS)
+  for name, config in configs.items():
+    assert config.split == name and config.global_batch_size == evaluation.BATCH_SIZE
+    assert not (config.training or config.repeat or config.drop_remainder or config.cache)
+
+
 BOTH = "shenzhen_cxr/512+montgomery_cxr/512"
 
 

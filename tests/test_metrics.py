@@ -187,6 +187,18 @@ def test_meets_triage_target():
   assert not metrics.meets_triage_target({"sensitivity": float("nan"), "specificity": 0.9})
 
 
+def test_the_triage_threshold_defaults_to_the_who_sensitivity():
+  labels, scores = _separable_ish(203, seed=11)
+  assert metrics.triage_threshold(labels, scores) == metrics.triage_threshold(
+    labels, scores, min_sensitivity=metrics.WHO_TRIAGE["sensitivity"]
+  )
+  out = metrics.summarize(labels, scores, labels, scores, n_resamples=10)
+  assert tuple(out["operating_points"]) == metrics.OPERATING_POINTS == ("youden", "triage")
+  assert out["operating_points"][metrics.TRIAGE]["threshold"] == metrics.triage_threshold(
+    labels, scores
+  )
+
+
 def test_operating_point_is_plain_json():
   op = metrics.operating_point(HAND_LABELS, np.array(HAND_SCORES, np.float32), np.float32(0.5))
   assert op["threshold"] == pytest.approx(0.5)

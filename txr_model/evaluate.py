@@ -39,6 +39,8 @@ import txr_data  # noqa: F401  (registers the builders)
 from txr_model import cli
 from txr_model import evaluation
 from txr_model import input_pipeline
+from txr_model import report_files
+from txr_model import report_text
 from txr_model import run_config
 from txr_model import run_dir
 
@@ -140,15 +142,15 @@ def main(argv):
   if cross_validation:
     out_dir = run_dir.evaluation_dir(model_dir, dataset, "cross_validation")
     summary = _evaluate_folds(trained, model_dirs, out_dir)
-    evaluation.write_json(os.path.join(out_dir, run_dir.CV_METRICS), summary)
-    print(json.dumps(evaluation.json_safe(summary), indent=2, sort_keys=True))
-    _tell(f"{evaluation.describe_cross_validation(summary)}\n  Outputs in {out_dir}")
+    report_files.write_json(os.path.join(out_dir, run_dir.CV_METRICS), summary)
+    print(json.dumps(report_files.json_safe(summary), indent=2, sort_keys=True))
+    _tell(f"{report_text.describe_cross_validation(summary)}\n  Outputs in {out_dir}")
     return
   out_dir = run_dir.evaluation_dir(model_dir, dataset, split)
   report, key = _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir)
   printed = {key: report[key], "protocol": report["protocol"]}
-  print(json.dumps(evaluation.json_safe(printed), indent=2, sort_keys=True))
-  _tell(f"{evaluation.describe_report(report, key)}\n  Outputs in {out_dir}")
+  print(json.dumps(report_files.json_safe(printed), indent=2, sort_keys=True))
+  _tell(f"{report_text.describe_report(report, key)}\n  Outputs in {out_dir}")
 
 
 def _tell(text):
@@ -160,11 +162,15 @@ def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir):
   """Evaluates one model; returns its report and the evaluated split's key in it."""
   model = keras.models.load_model(os.path.join(model_dir, run_dir.MODEL))
   size = model.input_shape[1]
-  evaluated = input_pipeline.InputConfig(dataset, data_dir, size, 32, split=split)
+  evaluated = input_pipeline.InputConfig(
+    dataset, data_dir, size, evaluation.BATCH_SIZE, split=split
+  )
   if trained is None:  # No run_config.json: thresholds from the evaluated dataset's validation.
     thresholds = dataclasses.replace(evaluated, split="validation")
   else:
-    source = input_pipeline.InputConfig(trained.dataset, trained.data_dir, size, 32)
+    source = input_pipeline.InputConfig(
+      trained.dataset, trained.data_dir, size, evaluation.BATCH_SIZE
+    )
     run_splits = input_pipeline.run_splits(source, trained.folds, fold or 0)
     thresholds = run_splits["validation"]
     if dataset == trained.dataset and data_dir == trained.data_dir and split in run_splits:
@@ -181,15 +187,12 @@ def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir):
   # Another dataset's validation split must not take the key of the thresholds' one.
   key = "evaluated" if split == "validation" and evaluated != thresholds else split
   configs = evaluation.evaluation_configs({"validation": thresholds, key: evaluated})
-  report, _, _ = evaluation.report_split(
-    model, configs, key, _SEED.value, os.path.join(out_dir, run_dir.LOGS), out_dir,
-    _run_info(model_dir),
-  )  # fmt: skip
+  scored = evaluation.evaluate_split(model, configs, key, _SEED.value, _run_info(model_dir))
   energy = evaluation.lung_energy(os.path.join(model_dir, run_dir.EXPORT), evaluated)
   if energy is not None:  # A dataset with lung masks: is the model looking at the lungs?
-    report[key]["grad_cam_lung_energy"] = energy
-    evaluation.write_json(os.path.join(out_dir, run_dir.METRICS), report)
-  return report, key
+    scored.report[key]["grad_cam_lung_energy"] = energy
+  report_files.write_report(scored, key, os.path.join(out_dir, run_dir.LOGS), out_dir)
+  return scored.report, key
 
 
 def _evaluate_folds(trained, model_dirs, out_dir):
@@ -197,15 +200,16 @@ def _evaluate_folds(trained, model_dirs, out_dir):
   reports, labels, scores, datasets = {}, [], [], []
   for k, fold_dir in enumerate(model_dirs):
     model = keras.models.load_model(os.path.join(fold_dir, run_dir.MODEL))
-    source = input_pipeline.InputConfig(trained.dataset, trained.data_dir, model.input_shape[1], 32)
+    source = input_pipeline.InputConfig(
+      trained.dataset, trained.data_dir, model.input_shape[1], evaluation.BATCH_SIZE
+    )
     splits = input_pipeline.run_splits(source, trained.folds, k)
     configs = evaluation.evaluation_configs({n: splits[n] for n in ("validation", "test")})
     fold_out = run_dir.fold_dir(out_dir, k)
-    report, _, cases = evaluation.report_split(
-      model, configs, "test", _SEED.value, os.path.join(fold_out, run_dir.LOGS), fold_out,
-      _run_info(fold_dir),
-    )  # fmt: skip
-    reports[run_dir.fold_name(k)] = report["test"]
+    scored = evaluation.evaluate_split(model, configs, "test", _SEED.value, _run_info(fold_dir))
+    report_files.write_report(scored, "test", os.path.join(fold_out, run_dir.LOGS), fold_out)
+    reports[run_dir.fold_name(k)] = scored.report["test"]
+    cases = scored.evaluated
     labels.append(cases.labels)
     scores.append(cases.scores)
     datasets.append(cases.datasets)

@@ -14,11 +14,13 @@ import tensorflow as tf
 from txr_model import evaluation
 from txr_model import export
 from txr_model import input_pipeline
+from txr_model import metrics
 from txr_model import ood
 from txr_model import overlay
+from txr_model import report_files
 from txr_model import run_dir
 
-OPERATING_POINT = "triage"  # The exported label's threshold: screening favours sensitivity.
+OPERATING_POINT = metrics.TRIAGE  # The exported label's threshold: screening favours sensitivity.
 
 
 def finish_run(
@@ -45,13 +47,13 @@ def finish_run(
   model = keras.models.load_model(os.path.join(model_dir, run_dir.MODEL))
   configs = evaluation.evaluation_configs(splits)
   log_dir = os.path.join(model_dir, run_dir.LOGS)
-  report, val, _ = evaluation.report_split(
-    model, configs, "test", seed, log_dir, model_dir, run_info
-  )
+  scored = evaluation.evaluate_split(model, configs, "test", seed, run_info)
+  report_files.write_report(scored, "test", log_dir, model_dir)
+  report = scored.report
   if not export_model:
     return report
   train = evaluation.outputs(model, configs["train"])
-  detector = ood.fit(train[2], val[2])
+  detector = ood.fit(train.features, scored.validation.features)
   threshold = report["test"]["operating_points"][OPERATING_POINT]["threshold"]
   export_dir = os.path.join(model_dir, run_dir.EXPORT)
   export.export_serving(

@@ -22,6 +22,8 @@ from txr_model import decode
 AUTOTUNE = tf.data.AUTOTUNE
 # `--dataset=a/512+b/512` reads both datasets as one (see `dataset_names`).
 DATASET_SEPARATOR = "+"
+# A run's splits: the dataset's own, or (with cross-validation) its fold groups.
+SPLITS = ("train", "validation", "test")
 
 
 def model_input(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -190,9 +192,6 @@ def cross_validation_folds(k: int, num_folds: int) -> dict[str, tuple[int, ...]]
   validation = (k + 1) % num_folds
   train = tuple(f for f in range(num_folds) if f not in (k, validation))
   return {"train": train, "validation": (validation,), "test": (k,)}
-
-
-SPLITS = ("train", "validation", "test")
 
 
 def run_splits(base: InputConfig, num_folds: int = 0, k: int = 0) -> dict[str, InputConfig]:

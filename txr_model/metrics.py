@@ -11,6 +11,12 @@ import numpy as np
 # WHO target product profile for a TB triage test: minimum sensitivity and specificity.
 WHO_TRIAGE = {"sensitivity": 0.90, "specificity": 0.70}
 
+# The operating points' names (their keys in a summary's "operating_points"): Youden's J,
+# and the WHO triage point, the highest specificity with sensitivity >= WHO_TRIAGE's.
+YOUDEN = "youden"
+TRIAGE = "triage"
+OPERATING_POINTS = (YOUDEN, TRIAGE)
+
 # Upper bound on the elements of one (resamples x cases) block in the bootstrap.
 _BOOTSTRAP_BLOCK_ELEMENTS = 2_000_000
 
@@ -203,7 +209,7 @@ def youden_threshold(labels, scores):
   return float(thresholds[int(np.argmax(j_scaled))])  # argmax: first = highest threshold
 
 
-def triage_threshold(labels, scores, min_sensitivity=0.90):
+def triage_threshold(labels, scores, min_sensitivity=WHO_TRIAGE["sensitivity"]):
   """WHO triage operating point: highest specificity with sensitivity >= min_sensitivity.
 
   Among thresholds of equal specificity (equal false positives) the one with
@@ -342,7 +348,7 @@ def summarize(
   """
   y_test, s_test = _check(test_labels, test_scores)
   youden = youden_threshold(val_labels, val_scores)
-  triage = triage_threshold(val_labels, val_scores, WHO_TRIAGE["sensitivity"])
+  triage = triage_threshold(val_labels, val_scores)
   low, high = bootstrap_auc_ci(y_test, s_test, n_resamples=n_resamples, seed=seed)
   triage_point = operating_point(y_test, s_test, triage)
   triage_point["meets_who_triage"] = meets_triage_target(triage_point)
@@ -352,8 +358,8 @@ def summarize(
     "n": int(y_test.size),
     "n_positive": int(y_test.sum()),
     "operating_points": {
-      "youden": operating_point(y_test, s_test, youden),
-      "triage": triage_point,
+      YOUDEN: operating_point(y_test, s_test, youden),
+      TRIAGE: triage_point,
     },
     "calibration": calibration(y_test, s_test),
     "validation_auc": roc_auc(val_labels, val_scores),
@@ -417,11 +423,11 @@ def pooled_out_of_fold(fold_reports, labels, scores, *, seed=0, n_resamples=2000
   def pooled(reports, y, s):
     low, high = bootstrap_auc_ci(y, s, n_resamples=n_resamples, seed=seed)
     points = {}
-    for name in ("youden", "triage"):
+    for name in OPERATING_POINTS:
       folds = [r["operating_points"][name] for r in reports]
       conf = {k: sum(point[k] for point in folds) for k in ("tp", "fp", "tn", "fn")}
       points[name] = {"thresholds": [p["threshold"] for p in folds], **conf, **rates(conf)}
-    points["triage"]["meets_who_triage"] = meets_triage_target(points["triage"])
+    points[TRIAGE]["meets_who_triage"] = meets_triage_target(points[TRIAGE])
     out = {
       "auc": roc_auc(y, s),
       "auc_ci95": [low, high],
@@ -430,7 +436,7 @@ def pooled_out_of_fold(fold_reports, labels, scores, *, seed=0, n_resamples=2000
       "operating_points": points,
       "calibration": calibration(y, s),
     }
-    if sum(points["triage"][k] for k in ("tp", "fp", "tn", "fn")) != y.size:
+    if sum(points[TRIAGE][k] for k in ("tp", "fp", "tn", "fn")) != y.size:
       del out["operating_points"]  # Some fold's report does not cover these cases.
     return out
 

@@ -30,6 +30,8 @@ from txr_model import input_pipeline
 from txr_model import keras_compat
 from txr_model import model as model_lib
 from txr_model import model_dir_lock
+from txr_model import report_files
+from txr_model import report_text
 from txr_model import run_config
 from txr_model import run_dir
 from txr_model import strategy as strategy_lib
@@ -244,7 +246,7 @@ def _run(config, strategy, builders, chief, work_dir):
     splits = input_pipeline.run_splits(base)
     report = _train(config, strategy, chief, work_dir, model_dir, splits)
     if report:
-      print(describe(report, model_dir))
+      print(report_text.describe_run(report, model_dir))
     return
   reports = {}
   for k in range(config.folds):
@@ -256,14 +258,14 @@ def _run(config, strategy, builders, chief, work_dir):
   if chief:
     # Every image once, scored by the fold model that did not train on it.
     scored = [
-      evaluation.read_scores(run_dir.scores_path(run_dir.fold_dir(model_dir, k), "test"))
+      report_files.read_scores(run_dir.scores_path(run_dir.fold_dir(model_dir, k), "test"))
       for k in range(config.folds)
     ]
     summary = evaluation.cross_validation_report(
       reports, *(np.concatenate(column) for column in zip(*scored, strict=True)), seed=config.seed
     )
-    evaluation.write_json(os.path.join(model_dir, run_dir.CV_METRICS), summary)
-    print(f"txr-train: {evaluation.describe_cross_validation(summary)}\n  Outputs in {model_dir}")
+    report_files.write_json(os.path.join(model_dir, run_dir.CV_METRICS), summary)
+    print(f"txr-train: {report_text.describe_cross_validation(summary)}\n  Outputs in {model_dir}")
 
 
 def _prepare(builder, config, chief) -> None:
@@ -288,36 +290,6 @@ def _prepare(builder, config, chief) -> None:
     if not builder.is_prepared():
       raise
     logging.warning("Another run built %s meanwhile (%s); using it.", builder.info.full_name, e)
-
-
-def describe(report: dict, model_dir: str) -> str:
-  """The closing lines of a run: the test figures with their N and CI, and what they mean.
-
-  Args:
-    report: the report of `finish.finish_run`.
-    model_dir: where the outputs went.
-
-  Returns:
-    Lines for the user.
-  """
-  test, triage = report["test"], report["test"]["operating_points"]["triage"]
-  low, high = test["auc_ci95"]
-  calibration = test["calibration"]
-  return "\n".join(
-    [
-      f"txr-train: done. Outputs in {model_dir}",
-      f"  Test AUC {test['auc']:.3f} (95% CI {low:.3f}-{high:.3f}) on {test['n']} held-out"
-      f" images ({test['n_positive']} abnormal); weights: {report['run']['weights']}.",
-      *evaluation.describe_by_group(test),
-      f"  At the triage threshold chosen on validation: sensitivity {triage['sensitivity']:.3f},"
-      f" specificity {triage['specificity']:.3f}.",
-      f"  Calibration: ECE {calibration['ece']:.3f} ({calibration['num_bins']} bins, N="
-      f"{calibration['n']}; reliability.png).",
-      "  AUC is the chance that an abnormal image scores above a normal one. It holds for"
-      " images like this dataset's test split (same source, scanner and population), not for"
-      " others; on the demo's synthetic sample it shows that training works, not clinical skill.",
-    ]
-  )
 
 
 def _train(config, strategy, chief, work_dir, model_dir, splits):

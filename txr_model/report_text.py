@@ -1,0 +1,149 @@
+"""The text people read: every summary txr-train and txr-evaluate print or log.
+
+Formatting only, of the reports that `evaluation` and `metrics` build: no
+TensorFlow, nothing read or written.
+"""
+
+from txr_model import metrics
+
+
+def headline(result: dict, split: str) -> str:
+  """One line on an evaluated split: AUC with its CI, the triage point, ECE and N (for the log).
+
+  Args:
+    result: a `metrics.summarize` output.
+    split: its name.
+
+  Returns:
+    The line.
+  """
+  low, high = result["auc_ci95"]
+  triage = result["operating_points"][metrics.TRIAGE]
+  return (
+    f"{split} AUC {result['auc']:.3f} (95% CI {low:.3f}-{high:.3f}); triage point: sensitivity"
+    f" {triage['sensitivity']:.3f}, specificity {triage['specificity']:.3f};"
+    f" ECE {result['calibration']['ece']:.3f} (N={result['n']})"
+  )
+
+
+def describe_run(report: dict, model_dir: str) -> str:
+  """The closing lines of a training run: the test figures with their N and CI, and what they mean.
+
+  Args:
+    report: the report of `finish.finish_run`.
+    model_dir: where the outputs went.
+
+  Returns:
+    Lines for the user.
+  """
+  test = report["test"]
+  triage = test["operating_points"][metrics.TRIAGE]
+  low, high = test["auc_ci95"]
+  calibration = test["calibration"]
+  return "\n".join(
+    [
+      f"txr-train: done. Outputs in {model_dir}",
+      f"  Test AUC {test['auc']:.3f} (95% CI {low:.3f}-{high:.3f}) on {test['n']} held-out"
+      f" images ({test['n_positive']} abnormal); weights: {report['run']['weights']}.",
+      *_describe_by_group(test),
+      f"  At the triage threshold chosen on validation: sensitivity {triage['sensitivity']:.3f},"
+      f" specificity {triage['specificity']:.3f}.",
+      f"  Calibration: ECE {calibration['ece']:.3f} ({calibration['num_bins']} bins, N="
+      f"{calibration['n']}; reliability.png).",
+      "  AUC is the chance that an abnormal image scores above a normal one. It holds for"
+      " images like this dataset's test split (same source, scanner and population), not for"
+      " others; on the demo's synthetic sample it shows that training works, not clinical skill.",
+    ]
+  )
+
+
+def describe_report(report: dict, key: str) -> str:
+  """A few lines on one evaluation: what was evaluated, AUC with CI and N, the triage point.
+
+  Args:
+    report: `evaluation.evaluate_split`'s report.
+    key: the evaluated split's key in it.
+
+  Returns:
+    Lines for the user.
+  """
+  result, protocol = report[key], report["protocol"]
+  triage = result["operating_points"][metrics.TRIAGE]
+  energy = result.get("grad_cam_lung_energy")
+  return "\n".join(
+    [
+      f"{_input_text(protocol['evaluated'])}: {_auc_text(result)}.",
+      *_describe_by_group(result),
+      f"  At the triage threshold {triage['threshold']:.4f}, chosen on"
+      f" {_input_text(protocol['thresholds_from'])}: sensitivity {triage['sensitivity']:.3f},"
+      f" specificity {triage['specificity']:.3f} (tp {triage['tp']}, fp {triage['fp']},"
+      f" tn {triage['tn']}, fn {triage['fn']}).",
+      *(
+        [
+          f"  Grad-CAM energy inside the lung masks: {energy['mean']:.3f} +/- {energy['sd']:.3f}"
+          f" (mean +/- sd over {energy['n']} abnormal images; the masks cover"
+          f" {energy['mask_share']:.3f} of the frame, what a uniform heat map scores)."
+        ]
+        if energy and energy["n"]
+        else []
+      ),
+      *(
+        [f"  {energy['n_all_zero']} abnormal image(s) had an all-zero heat map, left out."]
+        if energy and energy["n_all_zero"]
+        else []
+      ),
+    ]
+  )
+
+
+def describe_cross_validation(summary: dict) -> str:
+  """One paragraph on a cross-validation: per-fold AUCs, mean +/- sd, pooled AUC with its CI.
+
+  Args:
+    summary: `evaluation.cross_validation_report`'s output.
+
+  Returns:
+    Lines for the user.
+  """
+  pooled = summary["pooled"]
+  lines = [
+    f"{len(summary['fold_aucs'])}-fold cross-validation AUC {summary['mean']:.3f} +/-"
+    f" {summary['sd']:.3f} (per fold: {', '.join(f'{a:.3f}' for a in summary['fold_aucs'])}).",
+    f"  Pooled out-of-fold: {_auc_text(pooled)}; every image scored once, by the model that"
+    " did not train on it.",
+  ]
+  for name, group in pooled.get("by_group", {}).items():
+    lines.append(f"    {name}: {_auc_text(group)}")
+  return "\n".join(lines)
+
+
+def _describe_by_group(summary: dict) -> list[str]:
+  """Per-dataset lines of a summary with several datasets (none otherwise).
+
+  Args:
+    summary: a `metrics.summarize` output.
+
+  Returns:
+    One line per dataset: AUC, CI, N, and the triage point's rates.
+  """
+  lines = []
+  for name, group in summary.get("by_group", {}).items():
+    triage = group["operating_points"][metrics.TRIAGE]
+    lines.append(
+      f"    {name}: {_auc_text(group)}; triage point: sensitivity"
+      f" {triage['sensitivity']:.3f}, specificity {triage['specificity']:.3f}"
+    )
+  return lines
+
+
+def _input_text(described: dict) -> str:
+  folds = f" folds {described['folds']} of {described['num_folds']}" if "folds" in described else ""
+  return f"{described['dataset']} {described['split']}{folds} (N={described['n']})"
+
+
+def _auc_text(summary: dict) -> str:
+  low, high = summary["auc_ci95"]
+  return (
+    f"AUC {summary['auc']:.3f} (95% CI {low:.3f}-{high:.3f}) on {summary['n']} images"
+    f" ({summary['n_positive']} abnormal); ECE {summary['calibration']['ece']:.3f}"
+  )
