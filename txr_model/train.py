@@ -352,7 +352,9 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
 
   two_phase = config.mode == "two_phase"
   with strategy.scope():
-    model = model_lib.build_model(config.image_size, config.weights, config.dropout, config.mode)
+    model = model_lib.build_model(
+      config.image_size, config.weights, config.dropout, config.mode, seed=config.seed
+    )
     compile_model(model, config.learning_rate, config.epochs)
 
   best_path = os.path.join(work_dir, "best.weights.h5")
