@@ -1,43 +1,17 @@
 """The in-model augmentation: the host version's transforms, XLA, training only, per replica."""
 
-import math
 import subprocess
 import sys
 import textwrap
 
+from conftest import REPO
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO
+from benchmarks import host_pipeline_before
 from txr_model import augmentation
-
-
-def _host_augment(images, seed):
-  """txr's tf.data augmentation before it moved into the model (input_pipeline.augment)."""
-  batch = tf.shape(images)[0]
-  height, width = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
-  seeds = tf.random.experimental.stateless_split(seed, 5)
-
-  def uniform(i, shape, bound, center=0.0):
-    return tf.random.stateless_uniform(shape, seeds[i], center - bound, center + bound)
-
-  angle = uniform(0, [batch], 0.02 * 2 * math.pi)
-  zoom = uniform(1, [batch], 0.1, center=1.0)
-  shift_x, shift_y = uniform(2, [batch], 0.05) * width, uniform(3, [batch], 0.05) * height
-  cx, cy = (width - 1) / 2, (height - 1) / 2
-  a0, a1 = tf.cos(angle) / zoom, -tf.sin(angle) / zoom
-  b0, b1 = tf.sin(angle) / zoom, tf.cos(angle) / zoom
-  a2 = cx - a0 * cx - a1 * cy - shift_x
-  b2 = cy - b0 * cx - b1 * cy - shift_y
-  zeros = tf.zeros([batch])
-  transform = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-  images = keras.ops.image.affine_transform(images, transform, data_format="channels_last")
-  photometric = tf.random.stateless_uniform([2, batch, 1, 1, 1], seeds[4], -0.1, 0.1)
-  mean = tf.reduce_mean(images, axis=(1, 2, 3), keepdims=True)
-  images = (images - mean) * (1 + photometric[0]) + mean + 255 * photometric[1]
-  return tf.clip_by_value(images, 0.0, 255.0)
 
 
 def _images(n=6, height=40, width=32, seed=0):
@@ -54,9 +28,8 @@ def _images(n=6, height=40, width=32, seed=0):
 def test_same_augmentation_as_the_host_version(seed):
   images = _images()
   seed = tf.constant(seed, tf.int64)
-  np.testing.assert_allclose(
-    augmentation.augment(images, seed).numpy(), _host_augment(images, seed).numpy(), atol=1e-3
-  )
+  before = host_pipeline_before.augment(images, seed)  # the tf.data version this replaced
+  np.testing.assert_allclose(augmentation.augment(images, seed), before, atol=1e-3)
 
 
 def test_warp_matches_keras_affine_transform_for_any_affine_map():
