@@ -2,9 +2,10 @@ r"""B2 and B3: is the input pipeline ever the bottleneck of training?
 
   python -m benchmarks.b2_b3_training [--num_images=32 --side=3000]
 
-B2: txr's input pipeline images/s (299 px from the `512` config, augmented)
-    / training-step images/s (head phase, and phase 2 with 2 blocks unfrozen),
-    steps on in-memory tensors. Goal >= 10 on this CPU.
+B2: txr's input pipeline images/s (299 px from the `512` config)
+    / training-step images/s (head phase, and phase 2 with 2 blocks unfrozen;
+    each step includes the model's augmentation), steps on in-memory tensors.
+    Goal >= 10 on this CPU.
 B3: model.fit time for the same steps on the real pipeline / on in-memory
     tensors of the same shapes. Goal <= 1.05.
 """

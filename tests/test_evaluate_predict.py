@@ -19,7 +19,8 @@ from test_dicom import dicom_bytes
 from txr_data.shenzhen_cxr import synthetic
 from txr_model import predict
 
-pytestmark = pytest.mark.heavy
+# One worker trains the shared run (conftest.resumed_run) and runs every test that reads it.
+pytestmark = [pytest.mark.heavy, pytest.mark.xdist_group("resumed_run")]
 
 
 def _png(array) -> bytes:

@@ -14,6 +14,17 @@ def test_resize_pads_instead_of_stretching():
   assert (out[:, 25:75] == 200).all() and (out[:, :24] == 0).all() and (out[:, 76:] == 0).all()
 
 
+@pytest.mark.parametrize(
+  "shape", [(512, 400), (400, 512), (511, 333), (100, 700), (299, 299), (37, 1001), (75, 76)]
+)
+def test_resize_to_square_is_resize_with_pad_rounded(shape):
+  """The pad-after-rounding resize gives exactly tf.image.resize_with_pad's pixels."""
+  image = tf.cast(tf.random.stateless_uniform([*shape, 1], [3, sum(shape)], 0, 256), tf.uint8)
+  expected = tf.image.resize_with_pad(tf.cast(image, tf.float32), 299, 299)
+  expected = tf.cast(tf.clip_by_value(tf.round(expected), 0, 255), tf.uint8)
+  np.testing.assert_array_equal(geometry.resize_to_square(image, 299), expected)
+
+
 @pytest.mark.parametrize("shape,expected", [((1000, 750), (512, 384)), ((300, 1200), (128, 512))])
 def test_shrink_keeps_the_aspect_and_averages_areas(shape, expected):
   image = np.random.default_rng(0).integers(0, 256, (*shape, 1), dtype=np.uint8)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from txr_model import augmentation
 from txr_model import input_pipeline
 from txr_model import model as model_lib
 
@@ -21,6 +22,8 @@ def test_builds_at_75px_with_frozen_base(model):
   assert not model_lib.base_of(model).trainable
   assert [w.name for w in model.trainable_weights] == ["kernel", "bias"]  # the head only
   assert model.layers[-1].dtype_policy.name == "float32"
+  # The augmentation is the model's first layer: it runs in the training step only.
+  assert isinstance(model.layers[1], augmentation.Augment) and model.layers[1].name == "augment"
 
 
 def test_builds_from_a_local_weights_file(tmp_path, model):

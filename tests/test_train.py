@@ -19,12 +19,14 @@ import pytest
 pytestmark = pytest.mark.heavy
 
 
+@pytest.mark.xdist_group("resumed_run")  # on the worker that trained it (test_evaluate_predict)
 def test_resume_continues_at_the_next_epoch_through_both_phases(resumed_run):
   _, done, log = resumed_run
   epochs = [line.split()[1] for line in log.splitlines() if line.startswith("Epoch ")]
   assert epochs == [f"{e}/4" for e in range(done + 1, 5)] + ["5/5"]
 
 
+@pytest.mark.xdist_group("resumed_run")
 def test_outputs_and_export_match_the_keras_model(resumed_run):
   import keras
   import tensorflow as tf

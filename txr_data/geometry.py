@@ -62,5 +62,15 @@ def resize_to_square(image: tf.Tensor, image_size: int) -> tf.Tensor:
   The model's input geometry: the input pipeline and the serving graph both
   resize with this, after the builder's `shrink`.
   """
-  image = tf.image.resize_with_pad(tf.cast(image, tf.float32), image_size, image_size)
-  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  # tf.image.resize_with_pad's geometry, with the padding done in uint8 after
+  # rounding instead of in float32 before: the same pixels, at half the cost.
+  height, width = (tf.cast(tf.shape(image)[i], tf.float32) for i in (0, 1))
+  ratio = tf.maximum(width / image_size, height / image_size)
+  resized_height, resized_width = height / ratio, width / ratio
+  image = tf.image.resize(
+    image, [tf.cast(tf.floor(resized_height), tf.int32), tf.cast(tf.floor(resized_width), tf.int32)]
+  )
+  image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  top = tf.maximum(0, tf.cast((image_size - resized_height) / 2, tf.int32))
+  left = tf.maximum(0, tf.cast((image_size - resized_width) / 2, tf.int32))
+  return tf.image.pad_to_bounding_box(image, top, left, image_size, image_size)

@@ -71,10 +71,11 @@ def outputs(model, config) -> Outputs:
   Returns:
     The split's Outputs, in read order.
   """
+  model_input = input_pipeline.model_input_fn(config)
 
   def image_and_case(example):
     case = (example["label"], example["dataset"], example["image/filename"])
-    return input_pipeline.model_input(example["image"], config.image_size), case
+    return model_input(example["image"]), case
 
   ds = input_pipeline.examples(config, config.split).map(image_and_case, tf.data.AUTOTUNE)
   scorer, scores, features, cases = _scorer(model), [], [], []

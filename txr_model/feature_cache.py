@@ -24,7 +24,8 @@ from txr_model import model as model_lib
 # 2: the model takes uint8 gray images and scales them itself. 3: cross-validation
 # folds are dealt, stratified (input_pipeline.cross_validation_groups), not fold % K.
 # 4: 16-bit stored images (montgomery_cxr/original) are scaled by their real depth.
-FORMAT_VERSION = 4
+# 5: views are augmented by the model's own layer (augmentation.Augment), not tf.data.
+FORMAT_VERSION = 5
 
 
 def _weights_id(weights: str) -> str:
@@ -59,6 +60,9 @@ def cached_features(
 ) -> tf.data.Dataset:
   """(pooled features, label) of `config`'s images, `views` per image (view 0 unaugmented).
 
+  Views after the first go through the model's augmentation layer, the one
+  that augments in end-to-end training and fine-tuning.
+
   Computed on first use on this process's default device and stored under
   `cache_dir`; later calls (and later epochs) only read them.
   """
@@ -72,14 +76,19 @@ def cached_features(
   if tf.io.gfile.exists(path):
     tf.io.gfile.rmtree(path)
   pooled = model_lib.feature_extractor(model)
-  extract = tf.function(lambda x: pooled(x, training=False))
+  augment = model.get_layer(model_lib.AUGMENT)  # the model's own augmentation, as in training
+
+  @tf.function
+  def extract(images, augmented):
+    if augmented:
+      images = tf.cast(tf.round(augment(images, training=True)), tf.uint8)
+    return pooled(images, training=False)
+
   start, features, labels = time.time(), [], []
+  plain = dataclasses.replace(config, training=False, repeat=False, drop_remainder=False)
   for view in range(views):
-    view_config = dataclasses.replace(
-      config, training=view > 0, seed=config.seed + view, repeat=False, drop_remainder=False
-    )
-    for images, y in input_pipeline.make_dataset(view_config):
-      features.append(tf.cast(extract(images), tf.float32).numpy())
+    for images, y in input_pipeline.make_dataset(plain):
+      features.append(tf.cast(extract(images, view > 0), tf.float32).numpy())
       labels.append(y.numpy())
   ds = tf.data.Dataset.from_tensor_slices((np.concatenate(features), np.concatenate(labels)))
   ds.save(path)

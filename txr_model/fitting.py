@@ -290,7 +290,9 @@ def train_model(
   tf.io.gfile.makedirs(work_dir)
   run = plan(config, strategy, work_dir, splits)
   with strategy.scope():
-    model = model_lib.build_model(config.image_size, config.weights, config.dropout, config.mode)
+    model = model_lib.build_model(
+      config.image_size, config.weights, config.dropout, config.mode, seed=config.seed
+    )
     compile_phase(run, model, config.learning_rate, config.epochs)
   if config.mode == "end_to_end":
     fit_end_to_end(run, model)

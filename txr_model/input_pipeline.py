@@ -1,6 +1,8 @@
-"""TFDS -> tf.data for training and evaluation: decode, pad-resize, augment; uint8 out.
+"""TFDS -> tf.data for training and evaluation: decode, pad-resize, cache, shuffle, batch.
 
-Scaling to the base's input range happens inside the model (model.py).
+The host only prepares uint8 images: augmentation and scaling to the base's
+input range happen inside the model, on the accelerator (augmentation.py,
+model.py), so after the first epoch a training image costs the host a copy.
 
 Every map is parallel and the pipeline ends in prefetch. Each input pipeline
 (one per worker) reads only its own part of the split, through
@@ -10,9 +12,7 @@ Every map is parallel and the pipeline ends in prefetch. Each input pipeline
 import dataclasses
 import functools
 import hashlib
-import math
 
-import keras
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -26,47 +26,29 @@ DATASET_SEPARATOR = "+"
 SPLITS = ("train", "validation", "test")
 
 
-def model_input(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
-  """A stored PNG (8- or 16-bit) as the model's uint8 [size, size, 1] input.
+def model_input_fn(config: "InputConfig"):
+  """The function from a stored PNG of `config`'s datasets to the model's uint8 [size, size, 1].
 
   Training, evaluation and scoring all read stored images through this one
   function, so a score is always of the pixels the model was trained on.
+  The builders store 8-bit gray PNGs, decoded straight to one channel, except
+  `montgomery_cxr/original`, which stores 16-bit ones, scaled by their real
+  depth (`decode.stored_gray`). Choosing by the datasets' stored dtype once,
+  instead of checking each image's header, halves the first epoch's decode cost.
   """
-  return geometry.resize_to_square(decode.stored_gray(encoded), image_size)
+  sixteen_bit = any(
+    tfds.builder(name, data_dir=config.data_dir).info.features["image"].dtype == tf.uint16
+    for name in dataset_names(config.dataset)
+  )
 
+  def model_input(encoded: tf.Tensor) -> tf.Tensor:
+    if sixteen_bit:
+      image = decode.stored_gray(encoded)
+    else:
+      image = tf.io.decode_png(encoded, channels=1)
+    return geometry.resize_to_square(image, config.image_size)
 
-def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """Small random rotations, shifts, zooms, brightness and contrast of a 0-255 batch.
-
-  Rotation (up to 7 degrees), shift (5%) and zoom (10%) are composed into one
-  affine warp per image: three separate Keras Random* layers cost three warps
-  (profiled: augmentation then took 60% of the pipeline's time). Stateless
-  randomness, seeded per batch, keeps runs reproducible. No left-right flip:
-  the heart is on the left, so a mirrored film is not a plausible chest X-ray.
-  """
-  batch = tf.shape(images)[0]
-  height, width = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
-  seeds = tf.random.experimental.stateless_split(seed, 5)
-
-  def uniform(i, shape, bound, center=0.0):
-    return tf.random.stateless_uniform(shape, seeds[i], center - bound, center + bound)
-
-  angle = uniform(0, [batch], 0.02 * 2 * math.pi)
-  zoom = uniform(1, [batch], 0.1, center=1.0)
-  shift_x, shift_y = uniform(2, [batch], 0.05) * width, uniform(3, [batch], 0.05) * height
-  # The transform maps output to input pixels: rotate and scale about the centre, then shift.
-  cx, cy = (width - 1) / 2, (height - 1) / 2
-  a0, a1 = tf.cos(angle) / zoom, -tf.sin(angle) / zoom
-  b0, b1 = tf.sin(angle) / zoom, tf.cos(angle) / zoom
-  a2 = cx - a0 * cx - a1 * cy - shift_x
-  b2 = cy - b0 * cx - b1 * cy - shift_y
-  zeros = tf.zeros([batch])
-  transform = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-  images = keras.ops.image.affine_transform(images, transform, data_format="channels_last")
-  photometric = tf.random.stateless_uniform([2, batch, 1, 1, 1], seeds[4], -0.1, 0.1)
-  mean = tf.reduce_mean(images, axis=(1, 2, 3), keepdims=True)
-  images = (images - mean) * (1 + photometric[0]) + mean + 255 * photometric[1]
-  return tf.clip_by_value(images, 0.0, 255.0)
+  return model_input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +64,7 @@ class InputConfig:
   # (see `cross_validation_groups`); the split is then usually 'all'.
   folds: tuple[int, ...] = ()
   num_folds: int = 10
-  training: bool = False
+  training: bool = False  # shuffled (the model augments)
   drop_remainder: bool = False
   repeat: bool = False
   cache: bool = True
@@ -116,10 +98,10 @@ def make_dataset(
         input_context.input_pipeline_id
       ]
   ds = examples(config, split)
+  model_input = model_input_fn(config)
 
   def decode(example):
-    image = model_input(example["image"], config.image_size)
-    return image, tf.cast(example["label"], tf.float32)
+    return model_input(example["image"]), tf.cast(example["label"], tf.float32)
 
   ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
   if config.pad_to_steps:
@@ -131,16 +113,6 @@ def make_dataset(
   if config.repeat:
     ds = ds.repeat()
   ds = ds.batch(batch_size, drop_remainder=config.drop_remainder, num_parallel_calls=AUTOTUNE)
-
-  def augment_batch(index, batch):
-    images, *rest = batch  # rest: labels, and weights when padded
-    images = augment(
-      tf.cast(images, tf.float32), tf.stack([tf.constant(config.seed, tf.int64), index])
-    )
-    return tf.cast(tf.round(images), tf.uint8), *rest
-
-  if config.training:
-    ds = ds.enumerate().map(augment_batch, num_parallel_calls=AUTOTUNE)
   return ds.prefetch(AUTOTUNE)
 
 
@@ -339,7 +311,11 @@ def examples(config: InputConfig, split: str) -> tf.data.Dataset:
       split=split,
       data_dir=config.data_dir,
       shuffle_files=config.training,
-      decoders={"image": tfds.decode.SkipDecoding()},
+      # Only what the model reads, the image still encoded: not Montgomery's lung masks.
+      decoders=tfds.decode.PartialDecoding(
+        {"image": True, "label": True, "image/filename": True},
+        decoders={"image": tfds.decode.SkipDecoding()},
+      ),
       read_config=tfds.ReadConfig(shuffle_seed=config.seed, try_autocache=False),
     )
     parts.append(

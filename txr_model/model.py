@@ -7,11 +7,13 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from txr_model import augmentation
+
 # InceptionV3's top-level blocks end in layers mixed0 ... mixed10.
 NUM_BLOCKS = 11
 NOTOP_WEIGHTS = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # Layer names: the one place they are spelled (Keras names the base itself).
-SCALE, TO_RGB = "scale", "gray_to_rgb"
+AUGMENT, SCALE, TO_RGB = "augment", "scale", "gray_to_rgb"
 BASE, POOL, DROPOUT, CLASSIFIER = "inception_v3", "pool", "dropout", "tb_probability"
 MODES = ("two_phase", "end_to_end")
 # From scratch, BatchNorm must track the changing activations within a few
@@ -34,15 +36,17 @@ def _local_weights(weights: str) -> str:
 
 
 def build_model(
-  image_size: int, weights: str, dropout: float = 0.2, mode: str = "two_phase"
+  image_size: int, weights: str, dropout: float = 0.2, mode: str = "two_phase", seed: int = 0
 ) -> keras.Model:
-  """uint8 gray -> [-1, 1] RGB -> InceptionV3 (no top) -> pool -> dropout -> Dense(1, sigmoid).
+  """uint8 gray -> augment -> [-1, 1] RGB -> InceptionV3 (no top) -> pool -> dropout -> sigmoid.
 
   The model takes uint8 grayscale images [size, size, 1], as the input
   pipeline and the export produce them, and does the cast, the [-1, 1]
   scaling InceptionV3 expects and the gray-to-RGB copy itself (the keras-io
   transfer-learning guide's preprocessing layer). So no caller re-implements
   it, and an accelerator receives 1 byte per pixel instead of 12 (float32 x 3).
+  The random augmentation is its first layer (`augmentation.Augment`): it runs
+  in the training step on the accelerator, and not at all outside training.
   Its output is float32 under mixed precision. The classifier's kernel starts at zero, so the
   first prediction is 0.5 (loss log 2) whatever the scale of the base's
   features, pretrained or random.
@@ -56,6 +60,7 @@ def build_model(
       phase that trains the head (see `unfreeze_top_blocks` for the second);
       it needs pretrained weights. 'end_to_end' trains every layer, BatchNorm
       in training mode with momentum 0.9: from scratch with weights='none'.
+    seed: the seed of the augmentation's random stream.
 
   Returns:
     The uncompiled Keras model.
@@ -99,7 +104,8 @@ def build_model(
     # inference mode because its layers are non-trainable.
     base.trainable = False
   inputs = keras.Input((image_size, image_size, 1), dtype="uint8", name="image")
-  x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=SCALE)(inputs)
+  x = augmentation.Augment(seed, name=AUGMENT)(inputs)
+  x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=SCALE)(x)
   x = keras.layers.Concatenate(name=TO_RGB)([x, x, x])
   x = base(x)
   x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
