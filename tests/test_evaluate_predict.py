@@ -1,6 +1,8 @@
-"""Evaluation, txr-predict and out-of-distribution rejection on a trained export.
+"""The session's trained run: resumed after a kill, exported, evaluated, predicted with.
 
-Heavy: uses the session's trained (killed and resumed) run from conftest.
+Heavy: uses the trained (killed and resumed) run from conftest. Every test that
+reads it lives in this file, the trainer's resume and export checks too:
+pytest-xdist (`--dist loadfile`) runs a file on one worker, so the run trains once.
 """
 
 import csv
@@ -19,8 +21,7 @@ from test_dicom import dicom_bytes
 from txr_data.shenzhen_cxr import synthetic
 from txr_model import predict
 
-# One worker trains the shared run (conftest.resumed_run) and runs every test that reads it.
-pytestmark = [pytest.mark.heavy, pytest.mark.xdist_group("resumed_run")]
+pytestmark = pytest.mark.heavy
 
 
 def _png(array) -> bytes:
@@ -34,6 +35,55 @@ def _evaluate(model_dir, *flags):
   assert all(p.read_bytes() == data for p, data in before.items())
   assert "txr-evaluate: " in out.stderr and "At the triage threshold" in out.stderr
   return json.loads(out.stdout)  # JSON alone
+
+
+def test_resume_continues_at_the_next_epoch_through_both_phases(resumed_run):
+  _, done, log = resumed_run
+  epochs = [line.split()[1] for line in log.splitlines() if line.startswith("Epoch ")]
+  assert epochs == [f"{e}/4" for e in range(done + 1, 5)] + ["5/5"]
+
+
+def test_outputs_and_export_match_the_keras_model(resumed_run):
+  import keras
+  import tensorflow as tf
+
+  from txr_data import geometry
+  from txr_data import image_codec
+
+  model_dir, _, log = resumed_run
+  for name in ("flags.cfg", "model.keras", "export/saved_model.pb", "best.weights.h5"):
+    assert (model_dir / name).exists(), name
+  assert list((model_dir / "logs").rglob("events.out.tfevents.*"))
+  flagfile = (model_dir / "flags.cfg").read_text()
+  assert f"--model_dir={model_dir}" in flagfile and "--epochs=4" in flagfile
+  report = json.loads((model_dir / "metrics.json").read_text())
+  assert set(report) == {"validation", "test", "run", "protocol"}
+  assert report["protocol"]["thresholds_from"] == {
+    "dataset": "shenzhen_cxr/512", "split": "validation", "n": 9
+  }  # fmt: skip
+  assert report["test"]["calibration"]["n"] == 10 and "Calibration: ECE" in log
+  assert (model_dir / "reliability.png").exists() and (model_dir / "scores_test.csv").exists()
+  # Evaluated and exported: the best validation AUC's weights, named in the report.
+  assert report["run"]["weights"].startswith("best: epoch ")
+  best = json.loads((model_dir / "best.weights.h5.json").read_text())
+  assert report["run"]["weights"] == f"best: epoch {best['epoch']}, val AUC {best['val_auc']:.4f}"
+  assert report["test"]["n"] == 10 and 0.0 <= report["test"]["auc"] <= 1.0
+  assert "Dataset shenzhen_cxr/512" in log and "1 replica(s), global batch 8" in log
+  assert f"Wrote {model_dir / 'export'}" in log
+
+  png = (
+    model_dir.parent / "x.png"
+  )  # a 16-bit, non-square image: the export must handle it like training data
+  gray = np.linspace(0, 65535, 120 * 90).reshape(120, 90).astype(np.uint16)
+  png.write_bytes(tf.io.encode_png(gray[..., None]).numpy())
+  data = png.read_bytes()
+  serving = tf.saved_model.load(str(model_dir / "export")).signatures["serving_default"]
+  served = serving(image_bytes=tf.constant([data, data]))["probability"].numpy()
+  model = keras.models.load_model(model_dir / "model.keras")
+  stored = image_codec.normalise_png(data, "x.png", 512)  # as the builder stores it
+  x = geometry.resize_to_square(tf.io.decode_png(stored, channels=1), 75)[None]
+  expected = model.predict(x, verbose=0)[0, 0]
+  np.testing.assert_allclose(served, [expected, expected], rtol=1e-5, atol=1e-6)
 
 
 def test_evaluate_cli_takes_thresholds_from_validation(resumed_run):

@@ -12,7 +12,7 @@ from conftest import run_ok
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.heavy, pytest.mark.xdist_group("learning")]  # one worker trains
+pytestmark = pytest.mark.heavy
 
 SEED = 2027  # The demo and every tuning run used seed 0: this draw was never looked at.
 
