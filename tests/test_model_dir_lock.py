@@ -63,6 +63,18 @@ def test_a_live_lease_is_refused_and_a_dead_runs_lease_is_taken_over(tmp_path):
     assert f"pid {os.getpid()} " in (tmp_path / model_dir_lock.FILE).read_text()
 
 
+def test_a_lease_read_mid_rewrite_still_names_its_holder(tmp_path):
+  """A reader that finds the file truncated by a heartbeat waits for the write."""
+  path = tmp_path / model_dir_lock.FILE
+  path.write_text("")  # truncated, its record not yet written
+  writer = threading.Timer(0.05, lambda: path.write_text('{"owner": "pid 7 on vm-a"}'))
+  writer.start()
+  with pytest.raises(model_dir_lock.ModelDirInUseError, match="in use by pid 7 on vm-a"):
+    with model_dir_lock.lease(str(path), "--model_dir=x", **FAST):
+      pass
+  writer.join()
+
+
 def test_two_runs_starting_together_get_one_lease(tmp_path):
   path = str(tmp_path / model_dir_lock.FILE)
   start, held, refused = threading.Barrier(4), [], []

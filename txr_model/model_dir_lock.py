@@ -67,6 +67,11 @@ def hold(model_dir: str):
     os.close(fd)  # Releases the flock.
 
 
+# Reads of an empty lease file before it counts as written by an unknown run: a
+# heartbeat's local rewrite truncates, then writes (a gs:// object is replaced whole).
+_TORN_READS = 10
+
+
 def _owner() -> str:
   return f"pid {os.getpid()} on {socket.gethostname()}"
 
@@ -78,9 +83,13 @@ def _read(path: str) -> tuple[dict, float] | None:
   (an older txr's plain text included) expires.
   """
   try:
-    age = time.time() - tf.io.gfile.stat(path).mtime_nsec / 1e9
-    with tf.io.gfile.GFile(path) as f:
-      text = f.read()
+    for _ in range(_TORN_READS):
+      age = time.time() - tf.io.gfile.stat(path).mtime_nsec / 1e9
+      with tf.io.gfile.GFile(path) as f:
+        text = f.read()
+      if text:  # Empty: caught between a local rewrite's truncation and its write.
+        break
+      time.sleep(0.02)
   except tf.errors.NotFoundError:
     return None
   try:
