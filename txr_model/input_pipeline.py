@@ -37,8 +37,8 @@ def model_input_fn(config: "InputConfig"):
   instead of checking each image's header, halves the first epoch's decode cost.
   """
   sixteen_bit = any(
-    tfds.builder(name, data_dir=config.data_dir).info.features["image"].dtype == tf.uint16
-    for name in dataset_names(config.dataset)
+    builder.info.features["image"].dtype == tf.uint16
+    for builder in builders(config.dataset, config.data_dir)
   )
 
   def model_input(encoded: tf.Tensor) -> tf.Tensor:
@@ -207,6 +207,15 @@ def dataset_names(dataset: str) -> list[str]:
   return names
 
 
+def builders(dataset: str, data_dir: str) -> list[tfds.core.DatasetBuilder]:
+  """The TFDS builder of each dataset in `dataset` (`--dataset` syntax), in order.
+
+  Their `info` (version, splits, features) and `builder_config` (`max_side`)
+  are what the pipeline knows of the stored datasets.
+  """
+  return [tfds.builder(name, data_dir=data_dir) for name in dataset_names(dataset)]
+
+
 def cross_validation_groups(
   keys: list[str], strata: list[str], num_folds: int, subjects: list[str] | None = None
 ) -> list[int]:
@@ -346,14 +355,13 @@ def examples(config: InputConfig, split: str) -> tf.data.Dataset:
 
 def count(config: InputConfig) -> int:
   """Number of examples `make_dataset(config)` reads in one pass (unbatched)."""
-  names = dataset_names(config.dataset)
   if config.folds and config.split == "all":
     groups = _groups_of(config.dataset, config.data_dir, config.num_folds)
     return sum(group in config.folds for group in groups.values())
   if not config.folds:
     return sum(
-      tfds.builder(name, data_dir=config.data_dir).info.splits[config.split].num_examples
-      for name in names
+      builder.info.splits[config.split].num_examples
+      for builder in builders(config.dataset, config.data_dir)
     )
   return int(examples(config, config.split).reduce(0, lambda n, _: n + 1))
 
@@ -389,8 +397,7 @@ def _reads_train_split(name: str, data_dir: str, split: str) -> bool:
 def dataset_version(config: InputConfig) -> str:
   """The built version of each dataset `config` reads, joined like their names."""
   return DATASET_SEPARATOR.join(
-    str(tfds.builder(name, data_dir=config.data_dir).info.version)
-    for name in dataset_names(config.dataset)
+    str(builder.info.version) for builder in builders(config.dataset, config.data_dir)
   )
 
 
@@ -401,10 +408,7 @@ def max_side(dataset: str, data_dir: str) -> int | None:
   images can be shrunk as the builder shrank the training images. With
   several datasets, the largest; None when any stores the source pixels.
   """
-  sides = {
-    getattr(tfds.builder(name, data_dir=data_dir).builder_config, "max_side", None)
-    for name in dataset_names(dataset)
-  }
+  sides = {getattr(b.builder_config, "max_side", None) for b in builders(dataset, data_dir)}
   return None if None in sides else max(sides)
 
 
