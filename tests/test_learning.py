@@ -74,3 +74,77 @@ def test_features_of_unseen_images_are_like_the_training_images(learned):
   assert np.isfinite(test).all() and test.std(axis=0).mean() > 1e-3
   ratio = np.linalg.norm(test, axis=1).mean() / np.linalg.norm(train, axis=1).mean()
   assert 0.8 < ratio < 1.25, ratio
+
+
+@pytest.fixture(scope="module")
+def lite_export(learned):
+  """txr-export-lite's float32 and int8 variants of the learned model."""
+  _, model_dir, _ = learned
+  out = run_ok(
+    [sys.executable, "-m", "txr_model.export_lite", f"--model_dir={model_dir}"]
+    + ["--variants=float32,int8"]
+  )
+  return model_dir / "export", out.stdout
+
+
+def test_lite_variants_score_as_the_keras_model_with_their_own_thresholds(learned, lite_export):
+  import keras
+
+  from txr_lite import lite_model
+  from txr_model import evaluation
+  from txr_model import input_pipeline
+  from txr_model import litert
+  from txr_model import metrics
+
+  data_dir, model_dir, _ = learned
+  export_dir, printed = lite_export
+  assert printed.count("validation AUC") == 2 and "(N=64)" in printed
+  model = keras.models.load_model(model_dir / "model.keras")
+  splits = evaluation.evaluation_configs(
+    input_pipeline.run_splits(input_pipeline.InputConfig("shenzhen_cxr/512", str(data_dir), 75, 32))
+  )
+  test_images, test_labels = litert.read_images(splits["test"])
+  val_images, val_labels = litert.read_images(splits["validation"])
+  assert len(test_labels) == 114
+  keras_scores = model.predict(test_images, verbose=0)[:, 0]
+  keras_auc = metrics.roc_auc(test_labels, keras_scores)
+  variants = ("float32", "int8")
+  lite = {v: lite_model.LiteModel(str(export_dir / f"model_{v}.tflite")) for v in variants}
+  np.testing.assert_allclose(lite["float32"].predict(test_images)[0], keras_scores, atol=1e-4)
+  int8_scores = lite["int8"].predict(test_images)[0]
+  assert abs(metrics.roc_auc(test_labels, int8_scores) - keras_auc) <= 0.02
+  ranks = [np.argsort(np.argsort(s)) for s in (keras_scores, int8_scores)]
+  assert np.corrcoef(*ranks)[0, 1] > 0.9  # Spearman's rho: int8 keeps the order.
+  for variant, runner in lite.items():
+    meta = lite_model.load_metadata(str(export_dir / f"model_{variant}.tflite"))
+    val_scores = runner.predict(val_images)[0]  # The variant's own scores chose its thresholds.
+    assert meta["threshold"] == metrics.triage_threshold(val_labels, val_scores)
+    assert meta["thresholds_from"] == {
+      "dataset": "shenzhen_cxr/512", "split": "validation", "n": 64,
+      "auc": metrics.roc_auc(val_labels, val_scores),
+    }  # fmt: skip
+    assert meta["image_size"] == 75 and meta["max_side"] == 512
+  meta = lite_model.load_metadata(str(export_dir / "model_int8.tflite"))
+  assert meta["calibration"] == {"split": "train", "n": 300}
+  sizes = {v: (export_dir / f"model_{v}.tflite").stat().st_size for v in lite}
+  assert sizes["int8"] < sizes["float32"] / 3
+
+
+def test_lite_predictor_agrees_with_the_saved_model_on_files(learned, lite_export):
+  _, model_dir, _ = learned
+  export_dir, _ = lite_export
+  raw = sorted((model_dir.parent / "raw").rglob("CHNCXR_06[0-5]*.png"))[:6]
+  assert len(raw) == 6
+  saved = run_ok(
+    [sys.executable, "-m", "txr_model.predict", f"--export_dir={export_dir}", "--format=json"]
+    + [str(p) for p in raw]
+  )
+  lite = run_ok(
+    [sys.executable, "-m", "txr_lite.predict", f"--model={export_dir / 'model_float32.tflite'}"]
+    + ["--format=json", *map(str, raw)]
+  )
+  saved_rows, lite_rows = json.loads(saved.stdout), json.loads(lite.stdout)
+  assert [r["file"] for r in saved_rows] == [r["file"] for r in lite_rows] == list(map(str, raw))
+  for s, f in zip(saved_rows, lite_rows, strict=True):
+    assert f["probability"] == pytest.approx(s["probability"], abs=1e-4)
+    assert f["out_of_distribution"] == s["out_of_distribution"]

@@ -1,0 +1,260 @@
+r"""B8: the LiteRT variants against the SavedModel: AUC parity, latency, cold start, memory, size.
+
+  python -m benchmarks.b8_litert [--demo_dir=/tmp/txr_demo/model] \
+    [--lite_python=/tmp/txr-lite/bin/python]
+
+In one run, every model on the same images:
+* AUC: the demo run's test split (N = 114) and B6's harder set (its 400-image
+  run, trained here first if B6 has not run) scored by the SavedModel (its
+  serving signature on the stored PNGs) and by the float32, float16 and int8
+  variants txr-export-lite writes, through txr-predict-lite's preprocessing;
+  each with its 95% bootstrap CI, and int8 minus the SavedModel with a paired
+  bootstrap CI.
+* Latency at 299 px, the deployment size: the demo model's weights in a
+  299-px network (InceptionV3 is fully convolutional), exported as txr-train
+  exports and converted as txr-export-lite converts (int8 calibrated on 100
+  training images: these copies are for timing only). Per image, from the
+  file's bytes to P(TB) and the OOD score (decode, shrink, resize, network,
+  Mahalanobis), one image at a time, with 1 and 2 threads, median and p95
+  over --num_images full-size synthetic films (about 3000 x 3000) after 3
+  warm-up images. Each in a process of its own; the lite ones in
+  --lite_python's environment (default: this one, where they import no TensorFlow).
+* Cold start (process start to the first score printed) and peak RSS of
+  txr-predict-lite (int8) and txr-predict on one film; file sizes; the lite
+  environment's installed size (with --lite_python).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import keras
+import numpy as np
+import tensorflow as tf
+
+from benchmarks import b6_learning_curve as b6
+from benchmarks import synthetic
+import txr_data  # noqa: F401  (registers the builders)
+from txr_lite import lite_model
+from txr_lite import preprocess
+from txr_model import evaluation
+from txr_model import export
+from txr_model import input_pipeline
+from txr_model import litert
+from txr_model import metrics
+from txr_model import model as model_lib
+from txr_model import ood
+from txr_model import run_config
+from txr_model import run_dir
+
+_DEMO_DIR = flags.DEFINE_string("demo_dir", "/tmp/txr_demo/model", "The README demo's run.")
+_LITE_PYTHON = flags.DEFINE_string(
+  "lite_python", sys.executable, "The Python of a txr-lite environment (pip install ./lite)."
+)
+_DEPLOY_SIZE = 299
+_WARMUP = 3
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+flags.FLAGS.set_default("num_images", 64)  # synthetic.py's full-size films: at least 50 timed.
+
+
+def _examples(model_dir: str, split: str):
+  """(stored PNG bytes, labels) of a run's split, in dataset order."""
+  trained = run_config.RunConfig.load(model_dir)
+  config = input_pipeline.InputConfig(trained.dataset, trained.data_dir, 75, 32, split=split)
+  data, labels = [], []
+  for example in input_pipeline.examples(config, split):
+    data.append(example["image"].numpy())
+    labels.append(int(example["label"]))
+  return data, np.array(labels)
+
+
+def _auc(labels, scores, seed=0) -> dict:
+  low, high = metrics.bootstrap_auc_ci(labels, scores, seed=seed)
+  return {"auc": round(metrics.roc_auc(labels, scores), 4), "auc_ci95": [low, high]}
+
+
+def _paired_difference(labels, a, b, n=2000, seed=0) -> list:
+  """95% CI of AUC(a) - AUC(b) over stratified resamples of the same images."""
+  rng = np.random.default_rng(seed)
+  pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+  diffs = []
+  for _ in range(n):
+    i = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+    diffs.append(metrics.roc_auc(labels[i], a[i]) - metrics.roc_auc(labels[i], b[i]))
+  return [round(float(q), 4) for q in np.quantile(diffs, [0.025, 0.975])]
+
+
+def _parity(model_dir: str) -> dict:
+  """Test AUC of the SavedModel and each lite variant on the same stored test images."""
+  export_dir = os.path.join(model_dir, run_dir.EXPORT)
+  variants = litert.export_lite(model_dir)
+  data, labels = _examples(model_dir, "test")
+  serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+  batches = [tf.constant(data[i : i + 32]) for i in range(0, len(data), 32)]
+  scores = {"saved_model": np.concatenate([serve(image_bytes=b)["probability"] for b in batches])}
+  for variant, meta in variants.items():
+    model = lite_model.LiteModel(meta["path"])
+    images = [preprocess.prepare(d, meta["image_size"], meta["max_side"]).image for d in data]
+    scores[variant] = model.predict(np.stack(images))[0]
+  out = {"n": int(labels.size), "n_abnormal": int(labels.sum())}
+  out.update({name: _auc(labels, s) for name, s in scores.items()})
+  out["int8_minus_saved_model_ci95"] = _paired_difference(
+    labels, scores["int8"], scores["saved_model"]
+  )
+  out["int8_minus_float32"] = round(
+    metrics.roc_auc(labels, scores["int8"]) - metrics.roc_auc(labels, scores["float32"]), 4
+  )
+  return out
+
+
+def _harder_run() -> str:
+  """B6's 400-image run on its harder set (trained now if B6 has not run)."""
+  model_dir = os.path.join(synthetic.work_dir(), f"learning_curve_seed{b6._SEED.value}_n400_run")
+  if not os.path.exists(os.path.join(model_dir, "model", run_dir.MODEL)):
+    manual_dir, _ = b6._subset(b6._archive(), 400)
+    b6._txr(manual_dir, 400)
+  return os.path.join(model_dir, "model")
+
+
+def _deployment_models(demo_dir: str, out_dir: str) -> dict:
+  """The demo's weights at 299 px: a SavedModel and the three variants. {name: path}."""
+  trained = keras.models.load_model(os.path.join(demo_dir, run_dir.MODEL))
+  model = model_lib.build_model(_DEPLOY_SIZE, "none", mode="end_to_end")
+  model.set_weights(trained.get_weights())
+  info = run_config.RunConfig.load(demo_dir)
+  base = input_pipeline.InputConfig(info.dataset, info.data_dir, _DEPLOY_SIZE, 32)
+  train = evaluation.evaluation_configs(input_pipeline.run_splits(base))["train"]
+  images, _ = litert.read_images(train, limit=100)
+  features = model_lib.feature_extractor(model).predict(images, verbose=0)
+  detector = ood.fit(features[:80], features[80:])
+  max_side = input_pipeline.max_side(info.dataset, info.data_dir)
+  paths = {"saved_model": os.path.join(out_dir, "export")}
+  export.export_serving(model, paths["saved_model"], 0.5, detector, {}, max_side=max_side)
+  for variant, flatbuffer in litert.convert(model, lite_model.VARIANTS, images).items():
+    paths[variant] = os.path.join(out_dir, f"model_{variant}.tflite")
+    meta = {
+      "format": lite_model.FORMAT, "variant": variant, "labels": list(lite_model.LABELS),
+      "image_size": _DEPLOY_SIZE, "max_side": max_side, "operating_point": "triage",
+      "threshold": 0.5, "ood_threshold": detector["threshold"],
+      "max_colourfulness": ood.MAX_COLOURFULNESS, "aspect_range": list(ood.ASPECT_RANGE),
+    }  # fmt: skip
+    litert.write_variant(paths[variant], meta, flatbuffer, detector)
+  return paths
+
+
+def _films() -> list[str]:
+  png_dir = os.path.join(synthetic.manual_dir(), "ChinaSet_AllFiles", "CXR_png")
+  return sorted(os.path.join(png_dir, f) for f in os.listdir(png_dir))
+
+
+def _timed(python: str, module: str, *args) -> dict:
+  out = subprocess.run(
+    [python, "-m", module, *map(str, args)], cwd=_REPO, check=True, capture_output=True, text=True
+  )
+  times = json.loads(out.stdout.strip().splitlines()[-1])
+  summary = {
+    "median_ms": round(float(np.median(times["latency_ms"])), 1),
+    "p95_ms": round(float(np.percentile(times["latency_ms"], 95)), 1),
+    "n": times["n"],
+  }
+  if "preprocess_ms" in times:
+    summary["preprocess_median_ms"] = round(float(np.median(times["preprocess_ms"])), 1)
+  return summary
+
+
+def _latency(paths: dict, films: list[str]) -> dict:
+  file_list = os.path.join(tempfile.mkdtemp(), "films.txt")
+  with open(file_list, "w") as f:
+    f.write("\n".join(films[:_WARMUP] + films))  # The warm-up films are timed again later.
+  out = {}
+  for threads in (1, 2):
+    row = {
+      "saved_model": _timed(
+        sys.executable,
+        "benchmarks.saved_model_timing",
+        paths["saved_model"],
+        threads,
+        file_list,
+        _WARMUP,
+      )  # fmt: skip
+    }
+    for variant in lite_model.VARIANTS:
+      row[variant] = _timed(
+        _LITE_PYTHON.value, "benchmarks.lite_timing", paths[variant], threads, file_list, _WARMUP
+      )
+    row["int8_speedup_over_saved_model"] = round(
+      row["saved_model"]["median_ms"] / row["int8"]["median_ms"], 2
+    )
+    out[f"{threads}_thread{'s' if threads > 1 else ''}"] = row
+  return out
+
+
+def _cold_start(command: list[str], film: str) -> dict:
+  """Seconds from process start to the first score printed, and the process's peak RSS."""
+  start = time.perf_counter()
+  process = subprocess.Popen(
+    [*command, "--format=csv", film], cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+  )
+  process.stdout.readline()  # The CSV header, printed before the model loads.
+  first = process.stdout.readline()
+  seconds = time.perf_counter() - start
+  process.stdout.read()
+  _, status, usage = os.wait4(process.pid, 0)
+  if status or not first.startswith(film.encode()):
+    raise RuntimeError(f"{command} failed on {film}: {first!r}")
+  return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+
+
+def _installed_mb(python: str) -> float | None:
+  if python == sys.executable:
+    return None
+  prefix = subprocess.run(
+    [python, "-c", "import sys; print(sys.prefix)"], check=True, capture_output=True, text=True
+  ).stdout.strip()
+  size = sum(
+    os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(prefix) for f in files
+  )
+  return round(size / 1e6)
+
+
+def main(argv):
+  del argv
+  demo_dir = _DEMO_DIR.value
+  if not os.path.exists(os.path.join(demo_dir, run_dir.MODEL)):
+    raise app.UsageError(f"--demo_dir={demo_dir}: run the README's demo first.")
+  figures = {"auc_demo": _parity(demo_dir), "auc_harder_b6": _parity(_harder_run())}
+  print(json.dumps(figures), flush=True)
+  films = _films()
+  with tempfile.TemporaryDirectory() as out_dir:
+    paths = _deployment_models(demo_dir, out_dir)
+    figures["latency_299px"] = _latency(paths, films)
+    figures["file_mb"] = {
+      name: round(
+        os.path.getsize(path) / 1e6
+        if path.endswith(".tflite")
+        else sum(
+          os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs
+        ) / 1e6,
+        1,
+      )
+      for name, path in paths.items()
+    }  # fmt: skip
+    lite_command = [_LITE_PYTHON.value, "-m", "txr_lite.predict", f"--model={paths['int8']}"]
+    saved_command = [sys.executable, "-m", "txr_model.predict"]
+    saved_command.append(f"--export_dir={paths['saved_model']}")
+    figures["cold_start"] = {
+      "txr_predict_lite_int8": _cold_start(lite_command, films[0]),
+      "txr_predict": _cold_start(saved_command, films[0]),
+    }
+  figures["lite_environment_mb"] = _installed_mb(_LITE_PYTHON.value)
+  figures["films"] = {"n": len(films), "side": synthetic._SIDE.value}
+  synthetic.write_results("b8_litert", figures)
+
+
+if __name__ == "__main__":
+  app.run(main)

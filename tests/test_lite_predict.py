@@ -1,0 +1,150 @@
+"""txr-predict-lite: its rows, formats and refusals, on a tiny converted network; no TensorFlow.
+
+The network is a few layers with txr's inputs and outputs, converted by
+TFLiteConverter as litert.py converts InceptionV3 (tests/test_learning.py
+checks the real model's scores); the predictor runs in a process that must
+never import TensorFlow.
+"""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+from conftest import png_bytes
+import numpy as np
+import pytest
+
+from txr_lite import lite_model
+
+SIZE = 32
+# Runs txr-predict-lite's main, then fails if anything imported TensorFlow.
+_PREDICT = (
+  "import sys; from txr_lite import predict; code = predict.main(sys.argv[1:]);"
+  " assert 'tensorflow' not in sys.modules, 'txr-predict-lite imported TensorFlow'; sys.exit(code)"
+)
+
+
+def _predict_lite(*args):
+  return subprocess.run(
+    [sys.executable, "-c", _PREDICT, *map(str, args)], cwd=REPO, capture_output=True, text=True
+  )
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+  """A float32 .tflite with txr's signature, its metadata and OOD statistics."""
+  import keras
+  import tensorflow as tf
+
+  from txr_model import litert
+  from txr_model import ood
+
+  keras.utils.set_random_seed(0)
+  image = keras.Input((SIZE, SIZE, 1), dtype="uint8", name="image")
+  x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(image)
+  x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+  pooled = keras.layers.GlobalAveragePooling2D()(x)
+  probability = keras.layers.Dense(1, activation="sigmoid")(pooled)
+  net = keras.Model(image, {"probability": probability, "features": pooled})
+  flatbuffer = tf.lite.TFLiteConverter.from_keras_model(net).convert()
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (40, SIZE, SIZE, 1)).astype(np.uint8)
+  features = net.predict(images, verbose=0)["features"]
+  detector = ood.fit(features[:30], features[30:])
+  path = tmp_path_factory.mktemp("export") / "model_float32.tflite"
+  meta = {
+    "format": lite_model.FORMAT, "variant": "float32", "labels": list(lite_model.LABELS),
+    "image_size": SIZE, "max_side": 64, "operating_point": "triage", "threshold": 0.5,
+    "ood_threshold": detector["threshold"], "max_colourfulness": 10.0, "aspect_range": [0.5, 2.0],
+  }  # fmt: skip
+  litert.write_variant(str(path), meta, flatbuffer, detector)
+  return path, net
+
+
+def _scans(tmp_path):
+  scans = tmp_path / "scans"
+  scans.mkdir()
+  rng = np.random.default_rng(1)
+  film = rng.integers(0, 256, (80, 70), np.uint8)
+  (scans / "a_good.png").write_bytes(png_bytes(film))
+  (scans / "b_truncated.png").write_bytes(png_bytes(film)[:60])
+  (scans / "c_text.png").write_bytes(b"this is not an image")
+  (scans / "d_blank.png").write_bytes(png_bytes(np.full((80, 70), 7, np.uint8)))
+  (scans / "e_icon.png").write_bytes(png_bytes(np.zeros((8, 8), np.uint8)))
+  (scans / "f_good.jpg").write_bytes(_jpeg(film))
+  return scans, film
+
+
+def _jpeg(array):
+  import io
+
+  from PIL import Image
+
+  buf = io.BytesIO()
+  Image.fromarray(array).save(buf, format="JPEG", quality=95)
+  return buf.getvalue()
+
+
+def test_rows_name_each_bad_file_and_the_others_are_scored(tiny_model, tmp_path):
+  from txr_lite import preprocess
+
+  path, net = tiny_model
+  scans, film = _scans(tmp_path)
+  out = _predict_lite(f"--model={path}", "--format=json", scans)
+  assert out.returncode == 1, out.stderr  # Some files failed; every one has its row.
+  rows = {r["file"].rsplit("/", 1)[1]: r for r in json.loads(out.stdout)}
+  assert sorted(rows) == ["a_good.png", "b_truncated.png", "c_text.png", "d_blank.png",
+                          "e_icon.png", "f_good.jpg"]  # fmt: skip
+  assert "truncated" in rows["b_truncated.png"]["error"]
+  assert "not a PNG, JPEG or DICOM" in rows["c_text.png"]["error"]
+  assert "blank image" in rows["d_blank.png"]["error"]
+  assert "too small" in rows["e_icon.png"]["error"]
+  assert "txr-predict-lite: 4 of 6 file(s) failed." in out.stderr
+  good = rows["a_good.png"]
+  assert set(good) == {"file", "probability", "label", "out_of_distribution", "ood_score"}
+  # The score is the network's on the pixels the serving graph would give it.
+  pixels = preprocess.prepare(png_bytes(film), SIZE, 64).image
+  expected = float(net.predict(pixels[None], verbose=0)["probability"][0, 0])
+  assert good["probability"] == pytest.approx(expected, abs=1e-5)
+  assert good["label"] == ("abnormal" if expected >= 0.5 else "normal")
+  assert 0.0 <= rows["f_good.jpg"]["probability"] <= 1.0
+
+
+def test_table_and_csv_print_every_row_and_the_threshold(tiny_model, tmp_path):
+  path, _ = tiny_model
+  scans, _ = _scans(tmp_path)
+  table = _predict_lite(f"--model={path}", scans)
+  lines = table.stdout.splitlines()
+  assert lines[0].split() == ["file", "probability", "label", "out_of_distribution", "ood_score",
+                              "error"]  # fmt: skip
+  assert len(lines) == 1 + 6 + 1
+  assert lines[-1].startswith("label: abnormal when probability >= 0.5000 (the float32 model's")
+  csv_rows = _predict_lite(f"--model={path}", "--format=csv", scans).stdout.splitlines()
+  assert len(csv_rows) == 1 + 6 and csv_rows[0].startswith("file,probability,label")
+
+
+@pytest.mark.parametrize(
+  "case, message",
+  [
+    ("empty_folder", "No PNG, JPEG or DICOM files in"),
+    ("no_metadata", "model_float32.json: missing"),
+    ("not_tflite", "not a .tflite file"),
+    ("no_paths", "the following arguments are required"),
+  ],
+)
+def test_usage_errors_exit_2_with_one_line(tiny_model, tmp_path, case, message):
+  path, _ = tiny_model
+  (tmp_path / "empty").mkdir()
+  args = [f"--model={path}", tmp_path / "empty"]
+  if case == "no_metadata":
+    copy = tmp_path / "model_float32.tflite"
+    copy.write_bytes(path.read_bytes())
+    args = [f"--model={copy}", tmp_path / "empty"]
+  elif case == "not_tflite":
+    args = [f"--model={tmp_path}", tmp_path / "empty"]
+  elif case == "no_paths":
+    args = [f"--model={path}"]
+  out = _predict_lite(*args)
+  assert out.returncode == 2, out.stderr
+  assert message in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,126 @@
+r"""Classifies chest X-ray files with a LiteRT export, without TensorFlow (txr-predict-lite).
+
+  txr-predict-lite --model=run/export/model_int8.tflite scans/ one.png [--format=json]
+
+Prints what txr-predict prints, row by row: per file, P(TB), the label at the
+variant's own threshold (chosen on validation with its own scores), the
+out-of-distribution flag and score, or the reason the file was refused. Reads
+PNG and JPEG, and DICOM with pydicom installed. Needs only ai-edge-litert,
+numpy and Pillow: the preprocessing (txr_lite.preprocess) reproduces the
+SavedModel's serving graph. A bad file is reported by name and the others
+carry on; the exit code is 1 if any file failed, 2 for a usage error.
+"""
+
+import argparse
+import itertools
+import os
+import sys
+
+from txr_lite import files as files_lib
+from txr_lite import image_rules
+from txr_lite import lite_model
+from txr_lite import preprocess
+from txr_lite import rows
+
+
+def predict_files(model_path: str, paths: list[str], num_threads: int | None = None):
+  """Yields one result dict per file, in order, as each is scored.
+
+  Args:
+    model_path: a `model_<variant>.tflite` with its .json and .ood.npz beside it.
+    paths: the files to classify.
+    num_threads: the interpreter's CPU threads; None: every core.
+
+  Yields:
+    {'file', 'probability', 'label', 'out_of_distribution', 'ood_score'} or
+    {'file', 'error'} per file.
+  """
+  meta = lite_model.load_metadata(model_path)
+  detector = lite_model.load_detector(model_path, meta)
+  model = lite_model.LiteModel(model_path, num_threads)
+  size, max_side = meta["image_size"], meta["max_side"]
+  low, high = meta["aspect_range"]
+  for path in paths:
+    result = {"file": path}
+    try:
+      data, is_dicom = files_lib.read_file(path)
+      if is_dicom:
+        from txr_lite import dicom  # Only DICOM users need pydicom.
+
+        gray = dicom.to_gray(data, image_rules.MAX_PIXELS)
+        prepared = preprocess.prepare_array(gray, size, max_side)
+      else:
+        prepared = preprocess.prepare(data, size, max_side)
+    except (OSError, ValueError) as e:
+      result["error"] = str(e).splitlines()[0]
+      yield result
+      continue
+    probability, features = model.predict(prepared.image[None])
+    score = float(detector.scores(features)[0])
+    flagged = (
+      score > 1.0
+      or prepared.colourfulness > meta["max_colourfulness"]
+      or not low <= prepared.aspect <= high
+    )
+    result.update(
+      probability=float(probability[0]),
+      label=lite_model.LABELS[int(probability[0] >= meta["threshold"])],
+      out_of_distribution=bool(flagged),
+      ood_score=score,
+    )
+    yield result
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Classifies the files and folders named on the command line; 1 if any failed."""
+  parser = argparse.ArgumentParser(
+    prog="txr-predict-lite", description=__doc__.splitlines()[0].rstrip(".")
+  )
+  parser.add_argument("--model", required=True, help="A model_<variant>.tflite of txr-export-lite.")
+  parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
+  parser.add_argument(
+    "--threads", type=int, default=None, help="CPU threads for the interpreter (default: all)."
+  )
+  parser.add_argument("paths", nargs="+", metavar="FILE_OR_FOLDER")
+  args = parser.parse_args(argv)
+  if not os.path.isfile(args.model) or not args.model.endswith(".tflite"):
+    parser.error(f"--model={args.model}: not a .tflite file (txr-export-lite writes them).")
+  if args.threads is not None and args.threads < 1:
+    parser.error(f"--threads={args.threads}: give 1 or more.")
+  try:
+    meta = lite_model.load_metadata(args.model)
+  except ValueError as e:
+    parser.error(str(e))
+  files, unreadable = files_lib.find_images(args.paths)
+  if not files and not unreadable:
+    parser.error(f"No PNG, JPEG or DICOM files in {' '.join(args.paths)}.")
+  try:
+    printer = rows.Printer(args.format, files + [r["file"] for r in unreadable])
+    failed = 0
+    predicted = predict_files(args.model, files, args.threads)
+    for result in itertools.chain(unreadable, predicted):
+      printer.add(result)
+      failed += "error" in result
+    printer.close()
+    if args.format == "table":
+      print(
+        f"label: abnormal when probability >= {meta['threshold']:.4f} (the {meta['variant']}"
+        f" model's {meta['operating_point']} operating point, chosen on validation)",
+        flush=True,
+      )
+  except BrokenPipeError:  # `txr-predict-lite ... | head`: stop quietly, as Unix tools do.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit.
+    return 1
+  if failed:
+    total = len(files) + len(unreadable)
+    print(f"txr-predict-lite: {failed} of {total} file(s) failed.", file=sys.stderr)
+  return 1 if failed else 0
+
+
+def run():
+  """Console-script entry point (txr-predict-lite)."""
+  sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()

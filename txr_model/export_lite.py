@@ -1,0 +1,63 @@
+r"""Exports a trained run to LiteRT (.tflite), for txr-predict-lite (txr-export-lite).
+
+  txr-export-lite --model_dir=/tmp/txr_demo/model [--variants=int8,float16,float32]
+
+Writes model_<variant>.tflite, .json and .ood.npz into <model_dir>/export/
+(txr_model/litert.py says how each is made). Reads the run's dataset: int8 is
+calibrated on training images, and every variant's thresholds and OOD
+statistics are chosen on its own scores of the validation split.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+
+import txr_data  # noqa: F401  (registers the builders)
+from txr_lite import lite_model
+from txr_model import cli
+from txr_model import litert
+from txr_model import run_dir
+
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "A txr-train output directory.")
+_VARIANTS = flags.DEFINE_list(
+  "variants", list(lite_model.VARIANTS), f"Which of {','.join(lite_model.VARIANTS)} to write."
+)
+_CALIBRATION_IMAGES = flags.DEFINE_integer(
+  "calibration_images", 300, "Training images that calibrate the int8 variant.", lower_bound=1
+)
+
+
+def main(argv):
+  """Converts --model_dir's model and prints what it wrote."""
+  del argv
+  cli.check_folder_flag("model_dir", _MODEL_DIR.value)
+  unknown = set(_VARIANTS.value) - set(lite_model.VARIANTS)
+  if unknown or not _VARIANTS.value:
+    raise app.UsageError(
+      f"--variants={','.join(_VARIANTS.value)}: give some of {','.join(lite_model.VARIANTS)}."
+    )
+  if not os.path.exists(os.path.join(_MODEL_DIR.value, run_dir.MODEL)):
+    raise app.UsageError(f"--model_dir={_MODEL_DIR.value} holds no {run_dir.MODEL}.")
+  try:
+    written = litert.export_lite(
+      _MODEL_DIR.value, list(dict.fromkeys(_VARIANTS.value)), _CALIBRATION_IMAGES.value
+    )
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  for meta in written.values():
+    print(
+      f"{meta['path']}  {meta['bytes'] / 1e6:.1f} MB  validation AUC"
+      f" {meta['thresholds_from']['auc']:.4f} (N={meta['thresholds_from']['n']})"
+      f"  triage threshold {meta['threshold']:.4f}"
+    )
+  return 0
+
+
+def run():
+  """Console-script entry point (txr-export-lite)."""
+  cli.run(main, ("model_dir",))
+
+
+if __name__ == "__main__":
+  run()
