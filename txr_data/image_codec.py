@@ -19,14 +19,12 @@ import zlib
 import tensorflow as tf
 
 from txr_data import geometry
+from txr_lite import image_rules
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-JPEG_SIGNATURE = b"\xff\xd8\xff"  # Start of image, then the first segment's marker byte.
-# Real Shenzhen images are at most about 4900 x 4900 (24 Mpx). Anything far
-# beyond is a decompression bomb, not a radiograph.
-MAX_PIXELS = 100_000_000
-# A radiograph's sides are within 1:4; a 10 x 20000 strip would be stored 512 x 1.
-MAX_ASPECT = 4
+PNG_SIGNATURE = image_rules.PNG_SIGNATURE
+JPEG_SIGNATURE = image_rules.JPEG_SIGNATURE
+MAX_PIXELS = image_rules.MAX_PIXELS
+MAX_ASPECT = image_rules.MAX_ASPECT
 # What converting one image may take (see `decode_bytes`): the builder converts
 # one image per core at once. The largest real radiographs fit: 4900 x 4900 in
 # 8-bit RGBA takes about 0.9 GiB, Montgomery's 20 Mpx in 16 bits 0.4 GiB.
