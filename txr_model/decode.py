@@ -164,7 +164,12 @@ def _gray(data, is_png, png_depth, colour):
 
       return tf.cond(png_depth == 16, sixteen, lambda: tf.io.decode_png(data, channels=channels))
 
-    return tf.cond(is_png, png, lambda: tf.io.decode_jpeg(data, channels=channels))
+    def jpeg():
+      # libjpeg's accurate DCT, which Pillow (txr-predict-lite) decodes with: TF's default,
+      # the fast one, is up to 80 grey levels off on fine detail at quality 100.
+      return tf.io.decode_jpeg(data, channels=channels, dct_method="INTEGER_ACCURATE")
+
+    return tf.cond(is_png, png, jpeg)
 
   def from_colour():
     rgb = decode(3)
