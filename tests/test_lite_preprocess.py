@@ -208,7 +208,6 @@ def test_lite_preprocessing_gives_the_serving_graphs_pixels_and_refusals(
     worst[name] = np.abs(lite.image.astype(int) - graph[i]).max()
     assert lite.colourfulness == pytest.approx(float(colourfulness[i]), rel=1e-4, abs=1e-3), name
     assert lite.aspect == pytest.approx(float(aspect[i]), rel=1e-6), name
-  print(worst)
   assert max(worst.values()) <= 1, {k: v for k, v in worst.items() if v > 1}
 
 
