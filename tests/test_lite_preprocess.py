@@ -108,6 +108,7 @@ def _valid_images() -> dict:
     "twelve_low_sbit": _after_ihdr(_pil(twelve), sbit),
     "twelve_conformant": _after_ihdr(_pil(twelve << 4), sbit),
     "thirteen_saturated": _pil(np.minimum(twelve * 3, 8191)),  # 13 bits, not 14
+    "dim_twelve_sbit": _after_ihdr(_pil(twelve // 2), sbit),  # 11-bit data, by 4095
     "sbit_in_text_only": _after_ihdr(_pil(twelve), _chunk(b"tEXt", b"Comment\0no sBIT here")),
     "sixteen_gray_alpha": _png16(np.stack([twelve, np.full_like(twelve, 65535)], -1)),
     "sixteen_rgb": _png16(_colour(170, 130).astype(np.uint16) * 200),
@@ -130,6 +131,12 @@ def _valid_images() -> dict:
       _chunk(b"eXIf", _exif_tiff(6, False)),
     ),
     "noise": _pil(np.random.default_rng(0).integers(0, 256, (200, 200)).astype(np.uint8)),
+    "gray_trns": _after_ihdr(_pil(film), _chunk(b"tRNS", b"\0\x10")),
+    "bad_text_crc": _after_ihdr(
+      _pil(film), _chunk(b"tEXt", b"a\0b")[:-1] + b"?"
+    ),  # libpng: ignored
+    "after_iend": _pil(film) + b"garbage",
+    "cmyk_jpeg": _pil(_colour(90, 120), "JPEG", mode="CMYK", quality=90),
   }
   for orientation in range(1, 9):
     for big in (True, False):
@@ -157,7 +164,14 @@ def _refused_images() -> dict:
   last = progressive.rindex(b"\xff\xda")
   scan_bomb = progressive[:-2] + progressive[last:-2] * 200 + progressive[-2:]
   y, x = np.mgrid[0:200, 0:200]
-  return {
+  crc = len(good) - 16  # The last IDAT CRC's first byte: IEND follows.
+  cuts = {f"png_cut_{k}": (good[: len(good) * k // 6], "decode") for k in range(1, 6)}
+  cuts |= {f"jpeg_cut_{k}": (jpeg[: len(jpeg) * k // 6], "decode") for k in range(1, 6)}
+  return cuts | {
+    "bad_idat_crc": (good[:crc] + bytes([good[crc] ^ 1]) + good[crc + 1 :], "decode"),
+    "no_iend": (good[:-12], "decode"),
+    "signature_only": (image_rules.PNG_SIGNATURE, "format"),
+    "jpeg_signature_only": (image_rules.JPEG_SIGNATURE, "decode"),
     "empty": ("", "empty"),
     "garbage": (b"garbage", "format"),
     "gif": (_pil(_film(90, 120), "GIF"), "format"),

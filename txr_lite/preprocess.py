@@ -17,6 +17,7 @@ decode_jpeg is told to: Pillow offers no other.
 import dataclasses
 import io
 import struct
+import zlib
 
 import numpy as np
 from PIL import JpegImagePlugin
@@ -86,7 +87,7 @@ def prepare(data: bytes, image_size: int, max_side: int | None) -> Prepared:
 
   try:
     if is_png:
-      gray, rgb = _png_pixels(data, colour)
+      gray, rgb = _png_pixels(_critical_chunks(data), colour, _significant_bits(data))
     else:
       gray, rgb = _jpeg_pixels(jpeg, colour)
   except Exception:  # Pillow raises many types for truncated or corrupt data.
@@ -139,7 +140,37 @@ def _finish(gray, orientation, colourfulness, image_size, max_side) -> Prepared:
   return Prepared(resize_to_square(gray, image_size)[..., None], colourfulness, aspect)
 
 
-def _png_pixels(data: bytes, colour: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _critical_chunks(data: bytes) -> bytes:
+  """The PNG's critical chunks (IHDR, PLTE, IDAT, IEND), checked as libpng checks them.
+
+  libpng, the serving graph's decoder, refuses a critical chunk with a wrong
+  CRC, an unknown critical chunk and a file cut before IEND, and ignores an
+  ancillary chunk's CRC, which Pillow checks (the graph reads eXIf and sBIT
+  itself, from the whole file). No ancillary chunk changes the pixels either
+  decodes, so Pillow gets only the critical ones.
+  """
+  view, pos, kept = memoryview(data), len(image_rules.PNG_SIGNATURE), [data[:8]]
+  while True:
+    if pos + 12 > len(data):
+      raise ValueError(ERRORS["decode"])
+    length, kind = struct.unpack_from(">I4s", data, pos)
+    end = pos + 12 + length
+    if end > len(data):
+      raise ValueError(ERRORS["decode"])
+    if not kind[0] & 0x20:  # Bit 5 of the first letter clear: critical.
+      (crc,) = struct.unpack_from(">I", data, end - 4)
+      if (
+        kind not in (b"IHDR", b"PLTE", b"IDAT", b"IEND")
+        or zlib.crc32(view[pos + 4 : end - 4]) != crc
+      ):
+        raise ValueError(ERRORS["decode"])
+      kept.append(view[pos:end])
+    if kind == b"IEND":
+      return b"".join(kept)
+    pos = end
+
+
+def _png_pixels(data: bytes, colour: bool, significant_bits: int):
   """Gray uint8 [h, w] and, for a colour file, its RGB uint8 [h, w, 3] (decode.py's `_gray`)."""
   image = PngImagePlugin.PngImageFile(io.BytesIO(data))
   if data[24] == 16:
@@ -151,7 +182,7 @@ def _png_pixels(data: bytes, colour: bool) -> tuple[np.ndarray, np.ndarray | Non
       values = (raw[..., :1].astype(np.uint16) << 8) | raw[..., 1:2]
     else:
       values = np.asarray(image, np.uint16)[..., None]
-    pixels = to_uint8(values, _significant_bits(data))
+    pixels = to_uint8(values, significant_bits)
   elif colour:
     pixels = np.asarray(image.convert("RGB"))  # Palette expanded, alpha dropped.
   else:
