@@ -11,10 +11,13 @@ import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
+from test_dicom import dicom_bytes
 
+from txr_lite import dicom as lite_dicom
 from txr_lite import image_rules
 from txr_lite import preprocess
 from txr_model import decode
+from txr_model import dicom as model_dicom
 
 
 def _chunk(kind, body):
@@ -225,16 +228,21 @@ def test_lite_preprocessing_gives_the_serving_graphs_pixels_and_refusals(
   assert max(worst.values()) <= 1, {k: v for k, v in worst.items() if v > 1}
 
 
-def test_prepare_array_gives_the_pixels_of_the_same_image_as_a_png():
-  gray = _film(613, 877, seed=4)
-  png = preprocess.prepare(_pil(gray), 299, 512)
-  array = preprocess.prepare_array(gray[..., None], 299, 512)
-  np.testing.assert_array_equal(array.image, png.image)
-  assert array.aspect == png.aspect and array.colourfulness == 0
+def test_a_dicom_gets_the_serving_graphs_pixels_without_a_png():
+  pixels = _film(613, 877, seed=4).astype(np.uint16) * 16  # 12-bit, as dicom_bytes declares
+  data = dicom_bytes(pixels)
+  png = model_dicom.to_png(data, image_rules.MAX_PIXELS)
+  graph, _, aspect, error = decode.decode_batch(tf.constant([png]), 299, 512)
+  lite = preprocess.prepare_array(lite_dicom.to_gray(data), 299, 512)
+  assert error.numpy()[0] == b"" and lite.aspect == pytest.approx(float(aspect[0]))
+  assert np.abs(lite.image.astype(int) - graph[0].numpy()).max() <= 1
+  assert lite.colourfulness == 0
   with pytest.raises(ValueError, match="too small"):
     preprocess.prepare_array(np.zeros((20, 40), np.uint8), 299, None)
   with pytest.raises(ValueError, match="no contrast"):
     preprocess.prepare_array(np.zeros((200, 200), np.uint8), 299, None)
+  with pytest.raises(TypeError):
+    preprocess.prepare_array(pixels, 299, None)
 
 
 def test_txr_lite_imports_no_tensorflow():

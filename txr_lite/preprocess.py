@@ -109,8 +109,11 @@ def prepare_array(gray: np.ndarray, image_size: int, max_side: int | None) -> Pr
 
   Raises:
     ValueError: with the serving graph's message for a refused image.
+    TypeError: for an array that is not uint8 (a cast would hide a scaling bug).
   """
-  gray = np.asarray(gray, np.uint8).reshape(np.shape(gray)[:2])
+  if gray.dtype != np.uint8:
+    raise TypeError(f"a uint8 gray image is needed, not {gray.dtype}")
+  gray = gray.reshape(gray.shape[:2])
   _check_size(gray.shape[1], gray.shape[0], 0)
   return _finish(gray, 1, 0.0, image_size, max_side)
 
