@@ -19,14 +19,12 @@ import zlib
 import tensorflow as tf
 
 from txr_data import geometry
+from txr_lite import image_rules
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-JPEG_SIGNATURE = b"\xff\xd8\xff"  # Start of image, then the first segment's marker byte.
-# Real Shenzhen images are at most about 4900 x 4900 (24 Mpx). Anything far
-# beyond is a decompression bomb, not a radiograph.
-MAX_PIXELS = 100_000_000
-# A radiograph's sides are within 1:4; a 10 x 20000 strip would be stored 512 x 1.
-MAX_ASPECT = 4
+PNG_SIGNATURE = image_rules.PNG_SIGNATURE
+JPEG_SIGNATURE = image_rules.JPEG_SIGNATURE
+MAX_PIXELS = image_rules.MAX_PIXELS
+MAX_ASPECT = image_rules.MAX_ASPECT
 # What converting one image may take (see `decode_bytes`): the builder converts
 # one image per core at once. The largest real radiographs fit: 4900 x 4900 in
 # 8-bit RGBA takes about 0.9 GiB, Montgomery's 20 Mpx in 16 bits 0.4 GiB.
@@ -226,7 +224,10 @@ def to_uint8(image: tf.Tensor, significant_bits=0) -> tf.Tensor:
   if image.dtype == tf.uint8:
     return image
   values = tf.cast(image, tf.float32)
-  data_bits = tf.math.ceil(tf.math.log(tf.reduce_max(values) + 1.0) / tf.math.log(2.0))
+  # The bits the maximum needs, counted exactly: float32 logarithms counted 14
+  # for 8191 eagerly (the builder) and 13 in a graph (serving).
+  top = tf.cast(tf.reduce_max(image), tf.int32)
+  data_bits = tf.reduce_sum(tf.cast(top >= 2 ** tf.range(16), tf.float32))
   bits = tf.cast(significant_bits, tf.float32)
   bits = tf.clip_by_value(tf.maximum(bits, data_bits), 8.0, 16.0)
   scaled = tf.round(values * (255.0 / (tf.pow(2.0, bits) - 1.0)))

@@ -20,9 +20,10 @@ import tensorflow as tf
 
 from txr_data import geometry
 from txr_data import image_codec
+from txr_lite import image_rules
 from txr_model import ood
 
-PNG_SIGNATURE = image_codec.PNG_SIGNATURE
+PNG_SIGNATURE = image_rules.PNG_SIGNATURE
 # Where metadata is looked for: walking at most this many PNG chunks (before
 # IDAT) or JPEG segments (before the first scan); real files have a handful.
 _MAX_SEGMENTS = 256
@@ -33,25 +34,11 @@ _ORIENTATION_ENTRIES = (
   b"\x01\x12\x00\x03\x00\x00\x00\x01\x00",
   b"\x12\x01\x03\x00\x01\x00\x00\x00",
 )
-# A progressive JPEG decodes every scan over the whole image: thousands of tiny
-# scans make a small file cost minutes. Real encoders write about 10.
-MAX_JPEG_SCANS = 100
-# Below these, an image holds no radiograph: a thumbnail, an icon, a blank page.
-MIN_SIDE = 32
-MIN_CONTRAST = 2.0  # Standard deviation in grey levels (0-255); a radiograph's is about 50.
-MAX_ASPECT = 4.0  # Longest over shortest side; chest films are about 1.35 at most.
-ERRORS = {
-  "empty": "empty input",
-  "format": "not a PNG or JPEG image",
-  "no_pixels": "the header declares an image without pixels (width or height 0)",
-  "too_large": f"more than {image_codec.MAX_PIXELS} pixels: too large for a radiograph",
-  "too_small": f"a side under {MIN_SIDE} pixels: too small for a radiograph",
-  "aspect": f"aspect ratio beyond {MAX_ASPECT:g}:1: not a radiograph",
-  "scans": f"a progressive JPEG with more than {MAX_JPEG_SCANS} scans: refused (costly to decode)",
-  "decode": "cannot decode: corrupt or truncated image data",
-  "blank": f"almost no contrast (pixel standard deviation under {MIN_CONTRAST:g} grey levels):"
-  " a blank image, not a radiograph",
-}
+MAX_JPEG_SCANS = image_rules.MAX_JPEG_SCANS
+MIN_SIDE = image_rules.MIN_SIDE
+MIN_CONTRAST = image_rules.MIN_CONTRAST
+MAX_ASPECT = image_rules.MAX_ASPECT
+ERRORS = image_rules.ERRORS
 
 
 def _be32(b: tf.Tensor) -> tf.Tensor:
@@ -177,7 +164,12 @@ def _gray(data, is_png, png_depth, colour):
 
       return tf.cond(png_depth == 16, sixteen, lambda: tf.io.decode_png(data, channels=channels))
 
-    return tf.cond(is_png, png, lambda: tf.io.decode_jpeg(data, channels=channels))
+    def jpeg():
+      # libjpeg's accurate DCT, which Pillow (txr-predict-lite) decodes with: TF's default,
+      # the fast one, is up to 80 grey levels off on fine detail at quality 100.
+      return tf.io.decode_jpeg(data, channels=channels, dct_method="INTEGER_ACCURATE")
+
+    return tf.cond(is_png, png, jpeg)
 
   def from_colour():
     rgb = decode(3)
@@ -219,7 +211,7 @@ def decode_batch(image_bytes: tf.Tensor, image_size: int, max_side: int | None):
   length = tf.strings.length(image_bytes)
   is_png = tf.reduce_all(head[:, :8] == tf.io.decode_raw(PNG_SIGNATURE, tf.uint8), axis=1)
   is_png &= tf.reduce_all(head[:, 12:16] == tf.io.decode_raw(b"IHDR", tf.uint8), axis=1)
-  jpeg_signature = image_codec.JPEG_SIGNATURE
+  jpeg_signature = image_rules.JPEG_SIGNATURE
   is_jpeg = tf.reduce_all(
     head[:, : len(jpeg_signature)] == tf.io.decode_raw(jpeg_signature, tf.uint8), axis=1
   )
@@ -250,7 +242,7 @@ def decode_batch(image_bytes: tf.Tensor, image_size: int, max_side: int | None):
   error = tf.where(sized & (short < MIN_SIDE), ERRORS["too_small"], error)
   error = tf.where(sized & (tf.cast(long, tf.float64) > MAX_ASPECT * tf.cast(short, tf.float64)),
                    ERRORS["aspect"], error)  # fmt: skip
-  error = tf.where(sized & (pixels > image_codec.MAX_PIXELS), ERRORS["too_large"], error)
+  error = tf.where(sized & (pixels > image_rules.MAX_PIXELS), ERRORS["too_large"], error)
   error = tf.where(sized & (pixels <= 0), ERRORS["no_pixels"], error)
   error = tf.where(length == 0, ERRORS["empty"], error)
 

@@ -1,16 +1,14 @@
 """DICOM files (what hospitals store) -> 8-bit grayscale PNG bytes for the model.
 
-Needs pydicom (pip install 'txr[dicom]'). Applies the modality LUT (rescale
-slope/intercept) and the VOI LUT or window the file carries, scales by the
-stored bit depth (or a VOI LUT's own depth), as 12-bit PNGs are scaled, and
-inverts MONOCHROME1 (where high values are dark). Bad attributes are a
-ValueError naming them, never another type that would stop a batch.
+The pixels, and every check, are txr_lite.dicom's (TensorFlow-free, shared
+with txr-predict-lite); this adds the PNG encoding the serving graph takes.
 """
 
-import numpy as np
 import tensorflow as tf
 
-INSTALL = "reading DICOM needs pydicom: pip install 'txr[dicom]'"
+from txr_lite import dicom
+
+INSTALL = dicom.INSTALL
 
 
 def to_png(data: bytes, max_pixels: int) -> bytes:
@@ -26,53 +24,4 @@ def to_png(data: bytes, max_pixels: int) -> bytes:
   Raises:
     ValueError: saying why the file cannot be used (pydicom missing included).
   """
-  try:
-    import pydicom
-    from pydicom.pixels import apply_modality_lut
-    from pydicom.pixels import apply_voi_lut
-  except ImportError:
-    raise ValueError(INSTALL) from None
-  import io
-
-  try:
-    ds = pydicom.dcmread(io.BytesIO(data))
-  except Exception as e:  # pydicom raises many types for a bad file.
-    raise ValueError(f"not a readable DICOM file ({e})") from None
-  if "PixelData" not in ds:
-    raise ValueError("DICOM file without pixel data")
-  rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-  if rows * columns > max_pixels:
-    raise ValueError(f"{columns} x {rows} pixels is too large for a radiograph")
-  if int(ds.get("SamplesPerPixel", 1)) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
-    raise ValueError("only single-frame grayscale DICOM radiographs are supported")
-  try:
-    pixels = ds.pixel_array
-  except Exception as e:  # Compressed data without its decoder, truncated data.
-    raise ValueError(f"cannot decode the DICOM pixel data ({e})") from None
-  try:  # The attributes are as the file says: 'abc' as a slope, a LUT without its descriptor.
-    values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
-    low, high = _output_range(ds, pixels)
-  except Exception as e:  # pydicom and numpy raise many types for bad attributes.
-    raise ValueError(f"invalid DICOM rescale, window or LUT attributes ({e})") from None
-  # A rescale that leaves the nominal range is mapped by its own extremes.
-  if values.min() < low or values.max() > high:
-    low, high = float(values.min()), float(values.max())
-  scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
-  if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-    scaled = 1.0 - scaled
-  image = np.round(scaled * 255).astype(np.uint8)[..., None]
-  return tf.io.encode_png(image).numpy()
-
-
-def _output_range(ds, pixels: np.ndarray) -> tuple[float, float]:
-  """The nominal range of what `apply_voi_lut` returns, to scale to 8 bits.
-
-  A VOI LUT's entries have the LUT's own depth (its descriptor's third value);
-  otherwise the stored bit depth sets it, as 12-bit PNGs are scaled (and as a
-  VOI window's output spans), so a dim image stays dim.
-  """
-  if ds.get("VOILUTSequence"):  # apply_voi_lut prefers the LUT to a window.
-    return 0.0, 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1
-  bits = int(ds.get("BitsStored", 8 * pixels.dtype.itemsize))
-  low = -(2.0 ** (bits - 1)) if int(ds.get("PixelRepresentation", 0)) else 0.0
-  return low, low + 2.0**bits - 1
+  return tf.io.encode_png(dicom.to_gray(data, max_pixels)[..., None]).numpy()

@@ -9,11 +9,10 @@ exported graph, so the serving signature and txr-predict report the same flag.
 import numpy as np
 import tensorflow as tf
 
-# Radiographs are gray: Hasler-Suesstrunk colourfulness is 0 for them and
-# above ~15 for ordinary colour photographs.
-MAX_COLOURFULNESS = 10.0
-# Chest films are roughly square (the archive: about 0.75-1.35 width/height).
-ASPECT_RANGE = (0.5, 2.0)
+from txr_lite import image_rules
+
+MAX_COLOURFULNESS = image_rules.MAX_COLOURFULNESS
+ASPECT_RANGE = image_rules.ASPECT_RANGE
 QUANTILE = 0.99
 
 

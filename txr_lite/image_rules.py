@@ -1,0 +1,39 @@
+"""What an input image must be, shared by the serving graph and the TF-free preprocessing.
+
+The one source of these values for txr_data.image_codec (the builders),
+txr_model.decode and txr_model.ood (the serving graph) and txr_lite.preprocess
+(txr-predict-lite). It imports nothing, so any of them can use it.
+"""
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"  # Start of image, then the first segment's marker byte.
+# Real Shenzhen images are at most about 4900 x 4900 (24 Mpx). Anything far
+# beyond is a decompression bomb, not a radiograph.
+MAX_PIXELS = 100_000_000
+# A progressive JPEG decodes every scan over the whole image: thousands of tiny
+# scans make a small file cost minutes. Real encoders write about 10.
+MAX_JPEG_SCANS = 100
+# Below these, an image holds no radiograph: a thumbnail, an icon, a blank page.
+MIN_SIDE = 32
+MIN_CONTRAST = 2.0  # Standard deviation in grey levels (0-255); a radiograph's is about 50.
+# Longest over shortest side: chest films are about 1.35 at most; a 10 x 20000
+# strip would be stored 512 x 1.
+MAX_ASPECT = 4
+# Radiographs are gray: Hasler-Suesstrunk colourfulness is 0 for them and
+# above ~15 for ordinary colour photographs.
+MAX_COLOURFULNESS = 10.0
+# Chest films are roughly square (the archive: about 0.75-1.35 width/height).
+ASPECT_RANGE = (0.5, 2.0)
+# Why an input is refused, by kind; the serving graph returns these strings.
+ERRORS = {
+  "empty": "empty input",
+  "format": "not a PNG or JPEG image",
+  "no_pixels": "the header declares an image without pixels (width or height 0)",
+  "too_large": f"more than {MAX_PIXELS} pixels: too large for a radiograph",
+  "too_small": f"a side under {MIN_SIDE} pixels: too small for a radiograph",
+  "aspect": f"aspect ratio beyond {MAX_ASPECT:g}:1: not a radiograph",
+  "scans": f"a progressive JPEG with more than {MAX_JPEG_SCANS} scans: refused (costly to decode)",
+  "decode": "cannot decode: corrupt or truncated image data",
+  "blank": f"almost no contrast (pixel standard deviation under {MIN_CONTRAST:g} grey levels):"
+  " a blank image, not a radiograph",
+}

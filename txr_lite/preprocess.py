@@ -1,0 +1,378 @@
+"""Encoded image bytes -> the model's input with numpy and Pillow: the serving graph's steps.
+
+What txr_model/decode.py does to one element of a serving batch, without
+TensorFlow, for txr-predict-lite: the same refusals (a ValueError carrying the
+graph's message, in the graph's precedence), read from the header before any
+pixel is decoded; then the same pixels within one grey level
+(tests/test_lite_preprocess.py compares them): gray decoded directly, colour
+reduced as `tf.image.rgb_to_grayscale` does (equal channels kept exact), 16-bit
+data scaled by its real depth (txr_data.image_codec.to_uint8), the EXIF
+orientation found by walking the file as the graph walks it, TensorFlow's area
+shrink to `max_side` and its bilinear pad-resize (txr_data/geometry.py).
+
+JPEGs decode with libjpeg's accurate integer DCT, as the serving graph's
+decode_jpeg is told to: Pillow offers no other.
+"""
+
+import dataclasses
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import JpegImagePlugin
+from PIL import PngImagePlugin
+
+from txr_lite import image_rules
+
+ERRORS = image_rules.ERRORS
+# As txr_model/decode.py walks a file for metadata: at most this many PNG chunks
+# (before IDAT) or JPEG segments (before the first scan).
+_MAX_SEGMENTS = 256
+# The start of an EXIF IFD entry for Orientation (tag 0x0112, type SHORT, count
+# 1) in either byte order, as the graph searches the EXIF block for it.
+_ORIENTATION_ENTRIES = (
+  b"\x01\x12\x00\x03\x00\x00\x00\x01\x00",
+  b"\x12\x01\x03\x00\x01\x00\x00\x00",
+)
+_LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)  # tf.image.rgb_to_grayscale's weights
+# Pillow reads 16-bit colour PNGs to 8 bits (the high bytes). Read twice, with
+# these raw modes, the same unfiltered rows give the high and the low bytes.
+_SIXTEEN_BIT = {"RGB": ("RGB;16B", "RGB;16L"), "RGBA": ("RGBA;16B", "RGBA;16L")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """One image as the model takes it, with the inputs of the cheap out-of-distribution checks."""
+
+  image: np.ndarray  # uint8 [image_size, image_size, 1]
+  colourfulness: float  # Hasler-Suesstrunk, 0 for a gray file
+  aspect: float  # width / height, upright, before the shrink
+
+
+def prepare(data: bytes, image_size: int, max_side: int | None) -> Prepared:
+  """Decodes one encoded PNG or JPEG as the serving graph does (`decode.decode_batch`).
+
+  Args:
+    data: the file's bytes.
+    image_size: the model's input size.
+    max_side: the training dataset's stored longest side, or None.
+
+  Returns:
+    The model input and the out-of-distribution inputs.
+
+  Raises:
+    ValueError: with the serving graph's message (`image_rules.ERRORS`) for a
+      refused image.
+  """
+  if not data:
+    raise ValueError(ERRORS["empty"])
+  head = data[:32].ljust(32, b"\0")
+  is_png = head.startswith(image_rules.PNG_SIGNATURE) and head[12:16] == b"IHDR"
+  jpeg = None
+  if is_png:
+    width, height = struct.unpack(">II", head[16:24])
+    colour = bool(head[25] & 2)  # RGB, RGBA and palette types
+    scans = 0
+  elif head.startswith(image_rules.JPEG_SIGNATURE):
+    try:  # The plugin's class, not Image.open: our pixel limit, not Pillow's global one.
+      jpeg = JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+    except Exception:  # Pillow raises many types for a bad header.
+      raise ValueError(ERRORS["decode"]) from None
+    (width, height), colour = jpeg.size, len(jpeg.getbands()) >= 3
+    scans = data.count(b"\xff\xda")  # Each scan starts with SOS; entropy data stuffs 0xFF.
+  else:
+    raise ValueError(ERRORS["format"])
+  _check_size(width, height, scans)
+
+  try:
+    if is_png:
+      gray, rgb = _png_pixels(_critical_chunks(data), colour, _significant_bits(data))
+    else:
+      gray, rgb = _jpeg_pixels(jpeg, colour)
+  except Exception:  # Pillow raises many types for truncated or corrupt data.
+    raise ValueError(ERRORS["decode"]) from None
+  colourfulness = 0.0 if rgb is None else colourfulness_of(rgb[::4, ::4])
+  return _finish(gray, _orientation(data, is_png), colourfulness, image_size, max_side)
+
+
+def prepare_array(gray: np.ndarray, image_size: int, max_side: int | None) -> Prepared:
+  """`prepare` for an upright uint8 gray image already decoded (a DICOM's, txr_lite.dicom).
+
+  The pixels the serving graph gets from the same image encoded as a PNG
+  (which is lossless), and the same refusals.
+
+  Args:
+    gray: uint8 [h, w] or [h, w, 1].
+    image_size: the model's input size.
+    max_side: the training dataset's stored longest side, or None.
+
+  Raises:
+    ValueError: with the serving graph's message for a refused image.
+    TypeError: for an array that is not uint8 (a cast would hide a scaling bug).
+  """
+  if gray.dtype != np.uint8:
+    raise TypeError(f"a uint8 gray image is needed, not {gray.dtype}")
+  gray = gray.reshape(gray.shape[:2])
+  _check_size(gray.shape[1], gray.shape[0], 0)
+  return _finish(gray, 1, 0.0, image_size, max_side)
+
+
+def _check_size(width: int, height: int, scans: int) -> None:
+  """The graph's refusals from the header, highest precedence first."""
+  short, long = min(width, height), max(width, height)
+  for refused, kind in (
+    (width * height <= 0, "no_pixels"),
+    (width * height > image_rules.MAX_PIXELS, "too_large"),
+    (long > image_rules.MAX_ASPECT * short, "aspect"),
+    (short < image_rules.MIN_SIDE, "too_small"),
+    (scans > image_rules.MAX_JPEG_SCANS, "scans"),
+  ):
+    if refused:
+      raise ValueError(ERRORS[kind])
+
+
+def _finish(gray, orientation, colourfulness, image_size, max_side) -> Prepared:
+  """Orients, shrinks, checks the contrast of and squares a uint8 [h, w] image."""
+  gray = orient(gray, orientation)
+  aspect = float(np.float32(gray.shape[1]) / np.float32(gray.shape[0]))
+  if max_side:
+    gray = shrink(gray, max_side)
+  if gray.std(dtype=np.float64) < image_rules.MIN_CONTRAST:
+    raise ValueError(ERRORS["blank"])
+  return Prepared(resize_to_square(gray, image_size)[..., None], colourfulness, aspect)
+
+
+def _critical_chunks(data: bytes) -> bytes:
+  """The PNG's critical chunks (IHDR, PLTE, IDAT, IEND), checked as libpng checks them.
+
+  libpng, the serving graph's decoder, refuses a critical chunk with a wrong
+  CRC, an unknown critical chunk and a file cut before IEND, and ignores an
+  ancillary chunk's CRC, which Pillow checks (the graph reads eXIf and sBIT
+  itself, from the whole file). No ancillary chunk changes the pixels either
+  decodes, so Pillow gets only the critical ones.
+  """
+  view, pos, kept = memoryview(data), len(image_rules.PNG_SIGNATURE), [data[:8]]
+  while True:
+    if pos + 12 > len(data):
+      raise ValueError(ERRORS["decode"])
+    length, kind = struct.unpack_from(">I4s", data, pos)
+    end = pos + 12 + length
+    if end > len(data):
+      raise ValueError(ERRORS["decode"])
+    if not kind[0] & 0x20:  # Bit 5 of the first letter clear: critical.
+      (crc,) = struct.unpack_from(">I", data, end - 4)
+      if (
+        kind not in (b"IHDR", b"PLTE", b"IDAT", b"IEND")
+        or zlib.crc32(view[pos + 4 : end - 4]) != crc
+      ):
+        raise ValueError(ERRORS["decode"])
+      kept.append(view[pos:end])
+    if kind == b"IEND":
+      return b"".join(kept)
+    pos = end
+
+
+def _png_pixels(data: bytes, colour: bool, significant_bits: int):
+  """Gray uint8 [h, w] and, for a colour file, its RGB uint8 [h, w, 3] (decode.py's `_gray`)."""
+  image = PngImagePlugin.PngImageFile(io.BytesIO(data))
+  if data[24] == 16:
+    if colour:
+      high, low = (_load(data, raw) for raw in _SIXTEEN_BIT[image.mode])
+      values = (high[..., :3].astype(np.uint16) << 8) | low[..., :3]
+    elif data[25] == 4:  # Gray + alpha, which Pillow reads as RGBA: the raw bytes.
+      raw = _load(data, "RGBA")
+      values = (raw[..., :1].astype(np.uint16) << 8) | raw[..., 1:2]
+    else:
+      values = np.asarray(image, np.uint16)[..., None]
+    pixels = to_uint8(values, significant_bits)
+  elif colour:
+    pixels = np.asarray(image.convert("RGB"))  # Palette expanded, alpha dropped.
+  else:
+    pixels = np.asarray(image.convert("L"))[..., None]  # 1-4 bit gray scaled, alpha dropped.
+  if not colour:
+    return pixels[..., 0], None
+  return _rgb_gray(pixels), pixels
+
+
+def _load(data: bytes, rawmode: str) -> np.ndarray:
+  """A PNG's pixels unpacked with `rawmode` instead of the one Pillow picks."""
+  image = PngImagePlugin.PngImageFile(io.BytesIO(data))
+  image.tile = [tile._replace(args=rawmode) for tile in image.tile]
+  return np.asarray(image)
+
+
+def _jpeg_pixels(image, colour: bool) -> tuple[np.ndarray, np.ndarray | None]:
+  """Gray uint8 [h, w] and, for a colour file, its RGB uint8 [h, w, 3]."""
+  if not colour:
+    return np.asarray(image.convert("L")), None
+  rgb = np.asarray(image.convert("RGB"))
+  return _rgb_gray(rgb), rgb
+
+
+def _rgb_gray(rgb: np.ndarray) -> np.ndarray:
+  """uint8 [h, w, 3] -> [h, w]: equal channels kept exact (radiographs saved as RGB), else luma.
+
+  Luma as `tf.image.rgb_to_grayscale` computes it: in float32 on [0, 1],
+  scaled back by 255.5 and truncated.
+  """
+  if (rgb[..., :1] == rgb).all():
+    return rgb[..., 0].copy()
+  luma = (rgb.astype(np.float32) * np.float32(1 / 255)) @ _LUMA
+  return (luma * np.float32(255.5)).astype(np.uint8)
+
+
+def to_uint8(values: np.ndarray, significant_bits: int = 0) -> np.ndarray:
+  """uint16 -> uint8 scaled by the real bit depth: txr_data.image_codec.to_uint8's arithmetic.
+
+  The depth is the larger of sBIT's and the bits the data's maximum needs.
+  Applied through a 65536-entry table: one float32 product per value, as TF's.
+  """
+  data_bits = int(values.max()).bit_length() if values.size else 0
+  bits = min(max(significant_bits, data_bits, 8), 16)
+  scale = np.float32(255.0) / (np.float32(2.0) ** np.float32(bits) - np.float32(1.0))
+  table = np.round(np.arange(65536, dtype=np.float32) * scale)
+  return np.clip(table, 0, 255).astype(np.uint8)[values]
+
+
+def colourfulness_of(rgb: np.ndarray) -> float:
+  """Hasler-Suesstrunk colourfulness of a [h, w, 3] 0-255 image (txr_model.ood.colourfulness)."""
+  r, g, b = np.moveaxis(rgb.astype(np.float64), -1, 0)
+  rg, yb = r - g, 0.5 * (r + g) - b
+  std = np.sqrt(rg.var() + yb.var())
+  return float(std + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def orient(image: np.ndarray, orientation: int) -> np.ndarray:
+  """Applies an EXIF orientation (1-8) to an [h, w] image, as geometry.orient does."""
+  return {
+    2: lambda x: x[:, ::-1],
+    3: lambda x: np.rot90(x, 2),
+    4: lambda x: x[::-1],
+    5: lambda x: x.T,
+    6: lambda x: np.rot90(x, 3),
+    7: lambda x: np.rot90(x.T, 2),
+    8: lambda x: np.rot90(x, 1),
+  }.get(orientation, lambda x: x)(image)
+
+
+def shrink(image: np.ndarray, max_side: int) -> np.ndarray:
+  """Area-resizes uint8 [h, w] so its longest side is at most `max_side` (geometry.shrink)."""
+  scale = max_side / max(image.shape)
+  if scale >= 1.0:
+    return image
+  height, width = (max(int(np.round(side * scale)), 1) for side in image.shape)
+  out = _area(_area(image, height, 0), width, 1)
+  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def _area(image: np.ndarray, size: int, axis: int) -> np.ndarray:
+  """TensorFlow's area shrink along one axis: each output averages the inputs it covers.
+
+  Output i integrates the piecewise-constant input over [i, i + 1) * scale:
+  the whole inputs inside (one `reduceat` pass, in float64: exact for 8-bit
+  sums), plus the covered parts of the inputs at both ends.
+  """
+  n = image.shape[axis]
+  scale = float(np.float32(n) / np.float32(size))  # TF's resize scale is a float32.
+  edges = np.minimum(np.arange(size + 1) * scale, n)
+  whole = np.floor(edges).astype(np.int64)  # Strictly increasing: scale > 1.
+  image = np.moveaxis(image, axis, 0)
+  inside = np.add.reduceat(image[: whole[-1]], whole[:-1], axis=0, dtype=np.float64)
+  part = (edges - whole).reshape((-1,) + (1,) * (image.ndim - 1))
+  ends = part * image[np.minimum(whole, n - 1)]
+  return np.moveaxis((inside + ends[1:] - ends[:-1]) / scale, 0, axis)
+
+
+def resize_to_square(image: np.ndarray, image_size: int) -> np.ndarray:
+  """uint8 [h, w] -> [size, size], aspect kept and zero padded (geometry.resize_to_square).
+
+  The sizes and offsets in float32 as the graph computes them; the resize is
+  TensorFlow's bilinear one (half-pixel centres, no antialiasing).
+  """
+  height, width = np.float32(image.shape[0]), np.float32(image.shape[1])
+  size = np.float32(image_size)
+  ratio = max(width / size, height / size)
+  resized_height, resized_width = height / ratio, width / ratio
+  resized = _bilinear(image, int(np.floor(resized_height)), int(np.floor(resized_width)))
+  resized = np.clip(np.round(resized), 0, 255).astype(np.uint8)
+  top = max(0, int((size - resized_height) / np.float32(2)))
+  left = max(0, int((size - resized_width) / np.float32(2)))
+  out = np.zeros((image_size, image_size), np.uint8)
+  out[top : top + resized.shape[0], left : left + resized.shape[1]] = resized
+  return out
+
+
+def _bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """`tf.image.resize(image, [height, width])` of [h, w]: float32, TF's interpolation order."""
+
+  def weights(n_in, n_out):
+    scale = np.float32(n_in) / np.float32(n_out)
+    at = (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    floor = np.floor(at)
+    lower = np.maximum(floor, 0).astype(np.int64)
+    upper = np.minimum(np.ceil(at), n_in - 1).astype(np.int64)
+    return lower, upper, (at - floor).astype(np.float32)
+
+  y0, y1, dy = weights(image.shape[0], height)
+  x0, x1, dx = weights(image.shape[1], width)
+  rows = np.unique(np.concatenate([y0, y1]))  # Only the rows the output reads.
+  picked = np.zeros(image.shape[0], np.int64)
+  picked[rows] = np.arange(len(rows))
+  source = image[rows].astype(np.float32)
+  left, right = source[:, x0], source[:, x1]
+  across = left + (right - left) * dx  # Each row's top (or bottom) values.
+  top, bottom = across[picked[y0]], across[picked[y1]]
+  return top + (bottom - top) * dy[:, None]
+
+
+def _segment(data: bytes, is_png: bool, png_kind: bytes, jpeg_marker: int, jpeg_prefix: bytes):
+  """A metadata block's (offset, length), walking the file as decode.py's `_segment` does.
+
+  Returns:
+    (the body's offset, its length); (-1, 0) when there is none.
+  """
+  size = len(data)
+  pos, offset, length = (8 if is_png else 2), -1, 0
+  for _ in range(_MAX_SEGMENTS):
+    if pos + 8 > size:
+      break
+    head = data[pos : pos + 4].ljust(4, b"\0")
+    if is_png:
+      kind = data[pos + 4 : pos + 8]
+      body = struct.unpack(">i", head)[0]  # The graph's int32: a length over 2**31 is negative.
+      found = kind == png_kind
+      stop = found or kind in (b"IDAT", b"IEND") or body < 0
+      at, following = pos + 8, pos + 12 + body
+    else:
+      body = head[2] * 256 + head[3] - 2
+      found = head[1] == jpeg_marker and data[pos + 4 : pos + 4 + len(jpeg_prefix)] == jpeg_prefix
+      stop = found or head[0] != 0xFF or head[1] in (0xDA, 0xD9) or body < 0
+      at, following = pos + 4, pos + 4 + body
+    if found:
+      offset, length = at, body
+    if stop or following + 8 > size:
+      break
+    pos = following
+  return offset, length
+
+
+def _orientation(data: bytes, is_png: bool) -> int:
+  """The EXIF orientation (1-8) of a PNG's eXIf chunk or a JPEG's EXIF APP1; 1 if none."""
+  offset, length = _segment(data, is_png, b"eXIf", 0xE1, b"Exif\0\0")
+  if offset < 0:
+    return 1
+  exif = data[offset : offset + length]
+  orientation = 1
+  for marker in _ORIENTATION_ENTRIES:
+    at = exif.find(marker)
+    if at >= 0:
+      value = exif[at + len(marker)] if at + len(marker) < len(exif) else 0
+      orientation = value if 1 <= value <= 8 else orientation
+  return orientation
+
+
+def _significant_bits(data: bytes) -> int:
+  """A PNG's sBIT depth (the largest of its first 4 bytes), or 0 without an sBIT chunk."""
+  offset, length = _segment(data, True, b"sBIT", 0, b"")
+  return max(data[offset : offset + min(max(length, 0), 4)], default=0) if offset >= 0 else 0
