@@ -2,7 +2,8 @@
 
 The one source of these values for txr_data.image_codec (the builders),
 txr_model.decode and txr_model.ood (the serving graph) and txr_lite.preprocess
-(txr-predict-lite). It imports nothing, so any of them can use it.
+(txr-predict-lite), and where both look for metadata. It imports nothing, so
+any of them can use it.
 """
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -24,6 +25,16 @@ MAX_ASPECT = 4
 MAX_COLOURFULNESS = 10.0
 # Chest films are roughly square (the archive: about 0.75-1.35 width/height).
 ASPECT_RANGE = (0.5, 2.0)
+# Where metadata is looked for: walking at most this many PNG chunks (before
+# IDAT) or JPEG segments (before the first scan); real files have a handful.
+MAX_SEGMENTS = 256
+# The start of an EXIF IFD entry for Orientation (tag 0x0112, type SHORT, count
+# 1) in either byte order; the value's low byte follows. Found by splitting on
+# the bytes: TF's regexes are UTF-8 and do not match arbitrary binary.
+ORIENTATION_ENTRIES = (
+  b"\x01\x12\x00\x03\x00\x00\x00\x01\x00",
+  b"\x12\x01\x03\x00\x01\x00\x00\x00",
+)
 # Why an input is refused, by kind; the serving graph returns these strings.
 ERRORS = {
   "empty": "empty input",

@@ -26,15 +26,6 @@ from PIL import PngImagePlugin
 from txr_lite import image_rules
 
 ERRORS = image_rules.ERRORS
-# As txr_model/decode.py walks a file for metadata: at most this many PNG chunks
-# (before IDAT) or JPEG segments (before the first scan).
-_MAX_SEGMENTS = 256
-# The start of an EXIF IFD entry for Orientation (tag 0x0112, type SHORT, count
-# 1) in either byte order, as the graph searches the EXIF block for it.
-_ORIENTATION_ENTRIES = (
-  b"\x01\x12\x00\x03\x00\x00\x00\x01\x00",
-  b"\x12\x01\x03\x00\x01\x00\x00\x00",
-)
 _LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)  # tf.image.rgb_to_grayscale's weights
 # Pillow reads 16-bit colour PNGs to 8 bits (the high bytes). Read twice, with
 # these raw modes, the same unfiltered rows give the high and the low bytes.
@@ -334,7 +325,7 @@ def _segment(data: bytes, is_png: bool, png_kind: bytes, jpeg_marker: int, jpeg_
   """
   size = len(data)
   pos, offset, length = (8 if is_png else 2), -1, 0
-  for _ in range(_MAX_SEGMENTS):
+  for _ in range(image_rules.MAX_SEGMENTS):
     if pos + 8 > size:
       break
     head = data[pos : pos + 4].ljust(4, b"\0")
@@ -364,7 +355,7 @@ def _orientation(data: bytes, is_png: bool) -> int:
     return 1
   exif = data[offset : offset + length]
   orientation = 1
-  for marker in _ORIENTATION_ENTRIES:
+  for marker in image_rules.ORIENTATION_ENTRIES:
     at = exif.find(marker)
     if at >= 0:
       value = exif[at + len(marker)] if at + len(marker) < len(exif) else 0

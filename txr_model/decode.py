@@ -24,16 +24,6 @@ from txr_lite import image_rules
 from txr_model import ood
 
 PNG_SIGNATURE = image_rules.PNG_SIGNATURE
-# Where metadata is looked for: walking at most this many PNG chunks (before
-# IDAT) or JPEG segments (before the first scan); real files have a handful.
-_MAX_SEGMENTS = 256
-# The start of an EXIF IFD entry for Orientation (tag 0x0112, type SHORT, count
-# 1) in either byte order; the value's low byte follows. Found by splitting on
-# the bytes: TF's regexes are UTF-8 and do not match arbitrary binary.
-_ORIENTATION_ENTRIES = (
-  b"\x01\x12\x00\x03\x00\x00\x00\x01\x00",
-  b"\x12\x01\x03\x00\x01\x00\x00\x00",
-)
 MAX_JPEG_SCANS = image_rules.MAX_JPEG_SCANS
 MIN_SIDE = image_rules.MIN_SIDE
 MIN_CONTRAST = image_rules.MIN_CONTRAST
@@ -126,7 +116,7 @@ def _segment(data: tf.Tensor, is_png: tf.Tensor, png_kind: bytes, jpeg_marker: i
 
   start = tf.where(is_png, len(PNG_SIGNATURE), 2)
   _, _, offset, length = tf.while_loop(
-    lambda i, pos, *_: (i < _MAX_SEGMENTS) & (pos + 8 <= size),
+    lambda i, pos, *_: (i < image_rules.MAX_SEGMENTS) & (pos + 8 <= size),
     step,
     (tf.constant(0), start, tf.constant(-1), tf.constant(0)),
   )
@@ -138,7 +128,7 @@ def _orientation(data: tf.Tensor, is_png: tf.Tensor) -> tf.Tensor:
   offset, length = _segment(data, is_png, b"eXIf", 0xE1, b"Exif\0\0")
   exif = tf.strings.substr(data, tf.maximum(offset, 0), length)
   orientation = tf.constant(1)
-  for marker in _ORIENTATION_ENTRIES:
+  for marker in image_rules.ORIENTATION_ENTRIES:
     parts = tf.strings.split(exif, sep=marker, maxsplit=1)
     found = (offset >= 0) & (tf.size(parts) == 2)
     value = _bytes_at(parts[-1], 0, 1)[0]
