@@ -113,8 +113,10 @@ def test_lite_variants_score_as_the_keras_model_with_their_own_thresholds(learne
   np.testing.assert_allclose(lite["float32"].predict(test_images)[0], keras_scores, atol=1e-4)
   int8_scores = lite["int8"].predict(test_images)[0]
   assert abs(metrics.roc_auc(test_labels, int8_scores) - keras_auc) <= 0.02
-  ranks = [np.argsort(np.argsort(s)) for s in (keras_scores, int8_scores)]
-  assert np.corrcoef(*ranks)[0, 1] > 0.9  # Spearman's rho: int8 keeps the order.
+  # int8 outputs come in steps of 1/256: close, and never reversing two images' order by more.
+  assert np.max(np.abs(int8_scores - keras_scores)) <= 0.02
+  apart = keras_scores[:, None] - keras_scores[None, :] > 0.02
+  assert (int8_scores[:, None] >= int8_scores[None, :])[apart].all()
   for variant, runner in lite.items():
     meta = lite_model.load_metadata(str(export_dir / f"model_{variant}.tflite"))
     val_scores = runner.predict(val_images)[0]  # The variant's own scores chose its thresholds.
