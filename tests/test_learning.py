@@ -150,3 +150,23 @@ def test_lite_predictor_agrees_with_the_saved_model_on_files(learned, lite_expor
   for s, f in zip(saved_rows, lite_rows, strict=True):
     assert f["probability"] == pytest.approx(s["probability"], abs=1e-4)
     assert f["out_of_distribution"] == s["out_of_distribution"]
+
+
+def test_lite_installs_without_tensorflow_and_scores_there(learned, lite_export, tmp_path):
+  """The README's install command into a new environment, then txr-predict-lite from it."""
+  _, model_dir, _ = learned
+  export_dir, _ = lite_export
+  venv = tmp_path / "txr-lite"
+  run_ok([sys.executable, "-m", "venv", str(venv)])
+  run_ok([str(venv / "bin" / "pip"), "install", "-q", "./lite"])  # From the repository root.
+  listed = run_ok([str(venv / "bin" / "pip"), "list", "--format=json"]).stdout
+  names = {p["name"].lower().replace("_", "-") for p in json.loads(listed)}
+  assert {"txr-lite", "ai-edge-litert", "numpy", "pillow"} <= names
+  assert not {n for n in names if n.startswith(("tensorflow", "tf-", "keras", "jax"))}, names
+  films = model_dir.parent / "raw"
+  out = run_ok(
+    [str(venv / "bin" / "txr-predict-lite"), f"--model={export_dir / 'model_int8.tflite'}"]
+    + ["--format=csv", str(films)]
+  )
+  rows = out.stdout.splitlines()
+  assert len(rows) == 1 + 662 and all(",abnormal," in r or ",normal," in r for r in rows[1:])

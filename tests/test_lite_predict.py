@@ -12,7 +12,6 @@ import sys
 
 from conftest import REPO
 from conftest import png_bytes
-from conftest import run_ok
 import numpy as np
 import pytest
 
@@ -149,26 +148,3 @@ def test_usage_errors_exit_2_with_one_line(tiny_model, tmp_path, case, message):
   out = _predict_lite(*args)
   assert out.returncode == 2, out.stderr
   assert message in out.stderr and "Traceback" not in out.stderr
-
-
-@pytest.mark.heavy  # Installs from the package index into a new environment (about 15 s).
-def test_lite_installs_alone_without_tensorflow_and_predicts(tiny_model, tmp_path):
-  """The README's install command, then txr-predict-lite from that environment."""
-  path, _ = tiny_model
-  venv = tmp_path / "txr-lite"
-  run_ok([sys.executable, "-m", "venv", str(venv)])
-  run_ok([str(venv / "bin" / "pip"), "install", "-q", f"{REPO}/lite"])
-  listed = run_ok([str(venv / "bin" / "pip"), "list", "--format=json"]).stdout
-  names = {p["name"].lower().replace("_", "-") for p in json.loads(listed)}
-  assert {"txr-lite", "ai-edge-litert", "numpy", "pillow"} <= names
-  assert not {n for n in names if n.startswith(("tensorflow", "tf-", "keras", "jax"))}, names
-  scans, _ = _scans(tmp_path)
-  out = subprocess.run(
-    [str(venv / "bin" / "txr-predict-lite"), f"--model={path}", "--format=json", str(scans)],
-    cwd=tmp_path, capture_output=True, text=True,
-  )  # fmt: skip
-  rows = json.loads(out.stdout)
-  assert out.returncode == 1 and len(rows) == 6  # The bad files failed by name, as above.
-  assert [r["file"].rsplit("/", 1)[1] for r in rows if "probability" in r] == [
-    "a_good.png", "f_good.jpg"
-  ]  # fmt: skip
