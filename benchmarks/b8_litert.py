@@ -164,8 +164,10 @@ def _timed(python: str, module: str, *args) -> dict:
     "p95_ms": round(float(np.percentile(times["latency_ms"], 95)), 1),
     "n": times["n"],
   }
-  if "preprocess_ms" in times:
-    summary["preprocess_median_ms"] = round(float(np.median(times["preprocess_ms"])), 1)
+  for part in ("preprocess", "network"):
+    if f"{part}_ms" in times:
+      summary[f"{part}_median_ms"] = round(float(np.median(times[f"{part}_ms"])), 1)
+      summary[f"{part}_p95_ms"] = round(float(np.percentile(times[f"{part}_ms"], 95)), 1)
   return summary
 
 
@@ -196,20 +198,30 @@ def _latency(paths: dict, films: list[str]) -> dict:
   return out
 
 
-def _cold_start(command: list[str], film: str) -> dict:
+# Runs a module as its console script does, then reports the process's own peak RSS (VmHWM: a
+# child's ru_maxrss counts the parent it was forked from).
+_WITH_PEAK_RSS = (
+  "import atexit, runpy, sys; atexit.register(lambda: sys.stderr.write(next(line for line in"
+  " open('/proc/self/status') if line.startswith('VmHWM')))); sys.argv = sys.argv[1:];"
+  " runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+)
+
+
+def _cold_start(python: str, module: str, flag: str, film: str) -> dict:
   """Seconds from process start to the first score printed, and the process's peak RSS."""
   start = time.perf_counter()
   process = subprocess.Popen(
-    [*command, "--format=csv", film], cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-  )
+    [python, "-c", _WITH_PEAK_RSS, module, flag, "--format=csv", film],
+    cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+  )  # fmt: skip
   process.stdout.readline()  # The CSV header, printed before the model loads.
   first = process.stdout.readline()
   seconds = time.perf_counter() - start
   process.stdout.read()
-  _, status, usage = os.wait4(process.pid, 0)
-  if status or not first.startswith(film.encode()):
-    raise RuntimeError(f"{command} failed on {film}: {first!r}")
-  return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+  peak = [line for line in process.stderr.read().decode().splitlines() if "VmHWM" in line]
+  if process.wait() or not first.startswith(film.encode()) or not peak:
+    raise RuntimeError(f"{module} failed on {film}: {first!r}")
+  return {"seconds": round(seconds, 2), "peak_rss_mb": round(int(peak[-1].split()[1]) / 1024)}
 
 
 def _installed_mb(python: str) -> float | None:
@@ -254,12 +266,13 @@ def main(argv):
       )
       for name, path in paths.items()
     }  # fmt: skip
-    lite_command = [_LITE_PYTHON.value, "-m", "txr_lite.predict", f"--model={paths['int8']}"]
-    saved_command = [sys.executable, "-m", "txr_model.predict"]
-    saved_command.append(f"--export_dir={paths['saved_model']}")
     figures["cold_start"] = {
-      "txr_predict_lite_int8": _cold_start(lite_command, films[0]),
-      "txr_predict": _cold_start(saved_command, films[0]),
+      "txr_predict_lite_int8": _cold_start(
+        _LITE_PYTHON.value, "txr_lite.predict", f"--model={paths['int8']}", films[0]
+      ),
+      "txr_predict": _cold_start(
+        sys.executable, "txr_model.predict", f"--export_dir={paths['saved_model']}", films[0]
+      ),
     }
   figures["lite_environment_mb"] = _installed_mb(_LITE_PYTHON.value)
   figures["films"] = {"n": len(films), "side": synthetic._SIDE.value}

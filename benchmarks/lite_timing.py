@@ -19,7 +19,7 @@ def main(model_path: str, threads: str, file_list: str, warmup: str) -> None:
   model = lite_model.LiteModel(model_path, int(threads))
   with open(file_list) as f:
     paths = f.read().split("\n")
-  total, prepare = [], []
+  total, prepare, network = [], [], []
   for i, path in enumerate(paths):
     with open(path, "rb") as f:
       data = f.read()
@@ -32,7 +32,9 @@ def main(model_path: str, threads: str, file_list: str, warmup: str) -> None:
     if i >= int(warmup):
       total.append(1000 * (end - start))
       prepare.append(1000 * (prepared_at - start))
-  print(json.dumps({"latency_ms": total, "preprocess_ms": prepare, "n": len(total)}))
+      network.append(1000 * (end - prepared_at))
+  times = {"latency_ms": total, "preprocess_ms": prepare, "network_ms": network}
+  print(json.dumps({**times, "n": len(total)}))
 
 
 if __name__ == "__main__":
