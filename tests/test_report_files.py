@@ -36,10 +36,11 @@ def test_scores_read_back_as_written(tmp_path):
     rows = list(csv.reader(f))
   assert rows[0] == list(report_files.SCORE_COLUMNS)
   assert rows[2] == ["a/512", "p1.png", "1", "0.8"]
-  labels, scores, datasets = report_files.read_scores(path)
+  labels, scores, datasets, filenames = report_files.read_scores(path)
   np.testing.assert_array_equal(labels, cases.labels)
   np.testing.assert_array_equal(scores, cases.scores)  # repr: every bit of each score
   np.testing.assert_array_equal(datasets, cases.datasets)
+  np.testing.assert_array_equal(filenames, cases.filenames)
 
 
 def test_write_report_writes_and_names_each_file(tmp_path, monkeypatch):
