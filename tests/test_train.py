@@ -136,6 +136,7 @@ def test_keras_patch_is_needed_on_this_version():
     (["--strategy=mirrored"], "--strategy=mirrored found no GPU"),
     (["--mode=two_phase", "--weights=none"], "--mode=two_phase needs pretrained --weights"),
     (["--mode=end_to_end", "--cache_features"], "--cache_features needs --mode=two_phase"),
+    (["--age_bands=0-17,20+"], "age band '20+': bands must start at 0"),
   ],
 )
 def test_bad_flags_fail_fast_and_clearly(tmp_path, flags, message):
@@ -183,6 +184,14 @@ def test_cross_validation_over_both_sites_then_txr_evaluate(built_data_dir, base
   }  # fmt: skip
   assert sum(pooled["operating_points"]["triage"][k] for k in ("tp", "fp", "tn", "fn")) == 84
   assert pooled["calibration"]["n"] == 84
+  # Subgroups pooled out of fold: every image in one group of each attribute, each site its own.
+  for attribute in ("sex", "age", "site"):
+    assert sum(g["n"] for g in pooled["subgroups"][attribute].values()) == 84, attribute
+  assert {name: g["n"] for name, g in pooled["subgroups"]["site"].items()} == {
+    "shenzhen_cxr/512": 64, "montgomery_cxr/512": 20
+  }  # fmt: skip
+  assert (tmp_path / "fold_0" / "MODEL_CARD.md").read_text().startswith("---\nlicense: ")
+  assert "Subgroups, at the thresholds chosen on validation" in out.stdout
 
   # txr-evaluate on the run: each fold's model on its own held-out fold, into a folder of its own.
   before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}

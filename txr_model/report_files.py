@@ -38,8 +38,8 @@ def write_json(path: str, value) -> None:
 
 
 def card(report: dict) -> str:
-  """The model card of a report, rendered from what its metrics.json holds (NaN as null)."""
-  return model_card.render(json.loads(json.dumps(json_safe(report))))
+  """The model card of a report, rendered from exactly what its metrics.json holds (write_json)."""
+  return model_card.render(json.loads(json.dumps(json_safe(report), sort_keys=True)))
 
 
 def write_scores(path: str, cases) -> None:

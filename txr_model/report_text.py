@@ -75,7 +75,6 @@ def describe_report(report: dict, key: str) -> str:
     [
       f"{_input_text(protocol['evaluated'])}: {_auc_text(result)}.",
       *_describe_by_group(result),
-      *describe_subgroups(result),
       f"  At the triage threshold {triage['threshold']:.4f}, chosen on"
       f" {_input_text(protocol['thresholds_from'])}: sensitivity {triage['sensitivity']:.3f},"
       f" specificity {triage['specificity']:.3f} (tp {triage['tp']}, fp {triage['fp']},"
@@ -94,6 +93,7 @@ def describe_report(report: dict, key: str) -> str:
         if energy and energy["n_all_zero"]
         else []
       ),
+      *describe_subgroups(result),
     ]
   )
 
