@@ -180,7 +180,7 @@ def _grouping_features(features) -> dict:
   out = {}
   for name, feature in features.items():
     is_class = isinstance(feature, tfds.features.ClassLabel)
-    is_scalar = feature.shape == () and (name == "age" or feature.dtype == tf.bool)
+    is_scalar = feature.shape == () and (name == "age" or feature.np_dtype == np.bool_)
     if name != "label" and (is_class or is_scalar):
       out[name] = feature
   return out

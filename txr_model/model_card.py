@@ -220,12 +220,15 @@ def _subgroups(result: dict) -> list[str]:
     for attribute, name, group in found:
       lines.append(f"- {attribute} {name} is **{group['differs']}** than the rest of the split.")
   else:
-    lines.append("No subgroup differs from the rest: every gap's 95% CI includes zero, or the")
-    lines.append("group is too few.")
-  lines.append(
+    lines.append(
+      "No subgroup differs from the rest: every gap's 95% CI includes zero, or the group is"
+      " too few."
+    )
+  lines += [
+    "",
     "The CIs are not adjusted for the number of groups: about one group in twenty can differ"
-    " by chance."
-  )
+    " by chance.",
+  ]
   return [*lines, ""]
 
 
