@@ -179,5 +179,10 @@ def test_attributes_are_joined_by_file_name_whatever_the_order(test_split):
     assert groups["sex"][i] == sex
     assert groups["age"][i] == ("unknown" if age < 0 else "0-29" if age < 30 else "30+")
   assert {"0-29", "30+"} <= set(groups["age"])  # the sample's ages fall on both sides
+  counts = evaluation.split_counts({"test": test_split}, "0-29,30+")["test"]
+  assert counts["n"] == len(truth) and sum(counts["label"].values()) == len(truth)
+  assert counts["sex"] == {
+    sex: sum(s == sex for s, _ in truth.values()) for sex in {s for s, _ in truth.values()}
+  }
   with pytest.raises(ValueError, match="no image CHNCXR_9999_0.png"):
     evaluation.attributes(["shenzhen_cxr/512"], ["CHNCXR_9999_0.png"], test_split.data_dir)

@@ -17,10 +17,15 @@ out-of-fold AUC (every image scored once, by the model that did not see it)
 is reported beside the per-fold mean +/- sd. To evaluate one fold's model on
 another dataset, point --model_dir at its fold_<k>/ folder.
 
+Every summary has the evaluated images' subgroups (sex, --age_bands, site,
+and the dataset's other class features), at the same thresholds, and names
+the groups weaker than the rest (metrics.subgroups).
+
 Outputs never replace the training run's: they go to
-<model_dir>/evaluation/<dataset>_<split>/ (metrics.json, roc.png,
-reliability.png, scores_<split>.csv, logs/), or .../<dataset>_cross_validation/
-for a cross-validation run (cv_metrics.json and fold_<k>/).
+<model_dir>/evaluation/<dataset>_<split>/ (metrics.json, MODEL_CARD.md,
+roc.png, reliability.png, scores_<split>.csv, logs/), or
+.../<dataset>_cross_validation/ for a cross-validation run (cv_metrics.json
+and fold_<k>/).
 """
 
 import dataclasses

@@ -279,17 +279,23 @@ def split_counts(configs: dict, age_bands: str = metrics.AGE_BANDS) -> dict:
   Returns:
     {split: {'n', 'label': {name: count}, <attribute>: {group: count}}}.
   """
-  out = {}
+  rows = {}
   for split, config in configs.items():
     ds = input_pipeline.examples(config, config.split).map(
       lambda ex: (ex["label"], ex["dataset"], ex["image/filename"])
     )
-    rows = [(int(y), d.decode(), f.decode()) for y, d, f in ds.as_numpy_iterator()]
-    labels, datasets, filenames = (np.array(column) for column in zip(*rows, strict=True))
-    counts = {"n": len(rows), "label": _count(np.array(nlm_tb.LABELS)[labels])}
-    for attribute, names in attributes(datasets, filenames, config.data_dir, age_bands).items():
-      counts[attribute] = _count(names)
+    rows[split] = [(int(y), d.decode(), f.decode()) for y, d, f in ds.as_numpy_iterator()]
+  every = [row for split_rows in rows.values() for row in split_rows]
+  data_dir = next(iter(configs.values())).data_dir  # The run's splits share it.
+  groups = attributes([d for _, d, _ in every], [f for _, _, f in every], data_dir, age_bands)
+  out, start = {}, 0
+  for split, split_rows in rows.items():
+    labels = np.array([y for y, _, _ in split_rows], int)
+    counts = {"n": len(split_rows), "label": _count(np.array(nlm_tb.LABELS)[labels])}
+    for attribute, names in groups.items():
+      counts[attribute] = _count(names[start : start + len(split_rows)])
     out[split] = counts
+    start += len(split_rows)
   return out
 
 
