@@ -19,6 +19,7 @@ import tensorflow as tf
 from test_dicom import dicom_bytes
 
 from txr_data.shenzhen_cxr import synthetic
+from txr_model import model_card
 from txr_model import predict
 
 pytestmark = pytest.mark.heavy
@@ -70,6 +71,20 @@ def test_outputs_and_export_match_the_keras_model(resumed_run):
   assert report["test"]["n"] == 10 and 0.0 <= report["test"]["auc"] <= 1.0
   assert "Dataset shenzhen_cxr/512" in log and "1 replica(s), global batch 8" in log
   assert f"Wrote {model_dir / 'export'}" in log
+  # Subgroups of the 10 test images (no sex difference in the sample): each group's N, and
+  # none named, since none has 10 images of a class.
+  for attribute in ("sex", "age"):
+    groups = report["test"]["subgroups"][attribute]
+    assert sum(g["n"] for g in groups.values()) == 10 and all(g["too_few"] for g in groups.values())
+    assert all(set(g) == {"n", "n_positive", "too_few"} for g in groups.values())  # no bare AUC
+  assert "  No subgroup is weaker than the rest" in log and "Weakest subgroup" not in log
+  # The model card, beside metrics.json and in the export, is rendered from metrics.json alone.
+  card = (model_dir / "MODEL_CARD.md").read_text()
+  assert card == model_card.render(report) == (model_dir / "export" / "MODEL_CARD.md").read_text()
+  assert f"- weights evaluated and exported: {report['run']['weights']}" in card
+  data = report["run"]["training_data"]
+  assert {split: data[split]["n"] for split in data} == {"train": 45, "validation": 9, "test": 10}
+  assert sum(data["train"]["sex"].values()) == 45 and report["run"]["ood"]["n_train"] == 45
 
   png = (
     model_dir.parent / "x.png"
@@ -106,6 +121,11 @@ def test_evaluate_cli_takes_thresholds_from_validation(resumed_run):
   for name in ("roc.png", "reliability.png"):
     assert (out_dir / name).read_bytes().startswith(b"\x89PNG")
   assert len((out_dir / "scores_test.csv").read_text().splitlines()) == 1 + 10
+  assert (out_dir / "MODEL_CARD.md").read_text() == model_card.render(report)
+  assert (
+    report["run"]["training_data"]
+    == json.loads((model_dir / "metrics.json").read_text())["run"]["training_data"]
+  )  # the card of an evaluation says what the model trained on
   assert list((out_dir / "logs" / "evaluation").glob("events.out.tfevents.*"))
 
 
@@ -125,6 +145,8 @@ def test_cross_site_evaluation_applies_the_training_sites_thresholds(resumed_run
     threshold = run["validation"]["operating_points"][point]["threshold"]
     assert report["all"]["operating_points"][point]["threshold"] == threshold
   assert report["all"]["n"] == 20 and report["all"]["n_positive"] == 10
+  card = (model_dir / "evaluation" / "montgomery_cxr_512_all" / "MODEL_CARD.md").read_text()
+  assert "**Cross-site:** the model was evaluated on montgomery_cxr/512" in card
   # Montgomery has lung masks: the share of Grad-CAM energy inside them, per abnormal image.
   energy = report["all"]["grad_cam_lung_energy"]
   assert 1 <= energy["n"] <= 10 and 0.0 <= energy["mean"] <= 1.0  # all-zero maps left out

@@ -1,5 +1,10 @@
 """The classifier learns: from scratch, on generated data it was never tuned on.
 
+The lesions of the images whose reading says female are faint (contrast 0.04,
+against 0.35), too faint to learn in four epochs: the evaluation must name
+women as the weaker subgroup, and no group of the images without the
+difference as weaker.
+
 Heavy: generates 662 images, then runs txr-train end_to_end (about 3 minutes).
 """
 
@@ -15,6 +20,7 @@ import pytest
 pytestmark = pytest.mark.heavy
 
 SEED = 2027  # The demo and every tuning run used seed 0: this draw was never looked at.
+FEMALE_LESION_CONTRAST = 0.04  # 0.07 is learnt in four epochs (female AUC 0.99); 0.04 is not.
 
 
 @pytest.fixture(scope="module")
@@ -23,35 +29,62 @@ def learned(tmp_path_factory):
   raw, data, model = root / "raw", root / "data", root / "model"
   run_ok(
     [sys.executable, "-m", "txr_data.shenzhen_cxr.make_dummy_data", "--num_images=662"]
-    + [f"--seed={SEED}", f"--out={raw}"]
+    + [f"--seed={SEED}", f"--female_lesion_contrast={FEMALE_LESION_CONTRAST}", f"--out={raw}"]
   )
   out = run_ok(
     [*TRAIN, "--mode=end_to_end", "--weights=none", "--image_size=75", "--global_batch_size=16"]
     + ["--epochs=4", "--dropout=0.3", "--steps_per_execution=1000", f"--seed={SEED}"]
     + [f"--manual_dir={raw}", f"--data_dir={data}", f"--model_dir={model}"]
   )
-  return data, model, out.stdout + out.stderr
+  return data, model, out.stdout + out.stderr, out.stdout
 
 
-def test_from_scratch_reaches_auc_0_9_on_held_out_images(learned):
-  _, model_dir, log = learned
+def test_from_scratch_reaches_auc_0_9_on_held_out_images_with_visible_lesions(learned):
+  _, model_dir, log, _ = learned
   report = json.loads((model_dir / "metrics.json").read_text())
   assert report["test"]["n"] == 114
-  assert report["test"]["auc"] >= 0.9, report["test"]
+  by_sex = report["test"]["subgroups"]["sex"]
+  assert sum(group["n"] for group in by_sex.values()) == 114
+  for sex in ("male", "unknown"):  # Full-contrast lesions.
+    assert by_sex[sex]["auc"] >= 0.9, by_sex[sex]
+  assert report["test"]["auc"] >= 0.75, report["test"]
   assert report["run"]["weights"].startswith("best: epoch ")
   assert "Test AUC" in log and "on 114 held-out images" in log
 
 
+def test_the_evaluation_names_the_sex_with_faint_lesions_as_weaker(learned):
+  _, model_dir, _, printed = learned
+  report = json.loads((model_dir / "metrics.json").read_text())
+  female = report["test"]["subgroups"]["sex"]["female"]
+  assert female["n"] >= 20 and not female["too_few"], female
+  assert female["differs"] == "weaker" and female["auc_gap"]["ci95"][1] < 0, female
+  weaker = [
+    (attribute, name)
+    for attribute, groups in report["test"]["subgroups"].items()
+    for name, group in groups.items()
+    if group.get("differs") == "weaker"
+  ]
+  # Ages 0-17 (all female) and 18-39 (a third female) carry some of the effect; no group
+  # without women is weaker.
+  assert weaker and set(weaker) <= {("sex", "female"), ("age", "0-17"), ("age", "18-39")}
+  last = printed.strip().splitlines()[-1]  # txr-train's last printed line
+  assert last.startswith("  Weakest subgroup: sex female, AUC"), printed
+  card = (model_dir / "export" / "MODEL_CARD.md").read_text()
+  assert "- sex female is **weaker** than the rest of the split." in card
+
+
 def test_training_loss_starts_near_log_2_and_falls(learned):
-  _, _, log = learned
+  _, _, log, _ = learned
   losses = [float(x) for x in re.findall(r"(?<!val_)loss: ([0-9.]+)", log)]
   assert len(losses) == 4, log[-3000:]
   assert 0.5 < losses[0] < 0.75, losses  # a sane start: about log 2, not 3 to 9
-  assert losses[-1] < 0.5 * losses[0], losses
+  # The female abnormal images (a sixth of the training set) look normal in four epochs,
+  # which holds the loss above what the visible lesions alone reach (0.33 at 0.07).
+  assert losses[-1] < 0.65 * losses[0], losses
 
 
 def test_steps_per_execution_never_exceeds_an_epoch(learned):
-  _, _, log = learned
+  _, _, log, _ = learned
   assert "--steps_per_execution=1000 does not divide an epoch's 30 steps: using 30." in log
 
 
@@ -62,7 +95,7 @@ def test_features_of_unseen_images_are_like_the_training_images(learned):
   from txr_model import input_pipeline
   from txr_model import model as model_lib
 
-  data_dir, model_dir, _ = learned
+  data_dir, model_dir, _, _ = learned
   model = keras.models.load_model(model_dir / "model.keras")
   pooled = model_lib.feature_extractor(model)
 

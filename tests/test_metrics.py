@@ -405,3 +405,107 @@ def test_proportional_energy_counts_the_all_zero_maps_it_leaves_out():
   assert (
     metrics.proportional_energy(np.zeros((1, 2, 2)), np.ones((1, 2, 2), bool))["n_all_zero"] == 1
   )
+
+
+# --- subgroups ---------------------------------------------------------------------
+
+
+def _two_sexes(n, seed, female_shift=2.0, male_shift=2.0):
+  """Labels, scores and sexes: a group's abnormal scores sit `shift` logits above its normals'."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 2, n)
+  sexes = np.where(rng.random(n) < 0.5, "female", "male")
+  shift = np.where(sexes == "female", female_shift, male_shift)
+  scores = 1 / (1 + np.exp(-(rng.normal(0, 1, n) + labels * shift - shift / 2)))
+  return labels, scores, sexes
+
+
+def test_age_bands_parse_and_place_every_age():
+  bands = metrics.parse_age_bands(metrics.AGE_BANDS)
+  assert [name for name, _, _ in bands] == ["0-17", "18-39", "40-59", "60+"]
+  ages = [-1, 0, 17, 18, 39, 40, 59, 60, 150]
+  assert metrics.age_bands_of(ages, bands).tolist() == [
+    "unknown", "0-17", "0-17", "18-39", "18-39", "40-59", "40-59", "60+", "60+"
+  ]  # fmt: skip
+  for bad in ("1-17,18+", "0-17,20-39,40+", "0-17,18-39", "0-17,x+", "0-17,10-39,40+"):
+    with pytest.raises(ValueError, match="age band"):
+      metrics.parse_age_bands(bad)
+
+
+def test_a_group_with_too_few_of_a_class_gets_its_n_and_no_figures():
+  labels, scores, _ = _two_sexes(200, seed=1)
+  groups = np.array(["big"] * 185 + ["small"] * 15)
+  labels[185:] = [1] * 9 + [0] * 6  # 9 abnormal: fewer than MIN_PER_CLASS
+  out = metrics.subgroups(labels, scores, {"triage": 0.5}, {"g": groups}, n_resamples=100)
+  assert out["g"]["small"] == {"n": 15, "n_positive": 9, "too_few": True}
+  big = out["g"]["big"]
+  assert big["too_few"] is False and big["n"] == 185
+  assert big["auc_gap"] is None and big["differs"] is None  # the rest is too few to compare
+  assert metrics.subgroups(labels, scores, {}, {"one": ["x"] * 200}) == {}  # nothing to compare
+
+
+def test_subgroup_operating_points_use_the_given_thresholds_never_new_ones():
+  labels, scores, sexes = _two_sexes(300, seed=2)
+  cut = np.where(np.arange(300) < 150, 0.4, 0.6)  # per case, as a pooled cross-validation's
+  out = metrics.subgroups(
+    labels, scores, {"youden": 0.5, "triage": cut}, {"sex": sexes}, n_resamples=100
+  )
+  female = sexes == "female"
+  expected = metrics.confusion(labels[female], scores[female], 0.5)
+  got = out["sex"]["female"]["operating_points"]
+  assert {k: got["youden"][k] for k in expected} == expected
+  predicted = scores[female] >= cut[female]
+  assert got["triage"]["tp"] == int(np.sum(predicted & (labels[female] == 1)))
+  assert got["triage"]["fp"] == int(np.sum(predicted & (labels[female] == 0)))
+  assert out["sex"]["female"]["auc"] == metrics.roc_auc(labels[female], scores[female])
+  assert out["sex"]["female"]["ece"] == metrics.calibration(labels[female], scores[female])["ece"]
+
+
+def test_auc_gap_is_group_minus_rest_with_a_reproducible_ci():
+  labels, scores, sexes = _two_sexes(300, seed=3, female_shift=0.5)
+  female = sexes == "female"
+  gap, low, high = metrics.bootstrap_auc_gap_ci(labels, scores, female, n_resamples=500, seed=7)
+  expected = metrics.roc_auc(labels[female], scores[female]) - metrics.roc_auc(
+    labels[~female], scores[~female]
+  )
+  assert gap == pytest.approx(expected) and low <= gap <= high < 0
+  assert (gap, low, high) == metrics.bootstrap_auc_gap_ci(
+    labels, scores, female, n_resamples=500, seed=7
+  )
+  assert all(math.isnan(v) for v in metrics.bootstrap_auc_gap_ci([0, 1], [0.2, 0.8], [1, 0]))
+
+
+def test_a_weaker_group_is_named_and_equal_groups_are_not():
+  """The rule's power and its false alarms, on scores whose truth is known."""
+  labels, scores, sexes = _two_sexes(400, seed=4, female_shift=0.7)
+  out = metrics.subgroups(labels, scores, {"triage": 0.5}, {"sex": sexes}, n_resamples=500)
+  assert out["sex"]["female"]["differs"] == "weaker"
+  assert [(a, g) for a, g, _ in metrics.differing(out)] == [("sex", "female"), ("sex", "male")]
+  flagged = 0
+  for seed in range(40):  # No difference: a 95% CI excludes zero about 5% of the time.
+    labels, scores, sexes = _two_sexes(200, seed=100 + seed)
+    out = metrics.subgroups(labels, scores, {"triage": 0.5}, {"sex": sexes}, n_resamples=300)
+    flagged += out["sex"]["female"]["differs"] is not None
+  assert flagged <= 6, flagged
+
+
+def test_summarize_and_pooled_give_subgroups_at_their_thresholds():
+  val = _separable_ish(60, seed=52)
+  labels, scores, sexes = _two_sexes(120, seed=5)
+  out = metrics.summarize(*val, labels, scores, n_resamples=100, attributes={"sex": sexes})
+  female = sexes == "female"
+  triage = out["operating_points"]["triage"]["threshold"]
+  expected = metrics.confusion(labels[female], scores[female], triage)
+  got = out["subgroups"]["sex"]["female"]["operating_points"]["triage"]
+  assert {k: got[k] for k in expected} == expected
+  folds = [
+    metrics.summarize(*val, labels[:60], scores[:60], n_resamples=50),
+    metrics.summarize(*_separable_ish(60, seed=53), labels[60:], scores[60:], n_resamples=50),
+  ]
+  pooled = metrics.pooled_out_of_fold(
+    folds, labels, scores, n_resamples=100, attributes={"sex": sexes}
+  )
+  cut = np.repeat([f["operating_points"]["triage"]["threshold"] for f in folds], 60)
+  got = pooled["subgroups"]["sex"]["female"]["operating_points"]["triage"]
+  assert got["tp"] == int(np.sum((scores >= cut) & female & (labels == 1)))
+  assert got["tn"] == int(np.sum((scores < cut) & female & (labels == 0)))

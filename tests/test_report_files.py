@@ -9,6 +9,7 @@ import numpy as np
 
 from txr_model import evaluation
 from txr_model import metrics
+from txr_model import model_card
 from txr_model import report_files
 
 
@@ -36,16 +37,20 @@ def test_scores_read_back_as_written(tmp_path):
     rows = list(csv.reader(f))
   assert rows[0] == list(report_files.SCORE_COLUMNS)
   assert rows[2] == ["a/512", "p1.png", "1", "0.8"]
-  labels, scores, datasets = report_files.read_scores(path)
+  labels, scores, datasets, filenames = report_files.read_scores(path)
   np.testing.assert_array_equal(labels, cases.labels)
   np.testing.assert_array_equal(scores, cases.scores)  # repr: every bit of each score
   np.testing.assert_array_equal(datasets, cases.datasets)
+  np.testing.assert_array_equal(filenames, cases.filenames)
 
 
 def test_write_report_writes_and_names_each_file(tmp_path, monkeypatch):
   cases = _cases()
   summary = metrics.summarize(cases.labels, cases.scores, cases.labels, cases.scores)
-  scored = evaluation.Evaluation({"validation": summary, "test": summary}, cases, cases)
+  described = {"dataset": "a/512+b/512", "split": "test", "n": 4}
+  protocol = {"thresholds_from": {**described, "split": "validation"}, "evaluated": described}
+  report = {"validation": summary, "test": summary, "protocol": protocol}
+  scored = evaluation.Evaluation(report, cases, cases)
   logged = []
   monkeypatch.setattr(logging, "info", lambda fmt, *args: logged.append(fmt % args))
   report_files.write_report(scored, "test", str(tmp_path / "logs"), str(tmp_path))
@@ -53,6 +58,8 @@ def test_write_report_writes_and_names_each_file(tmp_path, monkeypatch):
     scored.report
   )
   assert len((tmp_path / "scores_test.csv").read_text().splitlines()) == 1 + 4
-  for name in ("metrics.json", "scores_test.csv", "roc.png", "reliability.png"):
+  card = (tmp_path / "MODEL_CARD.md").read_text()
+  assert card == model_card.render(json.loads((tmp_path / "metrics.json").read_text()))
+  for name in ("metrics.json", "MODEL_CARD.md", "scores_test.csv", "roc.png", "reliability.png"):
     assert f"Wrote {tmp_path / name}" in logged
   assert list((tmp_path / "logs" / "evaluation").glob("events.out.tfevents.*"))

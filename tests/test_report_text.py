@@ -113,3 +113,52 @@ def test_describe_cross_validation_gives_folds_mean_and_pooled():
 def test_nan_figures_read_as_nan():
   result = _summary(auc=math.nan, sensitivity=math.nan)
   assert report_text.headline(result, "test").startswith("test AUC nan (95% CI nan-nan);")
+
+
+def _subgroup(n, n_positive, auc=None, gap=None, differs=None):
+  """A `metrics.subgroups` entry: too few without an AUC."""
+  if auc is None:
+    return {"n": n, "n_positive": n_positive, "too_few": True}
+  return {
+    "n": n,
+    "n_positive": n_positive,
+    "too_few": False,
+    "auc": auc,
+    "auc_ci95": [auc - 0.1, auc + 0.05],
+    "operating_points": {metrics.TRIAGE: {"sensitivity": 0.6, "specificity": 0.9}},
+    "ece": 0.08,
+    "auc_gap": gap and {"value": gap, "ci95": [gap - 0.1, gap + 0.05], "n_rest": 50},
+    "differs": differs,
+  }
+
+
+def test_subgroups_name_the_weakest_and_give_too_few_groups_no_auc():
+  result = _summary()
+  result["subgroups"] = {
+    "age": {"0-17": _subgroup(8, 3), "18-39": _subgroup(40, 20, 0.85, -0.02)},
+    "sex": {
+      "female": _subgroup(30, 15, 0.7, -0.2, "weaker"),
+      "male": _subgroup(40, 20, 0.9, 0.2, "stronger"),
+    },
+  }
+  report = {"test": result, "run": {"weights": "best: epoch 3, val AUC 0.9000"}}
+  lines = report_text.describe_run(report, "/tmp/run").splitlines()
+  assert "    age 0-17: N=8 (3 abnormal), too few to say (fewer than 10 of a class)" in lines
+  assert (
+    "    sex female: N=30 (15 abnormal), AUC 0.700 (95% CI 0.600-0.750), sensitivity 0.600,"
+    " specificity 0.900, ECE 0.080; gap -0.200, 95% CI -0.300 to -0.150"
+  ) in lines
+  assert "  Weaker than the rest: sex female (gap -0.200, 95% CI -0.300 to -0.150)." in lines
+  assert "  Stronger than the rest: sex male (gap +0.200, 95% CI +0.100 to +0.250)." in lines
+  assert lines[-1] == (
+    "  Weakest subgroup: sex female, AUC 0.700 on 30 images, gap -0.200, 95% CI -0.300 to -0.150."
+  )
+  for attribute in result["subgroups"].values():
+    for group in attribute.values():
+      group["differs"] = None
+  for text in (
+    report_text.describe_run(report, "/tmp/run"),
+    report_text.describe_report(_report(result), "test"),
+  ):
+    assert text.splitlines()[-1].startswith("  No subgroup is weaker than the rest")
+    assert "Weaker than" not in text and "Weakest" not in text

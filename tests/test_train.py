@@ -183,6 +183,14 @@ def test_cross_validation_over_both_sites_then_txr_evaluate(built_data_dir, base
   }  # fmt: skip
   assert sum(pooled["operating_points"]["triage"][k] for k in ("tp", "fp", "tn", "fn")) == 84
   assert pooled["calibration"]["n"] == 84
+  # Subgroups pooled out of fold: every image in one group of each attribute, each site its own.
+  for attribute in ("sex", "age", "site"):
+    assert sum(g["n"] for g in pooled["subgroups"][attribute].values()) == 84, attribute
+  assert {name: g["n"] for name, g in pooled["subgroups"]["site"].items()} == {
+    "shenzhen_cxr/512": 64, "montgomery_cxr/512": 20
+  }  # fmt: skip
+  assert (tmp_path / "fold_0" / "MODEL_CARD.md").read_text().startswith("---\nlicense: ")
+  assert "Subgroups, at the thresholds chosen on validation" in out.stdout
 
   # txr-evaluate on the run: each fold's model on its own held-out fold, into a folder of its own.
   before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}

@@ -430,9 +430,11 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         readings[unreadable[0]],
       )
     subjects = subjects_of(images, texts, self.PREFIX, self.KNOWN_REPEATS)
+    parsed = {stem: Reading() if text is None else self._parse_reading(text)
+              for stem, text in texts.items()}  # fmt: skip
     by_split = {name: [] for name in dict.fromkeys(SPLIT_OF_FOLD)}
     for stem in sorted(images):
-      by_split[split_of(subjects[stem])].append((stem, images[stem], texts[stem], subjects[stem]))
+      by_split[split_of(subjects[stem])].append((stem, images[stem], parsed[stem], subjects[stem]))
     check_one_split_per_subject(
       [(path, subject, split) for split, items in by_split.items() for _, path, _, subject in items]
     )
@@ -443,6 +445,16 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           " patient's split is a hash of their first file name (70/10/20), so a few images"
           " can miss a split. Add images (the whole archive fills every split)."
         )
+    for split, items in by_split.items():
+      readings_of = [reading for _, _, reading, _ in items]
+      logging.info(
+        "%s: %d images; sex unknown for %d, age unknown for %d (%d without a readings file).",
+        split,
+        len(items),
+        sum(r.sex == "unknown" for r in readings_of),
+        sum(r.age < 0 for r in readings_of),
+        sum(stem not in readings for stem, _, _, _ in items),
+      )
     return {name: self._generate_examples(items) for name, items in by_split.items()}
 
   def _image(self, data: bytes, path: str, info: image_codec.PngInfo) -> bytes:
@@ -450,10 +462,9 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return image_codec.normalise_png(data, path, self.builder_config.max_side, info)
 
   def _example(self, item):
-    stem, path, text, subject = item
+    stem, path, reading, subject = item
     data = read_bytes(path)
     info = image_codec.png_info(data, path)
-    reading = Reading() if text is None else self._parse_reading(text)
     return stem, {
       "image": self._image(data, path, info),
       **self._extra_example(stem, info),

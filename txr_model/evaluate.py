@@ -17,10 +17,15 @@ out-of-fold AUC (every image scored once, by the model that did not see it)
 is reported beside the per-fold mean +/- sd. To evaluate one fold's model on
 another dataset, point --model_dir at its fold_<k>/ folder.
 
+Every summary has the evaluated images' subgroups (sex, --age_bands, site,
+and the dataset's other class features), at the same thresholds, and names
+the groups weaker than the rest (metrics.subgroups).
+
 Outputs never replace the training run's: they go to
-<model_dir>/evaluation/<dataset>_<split>/ (metrics.json, roc.png,
-reliability.png, scores_<split>.csv, logs/), or .../<dataset>_cross_validation/
-for a cross-validation run (cv_metrics.json and fold_<k>/).
+<model_dir>/evaluation/<dataset>_<split>/ (metrics.json, MODEL_CARD.md,
+roc.png, reliability.png, scores_<split>.csv, logs/), or
+.../<dataset>_cross_validation/ for a cross-validation run (cv_metrics.json
+and fold_<k>/).
 """
 
 import dataclasses
@@ -39,6 +44,7 @@ import txr_data  # noqa: F401  (registers the builders)
 from txr_model import cli
 from txr_model import evaluation
 from txr_model import input_pipeline
+from txr_model import metrics
 from txr_model import report_files
 from txr_model import report_text
 from txr_model import run_config
@@ -55,6 +61,11 @@ _SPLIT = flags.DEFINE_string(
   "split", "test", "Split to evaluate ('all' for every image); thresholds come from validation."
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the bootstrap confidence interval.")
+_AGE_BANDS = flags.DEFINE_string(
+  "age_bands",
+  metrics.AGE_BANDS,
+  "Age bands of the subgroups, in years: contiguous from 0, the last open-ended.",
+)
 
 
 def _training_run(model_dir):
@@ -133,6 +144,10 @@ def main(argv):
         f"No {os.path.join(path, run_dir.MODEL)}: point --model_dir at a txr-train output"
         " directory."
       )
+  try:
+    metrics.parse_age_bands(_AGE_BANDS.value)
+  except ValueError as e:
+    raise app.UsageError(f"--age_bands={_AGE_BANDS.value}: {e}") from None
   _check_built(dataset, data_dir)
   if not same_data:
     _check_built(trained.dataset, trained.data_dir)
@@ -187,7 +202,9 @@ def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir):
   # Another dataset's validation split must not take the key of the thresholds' one.
   key = "evaluated" if split == "validation" and evaluated != thresholds else split
   configs = evaluation.evaluation_configs({"validation": thresholds, key: evaluated})
-  scored = evaluation.evaluate_split(model, configs, key, _SEED.value, _run_info(model_dir))
+  scored = evaluation.evaluate_split(
+    model, configs, key, _SEED.value, _run_info(model_dir), _AGE_BANDS.value
+  )
   energy = evaluation.lung_energy(os.path.join(model_dir, run_dir.EXPORT), evaluated)
   if energy is not None:  # A dataset with lung masks: is the model looking at the lungs?
     scored.report[key]["grad_cam_lung_energy"] = energy
@@ -197,7 +214,7 @@ def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir):
 
 def _evaluate_folds(trained, model_dirs, out_dir):
   """Each fold's model on its held-out fold; the cross-validation summary."""
-  reports, labels, scores, datasets = {}, [], [], []
+  reports, labels, scores, datasets, filenames = {}, [], [], [], []
   for k, fold_dir in enumerate(model_dirs):
     model = keras.models.load_model(os.path.join(fold_dir, run_dir.MODEL))
     source = input_pipeline.InputConfig(
@@ -206,15 +223,22 @@ def _evaluate_folds(trained, model_dirs, out_dir):
     splits = input_pipeline.run_splits(source, trained.folds, k)
     configs = evaluation.evaluation_configs({n: splits[n] for n in ("validation", "test")})
     fold_out = run_dir.fold_dir(out_dir, k)
-    scored = evaluation.evaluate_split(model, configs, "test", _SEED.value, _run_info(fold_dir))
+    scored = evaluation.evaluate_split(
+      model, configs, "test", _SEED.value, _run_info(fold_dir), _AGE_BANDS.value
+    )
     report_files.write_report(scored, "test", os.path.join(fold_out, run_dir.LOGS), fold_out)
     reports[run_dir.fold_name(k)] = scored.report["test"]
     cases = scored.evaluated
     labels.append(cases.labels)
     scores.append(cases.scores)
     datasets.append(cases.datasets)
+    filenames.append(cases.filenames)
+  labels, scores, datasets, filenames = (
+    np.concatenate(x) for x in (labels, scores, datasets, filenames)
+  )
+  groups = evaluation.attributes(datasets, filenames, trained.data_dir, _AGE_BANDS.value)
   return evaluation.cross_validation_report(
-    reports, *(np.concatenate(x) for x in (labels, scores, datasets)), seed=_SEED.value
+    reports, labels, scores, datasets, seed=_SEED.value, groups=groups
   )
 
 

@@ -4,8 +4,11 @@ Operating points (Youden's J, and the WHO triage point: the highest
 specificity with sensitivity >= 0.90) are chosen on the validation split and
 only applied to the evaluated split, so its sensitivity and specificity are
 honest estimates. The report says which dataset and split chose them and
-which were evaluated (they differ in a cross-site evaluation). report_files.py
-writes the report, plots.py draws its curves and report_text.py words it for people.
+which were evaluated (they differ in a cross-site evaluation). The evaluated
+split's figures are also given per subgroup (sex, age band, site, and any other
+class or boolean feature of the dataset; metrics.subgroups), at the same
+thresholds. report_files.py writes the report, plots.py draws its curves and
+report_text.py words it for people.
 """
 
 import collections
@@ -21,6 +24,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from txr_data import geometry
+from txr_data import nlm_tb
 from txr_model import input_pipeline
 from txr_model import metrics
 from txr_model import model as model_lib
@@ -126,10 +130,13 @@ class Evaluation(NamedTuple):
   evaluated: Outputs  # the evaluated split's cases
 
 
-def evaluate_split(model, configs, split, seed, run_info=None) -> Evaluation:
+def evaluate_split(
+  model, configs, split, seed, run_info=None, age_bands=metrics.AGE_BANDS
+) -> Evaluation:
   """Evaluates configs[split] with thresholds from configs['validation'].
 
-  With several datasets, each summary has a "by_group" entry per dataset.
+  With several datasets, each summary has a "by_group" entry per dataset. The
+  evaluated split's summary has "subgroups" (see `attributes`).
   report_files.write_report writes the result.
 
   Args:
@@ -139,15 +146,17 @@ def evaluate_split(model, configs, split, seed, run_info=None) -> Evaluation:
     split: the key of the evaluated config, also its name in the report.
     seed: the bootstrap's seed.
     run_info: facts about the training run, put in the report under "run".
+    age_bands: the age bands of the subgroups (--age_bands).
 
   Returns:
     The report, and the Outputs of validation and of `split`.
   """
   val = outputs(model, configs["validation"])
   ev = val if split == "validation" else outputs(model, configs[split])
+  groups = attributes(ev.datasets, ev.filenames, configs[split].data_dir, age_bands)
   report = {
     "validation": _summarize(val, val, seed),
-    split: _summarize(val, ev, seed),
+    split: _summarize(val, ev, seed, groups),
     "protocol": {
       "thresholds_from": describe_input(configs["validation"], val),
       "evaluated": describe_input(configs[split], ev),
@@ -159,14 +168,83 @@ def evaluate_split(model, configs, split, seed, run_info=None) -> Evaluation:
   return Evaluation(report, val, ev)
 
 
-def _summarize(val: Outputs, ev: Outputs, seed: int) -> dict:
-  """`ev`'s summary at thresholds chosen on `val`, per dataset too."""
+def _summarize(val: Outputs, ev: Outputs, seed: int, groups: dict | None = None) -> dict:
+  """`ev`'s summary at thresholds chosen on `val`, per dataset too, and per subgroup."""
   return metrics.summarize(
-    val.labels, val.scores, ev.labels, ev.scores, seed=seed, groups=ev.datasets
+    val.labels, val.scores, ev.labels, ev.scores, seed=seed, groups=ev.datasets, attributes=groups
   )
 
 
-def cross_validation_report(fold_reports: dict, labels, scores, datasets, seed: int = 0) -> dict:
+def _grouping_features(features) -> dict:
+  """{name: feature} of a dataset's features that group its images: age, classes, booleans."""
+  out = {}
+  for name, feature in features.items():
+    is_class = isinstance(feature, tfds.features.ClassLabel)
+    is_scalar = feature.shape == () and (name == "age" or feature.np_dtype == np.bool_)
+    if name != "label" and (is_class or is_scalar):
+      out[name] = feature
+  return out
+
+
+def attributes(datasets, filenames, data_dir: str, age_bands: str = metrics.AGE_BANDS) -> dict:
+  """Each case's subgroup per attribute, read from its dataset and joined by file name.
+
+  The attributes: 'sex' and any other class feature (its class names), 'age'
+  (its band, `metrics.parse_age_bands`; 'unknown' where not recorded), any
+  boolean feature ('true'/'false'), and 'site' (the dataset) when the cases
+  come from several. A dataset without an attribute puts its cases in
+  'unknown'. Every split of each dataset is read (a cross-validation fold
+  mixes them), images left undecoded.
+
+  Args:
+    datasets: each case's dataset (TFDS name/config).
+    filenames: each case's file name.
+    data_dir: their datasets' TFDS data dir.
+    age_bands: --age_bands.
+
+  Returns:
+    {attribute: an array of group names, one per case, in the order given}.
+  """
+  bands = metrics.parse_age_bands(age_bands)
+  found = {}  # (dataset, file name) -> {attribute: group}
+  datasets = np.asarray(datasets, str)
+  names = sorted(set(datasets.tolist()))
+  for name in names:
+    builder = tfds.builder(name, data_dir=data_dir)
+    grouping = _grouping_features(builder.info.features)
+    ds = builder.as_dataset(
+      split="+".join(builder.info.splits),
+      decoders=tfds.decode.PartialDecoding(
+        {"image/filename": True, **dict.fromkeys(grouping, True)}
+      ),
+    )
+    for ex in ds.as_numpy_iterator():
+      values = {}
+      for feature, spec in grouping.items():
+        value = ex[feature]
+        if feature == "age":
+          values[feature] = str(metrics.age_bands_of([value], bands)[0])
+        elif isinstance(spec, tfds.features.ClassLabel):
+          values[feature] = spec.int2str(int(value))
+        else:
+          values[feature] = str(bool(value)).lower()
+      found[(name, ex["image/filename"].decode())] = values
+  keys = list(zip(datasets.tolist(), np.asarray(filenames, str).tolist(), strict=True))
+  missing = [key for key in keys if key not in found]
+  if missing:
+    raise ValueError(f"{missing[0][0]}: no image {missing[0][1]} in {data_dir}")
+  out = {
+    attribute: np.array([found[key].get(attribute, metrics.UNKNOWN) for key in keys], str)
+    for attribute in sorted({a for key in keys for a in found[key]})
+  }
+  if len(names) > 1:
+    out["site"] = datasets
+  return out
+
+
+def cross_validation_report(
+  fold_reports: dict, labels, scores, datasets, seed: int = 0, groups: dict | None = None
+) -> dict:
   """A cross-validation's summary: per fold, mean +/- sd, and pooled out of fold.
 
   Args:
@@ -175,6 +253,8 @@ def cross_validation_report(fold_reports: dict, labels, scores, datasets, seed: 
     scores: each case's score from the fold model that did not train on it.
     datasets: each case's dataset (per-dataset figures when there are several).
     seed: the bootstrap's seed.
+    groups: optional, {attribute: each case's group} (`attributes`): the
+      pooled summary's subgroups, each case at its fold's thresholds.
 
   Returns:
     {'folds', 'fold_aucs', 'mean', 'sd', 'pooled'}, JSON-ready.
@@ -183,8 +263,45 @@ def cross_validation_report(fold_reports: dict, labels, scores, datasets, seed: 
   return {
     "folds": fold_reports,
     **metrics.cross_validation_summary([r["auc"] for r in reports]),
-    "pooled": metrics.pooled_out_of_fold(reports, labels, scores, seed=seed, groups=datasets),
+    "pooled": metrics.pooled_out_of_fold(
+      reports, labels, scores, seed=seed, groups=datasets, attributes=groups
+    ),
   }
+
+
+def split_counts(configs: dict, age_bands: str = metrics.AGE_BANDS) -> dict:
+  """Each split's images by label, sex and age band: what a model card says it learnt from.
+
+  Args:
+    configs: {split name: InputConfig}, as the run read them.
+    age_bands: --age_bands.
+
+  Returns:
+    {split: {'n', 'label': {name: count}, <attribute>: {group: count}}}.
+  """
+  rows = {}
+  for split, config in configs.items():
+    ds = input_pipeline.examples(config, config.split).map(
+      lambda ex: (ex["label"], ex["dataset"], ex["image/filename"])
+    )
+    rows[split] = [(int(y), d.decode(), f.decode()) for y, d, f in ds.as_numpy_iterator()]
+  every = [row for split_rows in rows.values() for row in split_rows]
+  data_dir = next(iter(configs.values())).data_dir  # The run's splits share it.
+  groups = attributes([d for _, d, _ in every], [f for _, _, f in every], data_dir, age_bands)
+  out, start = {}, 0
+  for split, split_rows in rows.items():
+    labels = np.array([y for y, _, _ in split_rows], int)
+    counts = {"n": len(split_rows), "label": _count(np.array(nlm_tb.LABELS)[labels])}
+    for attribute, names in groups.items():
+      counts[attribute] = _count(names[start : start + len(split_rows)])
+    out[split] = counts
+    start += len(split_rows)
+  return out
+
+
+def _count(names) -> dict:
+  values, counts = np.unique(np.asarray(names, str), return_counts=True)
+  return {str(v): int(c) for v, c in zip(values, counts, strict=True)}
 
 
 def lung_energy(export_dir: str, config: input_pipeline.InputConfig) -> dict | None:

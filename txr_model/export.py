@@ -34,6 +34,7 @@ def export_serving(
   detector: dict,
   metadata: dict,
   max_side: int | None = None,
+  files: dict[str, str] | None = None,
 ) -> None:
   """Writes the SavedModel to `path` and its metadata JSON beside the graph.
 
@@ -46,6 +47,8 @@ def export_serving(
     max_side: the training images' stored longest side (the dataset's
       builder config), so served images are shrunk the same way; None if the
       dataset stored the source pixels.
+    files: {name: text} of files written into the export with the graph
+      (its MODEL_CARD.md), so no export is ever in place without them.
   """
   model = model_lib.as_float32(model)
   image_size = model.input_shape[1]
@@ -98,7 +101,14 @@ def export_serving(
     "max_colourfulness": ood.MAX_COLOURFULNESS,
     "aspect_range": list(ood.ASPECT_RANGE),
   }
-  write_atomically(path, lambda target: archive.write_out(target, verbose=False), metadata)
+
+  def write(target):
+    archive.write_out(target, verbose=False)
+    for name, text in (files or {}).items():
+      with tf.io.gfile.GFile(os.path.join(target, name), "w") as f:
+        f.write(text)
+
+  write_atomically(path, write, metadata)
 
 
 def grad_cam(model: keras.Model, maps_of: keras.Model, images: tf.Tensor):

@@ -29,8 +29,13 @@ def finish_run(
   seed: int = 0,
   run_info: dict | None = None,
   export_model: bool = True,
+  age_bands: str = metrics.AGE_BANDS,
 ) -> dict:
   """After training: evaluate the saved model, fit the OOD detector, export, log overlays.
+
+  The report (metrics.json) also holds, under "run", the dataset's version,
+  each split's images by label, sex and age band, and the OOD detector's
+  threshold; the model card rendered from it goes beside it and into the export.
 
   Args:
     model_dir: the run's folder, holding `model.keras`.
@@ -40,6 +45,7 @@ def finish_run(
       into metrics.json and the export's metadata.
     export_model: False to evaluate only (a cross-validation fold's model is
       for its estimate, not for serving).
+    age_bands: the subgroups' age bands (--age_bands).
 
   Returns:
     The report written to metrics.json.
@@ -47,13 +53,25 @@ def finish_run(
   model = keras.models.load_model(os.path.join(model_dir, run_dir.MODEL))
   configs = evaluation.evaluation_configs(splits)
   log_dir = os.path.join(model_dir, run_dir.LOGS)
-  scored = evaluation.evaluate_split(model, configs, "test", seed, run_info)
-  report_files.write_report(scored, "test", log_dir, model_dir)
+  facts = {
+    **(run_info or {}),
+    "dataset_version": input_pipeline.dataset_version(configs["test"]),
+    "training_data": evaluation.split_counts(configs, age_bands),
+  }
+  scored = evaluation.evaluate_split(model, configs, "test", seed, facts, age_bands)
   report = scored.report
+  if export_model:
+    train = evaluation.outputs(model, configs["train"])
+    detector = ood.fit(train.features, scored.validation.features)
+    report["run"]["ood"] = {
+      "threshold": detector["threshold"],
+      "quantile": ood.QUANTILE,
+      "n_train": len(train.labels),
+      "n_validation": len(scored.validation.labels),
+    }
+  report_files.write_report(scored, "test", log_dir, model_dir)
   if not export_model:
     return report
-  train = evaluation.outputs(model, configs["train"])
-  detector = ood.fit(train.features, scored.validation.features)
   threshold = report["test"]["operating_points"][OPERATING_POINT]["threshold"]
   export_dir = os.path.join(model_dir, run_dir.EXPORT)
   export.export_serving(
@@ -69,6 +87,7 @@ def finish_run(
     },
     # Served images are shrunk as the builder shrank the training images.
     max_side=input_pipeline.max_side(configs["test"].dataset, configs["test"].data_dir),
+    files={run_dir.MODEL_CARD: report_files.card(report)},
   )
   logging.info("Wrote %s", export_dir)
   _log_overlays(export_dir, configs["validation"], log_dir)

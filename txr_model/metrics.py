@@ -17,6 +17,12 @@ YOUDEN = "youden"
 TRIAGE = "triage"
 OPERATING_POINTS = (YOUDEN, TRIAGE)
 
+# The fewest cases of either class a subgroup needs for figures; a smaller one is "too few".
+MIN_PER_CLASS = 10
+# txr-train's and txr-evaluate's default --age_bands: each band's first and last year of age.
+AGE_BANDS = "0-17,18-39,40-59,60+"
+UNKNOWN = "unknown"  # The group of a case whose attribute was not recorded.
+
 # Upper bound on the elements of one (resamples x cases) block in the bootstrap.
 _BOOTSTRAP_BLOCK_ELEMENTS = 2_000_000
 
@@ -324,7 +330,15 @@ def proportional_energy(heatmaps, masks) -> dict:
 
 
 def summarize(
-  val_labels, val_scores, test_labels, test_scores, *, seed=0, n_resamples=2000, groups=None
+  val_labels,
+  val_scores,
+  test_labels,
+  test_scores,
+  *,
+  seed=0,
+  n_resamples=2000,
+  groups=None,
+  attributes=None,
 ):
   """Summarises a test split: AUC with its 95% bootstrap CI, two operating points, calibration.
 
@@ -341,10 +355,13 @@ def summarize(
     groups: optional, a name per evaluated case (such as its dataset). With
       two or more names, "by_group" holds the same summary for each group's
       cases, at the same thresholds.
+    attributes: optional, {attribute: a group name per evaluated case}:
+      adds "subgroups" (see `subgroups`), at the same thresholds.
 
   Returns:
     A JSON-ready dict: auc, auc_ci95, n, n_positive, operating_points,
-    calibration, validation_auc, and by_group when `groups` has two or more names.
+    calibration, validation_auc, by_group when `groups` has two or more names,
+    and subgroups with `attributes`.
   """
   y_test, s_test = _check(test_labels, test_scores)
   youden = youden_threshold(val_labels, val_scores)
@@ -364,6 +381,11 @@ def summarize(
     "calibration": calibration(y_test, s_test),
     "validation_auc": roc_auc(val_labels, val_scores),
   }
+  if attributes is not None:
+    thresholds = {YOUDEN: youden, TRIAGE: triage}
+    out["subgroups"] = subgroups(
+      y_test, s_test, thresholds, attributes, seed=seed, n_resamples=n_resamples
+    )
   for name, mask in _group_masks(groups, y_test.size):
     out.setdefault("by_group", {})[name] = summarize(
       val_labels, val_scores, y_test[mask], s_test[mask], seed=seed, n_resamples=n_resamples
@@ -391,7 +413,9 @@ def cross_validation_summary(fold_aucs):
   return {"fold_aucs": values, "mean": mean, "sd": sd}
 
 
-def pooled_out_of_fold(fold_reports, labels, scores, *, seed=0, n_resamples=2000, groups=None):
+def pooled_out_of_fold(
+  fold_reports, labels, scores, *, seed=0, n_resamples=2000, groups=None, attributes=None
+):
   """The pooled out-of-fold summary of a cross-validation: every case scored once.
 
   Each case's score comes from the fold model that did not train on it, so
@@ -409,11 +433,14 @@ def pooled_out_of_fold(fold_reports, labels, scores, *, seed=0, n_resamples=2000
     seed: the bootstrap's seed.
     n_resamples: bootstrap resamples.
     groups: optional, a name per case (its dataset): adds by_group.
+    attributes: optional, {attribute: a group name per case}: adds
+      "subgroups", each case at its own fold's thresholds (the cases are in
+      fold order, as `fold_reports`).
 
   Returns:
     A JSON-ready dict: auc, auc_ci95, n, n_positive, operating_points
     (summed counts and their rates), calibration; by_group when `groups` has
-    two or more names.
+    two or more names; subgroups with `attributes`.
   """
   y, s = _check(labels, scores)
   n_folds_cases = sum(r["n"] for r in fold_reports)
@@ -444,4 +471,167 @@ def pooled_out_of_fold(fold_reports, labels, scores, *, seed=0, n_resamples=2000
   for name, mask in _group_masks(groups, y.size):
     reports = [r["by_group"][name] for r in fold_reports if name in r.get("by_group", {})]
     out.setdefault("by_group", {})[name] = pooled(reports, y[mask], s[mask])
+  if attributes is not None:
+    sizes = [r["n"] for r in fold_reports]
+    thresholds = {
+      point: np.repeat([r["operating_points"][point]["threshold"] for r in fold_reports], sizes)
+      for point in OPERATING_POINTS
+    }
+    out["subgroups"] = subgroups(y, s, thresholds, attributes, seed=seed, n_resamples=n_resamples)
   return out
+
+
+def parse_age_bands(text: str) -> list[tuple[str, int, float]]:
+  """Parses --age_bands: `0-17,18-39,40-59,60+`, contiguous from 0, the last open-ended.
+
+  Args:
+    text: comma-separated bands, `<first>-<last>` years, the last `<first>+`.
+
+  Returns:
+    [(name, first year, last year (inf for the last))].
+
+  Raises:
+    ValueError: saying what is wrong, for bands that leave an age out or overlap.
+  """
+  bands, expected = [], 0
+  parts = [p.strip() for p in text.split(",")]
+  for i, part in enumerate(parts):
+    last = i == len(parts) - 1
+    try:
+      if last:
+        if not part.endswith("+"):
+          raise ValueError
+        first, end = int(part[:-1]), math.inf
+      else:
+        first, end = (int(x) for x in part.split("-"))
+    except ValueError:
+      raise ValueError(
+        f"age band {part!r}: expected <first>-<last> years, and <first>+ for the last band"
+        f" (such as {AGE_BANDS})"
+      ) from None
+    if first != expected or end < first:
+      raise ValueError(
+        f"age band {part!r}: bands must start at 0 and follow each other without gap or"
+        f" overlap (expected one starting at {expected}), such as {AGE_BANDS}"
+      )
+    bands.append((part, first, end))
+    expected = end + 1
+  return bands
+
+
+def age_bands_of(ages, bands) -> np.ndarray:
+  """Each age's band name from `parse_age_bands`; a negative age (not recorded) is 'unknown'."""
+  ages = np.asarray(ages)
+  out = np.full(ages.shape, UNKNOWN, dtype=object)
+  for name, first, end in bands:
+    out[(ages >= first) & (ages <= end)] = name
+  return out.astype(str)
+
+
+def bootstrap_auc_gap_ci(labels, scores, in_group, *, n_resamples=2000, confidence=0.95, seed=0):
+  """AUC(group) - AUC(rest) with a percentile CI from a stratified bootstrap.
+
+  The group's and the rest's positives and negatives are each resampled with
+  replacement (four strata, as `bootstrap_auc_ci` resamples two), so every
+  resample has both classes on both sides.
+
+  Args:
+    labels: 0/1 labels.
+    scores: the scores.
+    in_group: a boolean per case, True for the group's cases.
+    n_resamples: bootstrap resamples.
+    confidence: the CI's coverage.
+    seed: numpy's default_rng seed.
+
+  Returns:
+    (gap, low, high); nans when either side lacks a class.
+  """
+  y, s = _check(labels, scores)
+  g = np.asarray(in_group, bool)
+  sides = [(s[y & side], s[~y & side]) for side in (g, ~g)]
+  if any(pos.size == 0 or neg.size == 0 for pos, neg in sides):
+    return float("nan"), float("nan"), float("nan")
+  rng = np.random.default_rng(seed)
+  group, rest = (_bootstrap_aucs(pos, neg, n_resamples, rng) for pos, neg in sides)
+  alpha = 1.0 - confidence
+  low, high = np.quantile(group - rest, [alpha / 2.0, 1.0 - alpha / 2.0])
+  gap = roc_auc(y[g], s[g]) - roc_auc(y[~g], s[~g])
+  return float(gap), float(low), float(high)
+
+
+def _enough(y) -> bool:
+  """Whether cases with labels `y` hold MIN_PER_CLASS of each class."""
+  return min(int(y.sum()), int(y.size - y.sum())) >= MIN_PER_CLASS
+
+
+def subgroups(labels, scores, thresholds, groups, *, seed=0, n_resamples=2000) -> dict:
+  """Each subgroup's figures at the validation split's thresholds, and its AUC gap to the rest.
+
+  Per group: N and N abnormal; with MIN_PER_CLASS of each class, also its AUC
+  with a stratified bootstrap CI, its operating points (the thresholds given,
+  never chosen again on these cases), its ECE, and the gap AUC(group) -
+  AUC(rest of the split) with its CI (`bootstrap_auc_gap_ci`; only when the
+  rest has enough of each class too). A group whose gap's CI excludes zero
+  "differs": weaker or stronger than the rest. The groups are named by this
+  AUC rule alone; the 95% CIs are not adjusted for the number of groups, so
+  about one group in twenty differs by chance where no difference exists.
+
+  Args:
+    labels: 0/1 labels of the evaluated split.
+    scores: their scores.
+    thresholds: {operating point: its threshold, or one per case (a pooled
+      cross-validation's: each case's fold's)}, chosen on validation.
+    groups: {attribute (such as 'sex'): a group name per case}; an attribute
+      with fewer than two groups is left out (nothing to compare).
+    seed: the bootstrap's seed.
+    n_resamples: bootstrap resamples.
+
+  Returns:
+    {attribute: {group: figures}}, JSON-ready; a group with too few cases has
+    only n, n_positive and too_few (True).
+  """
+  y, s = _check(labels, scores)
+  out = {}
+  for attribute, names in groups.items():
+    for name, mask in _group_masks(names, y.size):
+      yg, sg = y[mask], s[mask]
+      entry = {"n": int(yg.size), "n_positive": int(yg.sum())}
+      if not _enough(yg):
+        out.setdefault(attribute, {})[name] = {**entry, "too_few": True}
+        continue
+      low, high = bootstrap_auc_ci(yg, sg, n_resamples=n_resamples, seed=seed)
+      points = {}
+      for point, threshold in thresholds.items():
+        conf = confusion(yg, sg, np.broadcast_to(threshold, y.shape)[mask])
+        points[point] = {**conf, **rates(conf)}
+      entry.update(
+        too_few=False,
+        auc=roc_auc(yg, sg),
+        auc_ci95=[low, high],
+        operating_points=points,
+        ece=calibration(yg, sg)["ece"],
+        auc_gap=None,
+        differs=None,
+      )
+      if _enough(y[~mask]):
+        gap, low, high = bootstrap_auc_gap_ci(y, s, mask, n_resamples=n_resamples, seed=seed)
+        entry["auc_gap"] = {
+          "value": gap,
+          "ci95": [low, high],
+          "n_rest": int((~mask).sum()),
+          "n_rest_positive": int(y[~mask].sum()),
+        }
+        entry["differs"] = "weaker" if high < 0 else "stronger" if low > 0 else None
+      out.setdefault(attribute, {})[name] = entry
+  return out
+
+
+def differing(subgroup_figures: dict) -> list[tuple[str, str, dict]]:
+  """(attribute, group, figures) of each group that differs from the rest, weakest first."""
+  found = [
+    (attribute, name, entry)
+    for attribute, by_name in subgroup_figures.items()
+    for name, entry in by_name.items()
+    if entry.get("differs")
+  ]
+  return sorted(found, key=lambda item: item[2]["auc_gap"]["value"])

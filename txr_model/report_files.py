@@ -13,6 +13,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from txr_model import model_card
 from txr_model import plots
 from txr_model import run_dir
 
@@ -36,6 +37,11 @@ def write_json(path: str, value) -> None:
     json.dump(json_safe(value), f, indent=2, sort_keys=True)
 
 
+def card(report: dict) -> str:
+  """The model card of a report, rendered from exactly what its metrics.json holds (write_json)."""
+  return model_card.render(json.loads(json.dumps(json_safe(report), sort_keys=True)))
+
+
 def write_scores(path: str, cases) -> None:
   """Writes each case's dataset, file name, label and score as CSV (local or gs://).
 
@@ -52,22 +58,24 @@ def write_scores(path: str, cases) -> None:
       writer.writerow([dataset, filename, int(label), repr(float(score))])
 
 
-def read_scores(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(labels, scores, datasets) from a `write_scores` file."""
+def read_scores(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(labels, scores, datasets, file names) from a `write_scores` file."""
   with tf.io.gfile.GFile(path) as f:
     rows = list(csv.DictReader(f))
   return (
     np.array([int(r["label"]) for r in rows], int),
     np.array([float(r["score"]) for r in rows], float),
     np.array([r["dataset"] for r in rows], str),
+    np.array([r["filename"] for r in rows], str),
   )
 
 
 def write_report(scored, split: str, log_dir: str, model_dir: str) -> None:
   """Writes one evaluation's files, and logs each path written.
 
-  metrics.json (the whole report), scores_<split>.csv (each case's score),
-  roc.png and reliability.png (with matplotlib) go into `model_dir`;
+  metrics.json (the whole report), MODEL_CARD.md (rendered from it),
+  scores_<split>.csv (each case's score), roc.png and reliability.png (with
+  matplotlib) go into `model_dir`;
   TensorBoard scalars and curves under `log_dir`/evaluation.
 
   Args:
@@ -80,10 +88,13 @@ def write_report(scored, split: str, log_dir: str, model_dir: str) -> None:
   tf.io.gfile.makedirs(model_dir)
   written = [
     os.path.join(model_dir, run_dir.METRICS),
+    os.path.join(model_dir, run_dir.MODEL_CARD),
     run_dir.scores_path(model_dir, split),
   ]
   write_json(written[0], report)
-  write_scores(written[1], scored.evaluated)
+  with tf.io.gfile.GFile(written[1], "w") as f:
+    f.write(card(report))
+  write_scores(written[2], scored.evaluated)
   pngs = plots.plot_curves(scored.validation, scored.evaluated, result, split)
   for name in ("roc", "reliability"):
     if name in pngs:  # Only with matplotlib.

@@ -53,6 +53,7 @@ def describe_run(report: dict, model_dir: str) -> str:
       "  AUC is the chance that an abnormal image scores above a normal one. It holds for"
       " images like this dataset's test split (same source, scanner and population), not for"
       " others; on the demo's synthetic sample it shows that training works, not clinical skill.",
+      *describe_subgroups(test),
     ]
   )
 
@@ -92,6 +93,7 @@ def describe_report(report: dict, key: str) -> str:
         if energy and energy["n_all_zero"]
         else []
       ),
+      *describe_subgroups(result),
     ]
   )
 
@@ -114,7 +116,68 @@ def describe_cross_validation(summary: dict) -> str:
   ]
   for name, group in pooled.get("by_group", {}).items():
     lines.append(f"    {name}: {_auc_text(group)}")
+  lines += describe_subgroups(pooled)
   return "\n".join(lines)
+
+
+def describe_subgroups(summary: dict) -> list[str]:
+  """Each subgroup's figures, then which differ from the rest and the weakest (none without).
+
+  Args:
+    summary: a `metrics.summarize` (or pooled) output; nothing without "subgroups".
+
+  Returns:
+    Lines for the user, the verdict last.
+  """
+  figures = summary.get("subgroups")
+  if figures is None:
+    return []
+  lines = [
+    "  Subgroups, at the thresholds chosen on validation (sensitivity and specificity at the"
+    " triage point; gap: AUC of the group minus AUC of the rest of the split):"
+  ]
+  for attribute, groups in figures.items():
+    for name, group in groups.items():
+      lines.append(f"    {attribute} {name}: {_subgroup_text(group)}")
+  found = metrics.differing(figures)
+  for direction in ("weaker", "stronger"):
+    named = [f"{a} {n} ({_gap_text(g)})" for a, n, g in found if g["differs"] == direction]
+    if named:
+      lines.append(f"  {direction.capitalize()} than the rest: {'; '.join(named)}.")
+  weakest = [(a, n, g) for a, n, g in found if g["differs"] == "weaker"]
+  if weakest:
+    attribute, name, group = weakest[0]
+    lines.append(
+      f"  Weakest subgroup: {attribute} {name}, AUC {group['auc']:.3f} on {group['n']} images,"
+      f" {_gap_text(group)}."
+    )
+  else:
+    lines.append(
+      "  No subgroup is weaker than the rest: every gap's 95% CI reaches zero, or the group"
+      f" has fewer than {metrics.MIN_PER_CLASS} images of a class."
+    )
+  return lines
+
+
+def _subgroup_text(group: dict) -> str:
+  """One subgroup's N, AUC with CI, triage-point rates, ECE and gap; or its N and 'too few'."""
+  counts = f"N={group['n']} ({group['n_positive']} abnormal)"
+  if group["too_few"]:
+    return f"{counts}, too few to say (fewer than {metrics.MIN_PER_CLASS} of a class)"
+  low, high = group["auc_ci95"]
+  triage = group["operating_points"][metrics.TRIAGE]
+  gap = f"; {_gap_text(group)}" if group["auc_gap"] else "; the rest too few to compare"
+  return (
+    f"{counts}, AUC {group['auc']:.3f} (95% CI {low:.3f}-{high:.3f}), sensitivity"
+    f" {triage['sensitivity']:.3f}, specificity {triage['specificity']:.3f}, ECE"
+    f" {group['ece']:.3f}{gap}"
+  )
+
+
+def _gap_text(group: dict) -> str:
+  gap = group["auc_gap"]
+  low, high = gap["ci95"]
+  return f"gap {gap['value']:+.3f}, 95% CI {low:+.3f} to {high:+.3f}"
 
 
 def _describe_by_group(summary: dict) -> list[str]:

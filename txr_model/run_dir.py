@@ -9,6 +9,7 @@
     feature_cache/            --cache_features' bottleneck features
     model.keras               the evaluated model (the best weights)
     metrics.json              its report; scores_<split>.csv, roc.png, reliability.png beside it
+    MODEL_CARD.md             the model card, from metrics.json (also in export/)
     logs/                     TensorBoard: training, and the evaluation under logs/evaluation/
     export/                   the SavedModel (runs without --folds only)
     fold_<k>/                 with --folds: round k's run folder (all of the above, no export/)
@@ -28,6 +29,7 @@ BACKUP = "backup"
 FEATURE_CACHE = "feature_cache"
 MODEL = "model.keras"
 METRICS = "metrics.json"
+MODEL_CARD = "MODEL_CARD.md"  # Beside every metrics.json, and in the export.
 LOGS = "logs"
 EVALUATION_LOGS = "evaluation"  # The evaluation's TensorBoard run, inside LOGS.
 EXPORT = "export"

@@ -28,6 +28,7 @@ from txr_model import finish
 from txr_model import fitting
 from txr_model import input_pipeline
 from txr_model import keras_compat
+from txr_model import metrics
 from txr_model import model as model_lib
 from txr_model import model_dir_lock
 from txr_model import report_files
@@ -127,11 +128,27 @@ _STEPS_PER_EXECUTION = flags.DEFINE_integer(
   "steps_per_execution", 1, "Training steps per tf.function call (raise on TPU).", lower_bound=1
 )
 
+_AGE_BANDS = flags.DEFINE_string(
+  "age_bands",
+  metrics.AGE_BANDS,
+  "Age bands of the evaluation's subgroups, in years: contiguous from 0, the last open-ended.",
+)
+
 _FLAGS = flags.FLAGS
 flags.mark_flags_as_required(["data_dir", "model_dir"])
+flags.register_validator("age_bands", lambda text: _parses(metrics.parse_age_bands, text))
 flags.register_validator(
   "folds", lambda k: k == 0 or k >= 3, "--folds needs 3 or more (train, validation, test)."
 )
+
+
+def _parses(parse, text) -> bool:
+  """True if `parse(text)` succeeds; else its error, as the flag's (absl prints it)."""
+  try:
+    parse(text)
+  except ValueError as e:
+    raise flags.ValidationError(str(e)) from None
+  return True
 
 
 @flags.multi_flags_validator(
@@ -261,8 +278,12 @@ def _run(config, strategy, builders, chief, work_dir):
       report_files.read_scores(run_dir.scores_path(run_dir.fold_dir(model_dir, k), "test"))
       for k in range(config.folds)
     ]
+    labels, scores, datasets, filenames = (
+      np.concatenate(column) for column in zip(*scored, strict=True)
+    )
+    groups = evaluation.attributes(datasets, filenames, config.data_dir, _AGE_BANDS.value)
     summary = evaluation.cross_validation_report(
-      reports, *(np.concatenate(column) for column in zip(*scored, strict=True)), seed=config.seed
+      reports, labels, scores, datasets, seed=config.seed, groups=groups
     )
     report_files.write_json(os.path.join(model_dir, run_dir.CV_METRICS), summary)
     print(f"txr-train: {report_text.describe_cross_validation(summary)}\n  Outputs in {model_dir}")
@@ -309,8 +330,23 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
   # strategy), fit the OOD detector, and export with the chosen threshold.
   # A fold's model serves its estimate; the deployable model is a run without --folds.
   return finish.finish_run(
-    model_dir, splits, config.seed, {"weights": weights}, export_model=not config.folds
+    model_dir,
+    splits,
+    config.seed,
+    {"weights": weights, **_recipe(config)},
+    export_model=not config.folds,
+    age_bands=_AGE_BANDS.value,
   )
+
+
+def _recipe(config) -> dict:
+  """What the model card says of how the model was trained, from the run's config."""
+  fields = ("dataset", "mode", "image_size", "epochs", "seed", "folds")
+  recipe = {name: getattr(config, name) for name in fields}
+  recipe["weights_init"] = config.weights
+  if config.mode == "two_phase":
+    recipe["fine_tune_epochs"] = config.fine_tune_epochs
+  return recipe
 
 
 def run():

@@ -21,6 +21,11 @@ _LESION_CONTRAST = flags.DEFINE_float(
 _NUISANCE = flags.DEFINE_float(
   "nuisance", 0.0, "Patient-to-patient variation (0-1): position, size, exposure, noise."
 )
+_FEMALE_LESION_CONTRAST = flags.DEFINE_float(
+  "female_lesion_contrast",
+  None,
+  "The opacities' brightness in images whose reading says female (default: --lesion_contrast).",
+)
 _OUT = flags.DEFINE_string(
   "out", os.path.join(os.path.dirname(__file__), "dummy_data"), "Output dir."
 )
@@ -30,7 +35,12 @@ def main(argv):
   """Writes the set the flags describe."""
   del argv
   root = synthetic.write_archive(
-    _OUT.value, _NUM_IMAGES.value, _SEED.value, _LESION_CONTRAST.value, _NUISANCE.value
+    _OUT.value,
+    _NUM_IMAGES.value,
+    _SEED.value,
+    _LESION_CONTRAST.value,
+    _NUISANCE.value,
+    _FEMALE_LESION_CONTRAST.value,
   )
   print(f"Wrote {_NUM_IMAGES.value} images to {root}")
 

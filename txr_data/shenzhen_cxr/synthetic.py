@@ -72,6 +72,7 @@ def write_archive(
   seed: int = 0,
   lesion_contrast: float = 0.35,
   nuisance: float = 0.0,
+  female_lesion_contrast: float | None = None,
 ) -> str:
   """Writes `<out>/ChinaSet_AllFiles/{CXR_png,ClinicalReadings}`, replacing any there.
 
@@ -85,6 +86,10 @@ def write_archive(
     seed: the random seed.
     lesion_contrast: see `chest_xray`.
     nuisance: see `chest_xray`.
+    female_lesion_contrast: the lesions' contrast in the images whose reading
+      says female (None: `lesion_contrast`, as in every other image); lower
+      makes a set on which a model does worse for women, to test that the
+      evaluation's subgroups find it.
 
   Returns:
     The `ChinaSet_AllFiles` folder written.
@@ -103,13 +108,18 @@ def write_archive(
   for label, (first, count) in enumerate(zip(FIRST_ID, (normal, num_images - normal), strict=True)):
     for i in range(count):
       stem = f"CHNCXR_{first + i:04d}_{label}"
-      pixels = chest_xray(rng, bool(label), lesion_contrast=lesion_contrast, nuisance=nuisance)
+      has_reading = n % 11 != 5  # A few readings are missing, as may happen.
+      first_line = _FIRST_LINES[n % len(_FIRST_LINES)]
+      contrast = lesion_contrast
+      if female_lesion_contrast is not None and has_reading and first_line.startswith("female"):
+        contrast = female_lesion_contrast
+      pixels = chest_xray(rng, bool(label), lesion_contrast=contrast, nuisance=nuisance)
       image = Image.fromarray(pixels, "L")
       image = [image.convert("P"), image.convert("RGB"), image][n % 3]
       image.save(os.path.join(root, "CXR_png", stem + ".png"), optimize=True)
-      if n % 11 != 5:  # A few readings are missing, as may happen.
+      if has_reading:
         finding = _FINDINGS[n % len(_FINDINGS)] if label else "normal"
         with open(os.path.join(root, "ClinicalReadings", stem + ".txt"), "w") as f:
-          f.write(f"{_FIRST_LINES[n % len(_FIRST_LINES)]}\n{finding}\n")
+          f.write(f"{first_line}\n{finding}\n")
       n += 1
   return root
