@@ -60,7 +60,8 @@ def test_sex_and_age_parse_in_every_reading_format_of_the_sample(builder, readin
 
 
 def test_the_build_log_counts_unknown_sex_and_age_per_split(tmp_path, caplog):
-  caplog.set_level(logging.INFO)
+  # On absl's logger: another test in the same process may have set its verbosity.
+  caplog.set_level(logging.INFO, logger="absl")
   builder = tfds.builder("shenzhen_cxr/512", data_dir=os.fspath(tmp_path))
   builder.download_and_prepare(
     download_config=tfds.download.DownloadConfig(manual_dir=txr_data.SAMPLE_DIR)
