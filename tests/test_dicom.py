@@ -1,42 +1,14 @@
 """DICOM -> PNG for txr-predict: LUTs, MONOCHROME1, limits, and a clear message without pydicom."""
 
 import builtins
-import io
 
+from conftest import dicom_bytes
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
 import pytest
 import tensorflow as tf
 
 from txr_model import dicom
-
-
-def dicom_bytes(pixels: np.ndarray, **attributes) -> bytes:
-  """A single-frame grayscale DICOM file (Digital X-Ray) holding `pixels` (uint16)."""
-  meta = FileMetaDataset()
-  meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-  meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-  meta.TransferSyntaxUID = ExplicitVRLittleEndian
-  ds = Dataset()
-  ds.file_meta = meta
-  ds.SOPClassUID = meta.MediaStorageSOPClassUID
-  ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-  ds.Modality = "DX"
-  ds.Rows, ds.Columns = pixels.shape
-  ds.SamplesPerPixel = 1
-  ds.PhotometricInterpretation = "MONOCHROME2"
-  ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-  ds.PixelRepresentation = 0
-  for key, value in attributes.items():
-    setattr(ds, key, value)
-  ds.PixelData = pixels.astype(np.uint16).tobytes()
-  buf = io.BytesIO()
-  ds.save_as(buf, enforce_file_format=True)
-  return buf.getvalue()
-
 
 RAMP = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (48, 1))
 

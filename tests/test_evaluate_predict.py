@@ -12,11 +12,11 @@ import subprocess
 import sys
 
 from conftest import REPO
+from conftest import dicom_bytes
 from conftest import run_ok
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_dicom import dicom_bytes
 
 from txr_data.shenzhen_cxr import synthetic
 from txr_model import model_card
@@ -47,6 +47,8 @@ def test_resume_continues_at_the_next_epoch_through_both_phases(resumed_run):
 def test_outputs_and_export_match_the_keras_model(resumed_run):
   import keras
   import tensorflow as tf
+
+  from txr_model import augmentation  # noqa: F401  (registers the Augment layer model.keras holds)
 
   from txr_data import geometry
   from txr_data import image_codec

@@ -116,6 +116,7 @@ def lite_export(learned):
   model_dir = learned[1]
   out = run_ok(
     [sys.executable, "-m", "txr_model.export_lite", f"--model_dir={model_dir}", "--variants=int8"]
+    + ["--calibration_images=100"]
   )
   return model_dir / "export", out.stdout
 
@@ -157,5 +158,5 @@ def test_int8_scores_as_the_keras_model_with_thresholds_of_its_own(learned, lite
     "auc": metrics.roc_auc(val_labels, val_scores),
   }  # fmt: skip
   assert meta["image_size"] == 75 and meta["max_side"] == 512
-  assert meta["calibration"] == {"split": "train", "n": 300}
+  assert meta["calibration"] == {"split": "train", "n": 100}
   assert (export_dir / "model_int8.tflite").stat().st_size < 25e6

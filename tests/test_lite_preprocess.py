@@ -7,11 +7,11 @@ import subprocess
 import sys
 import zlib
 
+from conftest import dicom_bytes
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
-from test_dicom import dicom_bytes
 
 from txr_lite import dicom as lite_dicom
 from txr_lite import image_rules
