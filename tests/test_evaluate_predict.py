@@ -48,10 +48,9 @@ def test_outputs_and_export_match_the_keras_model(resumed_run):
   import keras
   import tensorflow as tf
 
-  from txr_model import augmentation  # noqa: F401  (registers the Augment layer model.keras holds)
-
   from txr_data import geometry
   from txr_data import image_codec
+  from txr_model import augmentation  # noqa: F401  (registers the Augment layer model.keras holds)
 
   model_dir, _, log = resumed_run
   for name in ("flags.cfg", "model.keras", "export/saved_model.pb", "best.weights.h5"):
