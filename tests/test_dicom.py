@@ -56,9 +56,10 @@ def test_without_pydicom_the_message_says_what_to_install(monkeypatch):
       raise ImportError(name)
     return real_import(name, *args, **kwargs)
 
+  data = dicom_bytes(RAMP)  # Written with pydicom, before it goes.
   monkeypatch.setattr(builtins, "__import__", no_pydicom)
   with pytest.raises(ValueError, match=r"pip install 'txr\[dicom\]'"):
-    dicom.to_png(dicom_bytes(RAMP), 10**8)
+    dicom.to_png(data, 10**8)
 
 
 def _voi_lut_item(descriptor, lut):
