@@ -94,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
   files, unreadable = files_lib.find_images(args.paths)
   if not files and not unreadable:
     parser.error(f"No PNG, JPEG or DICOM files in {' '.join(args.paths)}.")
-  try:
+
+  def print_rows() -> int:
     printer = rows.Printer(args.format, files + [r["file"] for r in unreadable])
     failed = 0
-    predicted = predict_files(args.model, files, args.threads)
-    for result in itertools.chain(unreadable, predicted):
+    for result in itertools.chain(unreadable, predict_files(args.model, files, args.threads)):
       printer.add(result)
       failed += "error" in result
     printer.close()
@@ -108,13 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         f" model's {meta['operating_point']} operating point, chosen on validation)",
         flush=True,
       )
-  except BrokenPipeError:  # `txr-predict-lite ... | head`: stop quietly, as Unix tools do.
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit.
-    return 1
-  if failed:
-    total = len(files) + len(unreadable)
-    print(f"txr-predict-lite: {failed} of {total} file(s) failed.", file=sys.stderr)
-  return 1 if failed else 0
+    return failed
+
+  return rows.run_rows("txr-predict-lite", len(files) + len(unreadable), print_rows)
 
 
 def run():

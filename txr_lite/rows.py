@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import sys
 
 from txr_lite import files
@@ -66,3 +67,27 @@ class Printer:
     """Ends the output (the JSON array's bracket)."""
     if self.fmt == "json":
       self._print("\n]")
+
+
+def run_rows(command: str, total: int, print_rows) -> int:
+  """Runs `print_rows` (it returns how many files failed); the predictors' exit code.
+
+  Piped into `head`, stops quietly, as Unix tools do; a failed file is counted
+  on stderr.
+
+  Args:
+    command: the command's name, for the summary line.
+    total: how many rows there are.
+    print_rows: prints the rows; returns how many failed.
+
+  Returns:
+    1 if any file failed or the reader went away, else 0.
+  """
+  try:
+    failed = print_rows()
+  except BrokenPipeError:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit.
+    return 1
+  if failed:
+    print(f"{command}: {failed} of {total} file(s) failed.", file=sys.stderr)
+  return 1 if failed else 0

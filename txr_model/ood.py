@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from txr_lite import image_rules
+from txr_lite import lite_model
 
 MAX_COLOURFULNESS = image_rules.MAX_COLOURFULNESS
 ASPECT_RANGE = image_rules.ASPECT_RANGE
@@ -44,8 +45,7 @@ def fit(train_features: np.ndarray, val_features: np.ndarray, shrinkage: float =
 def mahalanobis(features, detector):
   """Distances of feature rows to the training mean (numpy or TF)."""
   if isinstance(features, np.ndarray):
-    d = features - detector["mean"]
-    return np.sqrt(np.einsum("ij,jk,ik->i", d, detector["precision"], d))
+    return lite_model.mahalanobis(features, detector["mean"], detector["precision"])
   d = tf.cast(features, tf.float32) - detector["mean"]
   return tf.sqrt(tf.maximum(tf.einsum("ij,jk,ik->i", d, detector["precision"], d), 0.0))
 

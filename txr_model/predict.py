@@ -15,7 +15,6 @@ if any file failed.
 import itertools
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -148,15 +147,11 @@ def main(argv):
   if not files and not unreadable:
     raise app.UsageError(f"No PNG, JPEG or DICOM files in {' '.join(paths)}.")
   explain_dir = _EXPLAIN_DIR.value if _EXPLAIN.value else None
-  try:
-    failed = _print_results(files, unreadable, explain_dir)
-  except BrokenPipeError:  # `txr-predict ... | head`: stop quietly, as Unix tools do.
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit.
-    return 1
-  if failed:
-    total = len(files) + len(unreadable)
-    print(f"txr-predict: {failed} of {total} file(s) failed.", file=sys.stderr)
-  return 1 if failed else 0
+  return rows.run_rows(
+    "txr-predict",
+    len(files) + len(unreadable),
+    lambda: _print_results(files, unreadable, explain_dir),
+  )
 
 
 def _print_results(files: list[str], unreadable: list[dict], explain_dir: str | None) -> int:
