@@ -98,6 +98,12 @@ def zip_tree(root, zip_path, arc_root: str, junk: str) -> None:
     z.writestr(f"__MACOSX/{arc_root}/{junk}", b"junk")
 
 
+def pytest_collection_modifyitems(items):
+  """Runs the heavy files first: under `--dist loadfile` the worker that drew one last would
+  finish minutes after the other (longest job first is the classic balance)."""
+  items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 @pytest.fixture
 def sample_copy(tmp_path):
   """A writable copy of the sample's `ChinaSet_AllFiles` tree under tmp_path/manual."""

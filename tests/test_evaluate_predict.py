@@ -5,7 +5,6 @@ reads it lives in this file, the trainer's resume and export checks too:
 pytest-xdist (`--dist loadfile`) runs a file on one worker, so the run trains once.
 """
 
-import csv
 import io
 import json
 import subprocess
@@ -249,10 +248,6 @@ def test_predict_cli_reports_bad_files_and_carries_on(resumed_run, inputs, tmp_p
   assert table.splitlines()[0].split()[:3] == ["file", "probability", "label"]
   assert len(table.splitlines()) == 4
   assert table.splitlines()[-1].startswith("label: abnormal when probability >= ")
-  rows = list(
-    csv.DictReader(io.StringIO(run_ok([*base, "--format=csv", str(inputs / "cxr_01.png")]).stdout))
-  )
-  assert rows[0]["out_of_distribution"] in ("True", "False") and float(rows[0]["probability"]) >= 0
 
 
 def test_serving_signature_answers_each_element(resumed_run, inputs):

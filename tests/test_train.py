@@ -1,10 +1,12 @@
-"""The trainer as users run it, in subprocesses: strategies, kill and resume, export.
+"""The trainer as users run it, in subprocesses: strategies, cross-validation, usage errors.
 
-Heavy: each test starts TensorFlow processes and traces InceptionV3 (75 px).
+Heavy (all but the flag validators): each test starts TensorFlow processes, most of them
+tracing InceptionV3 (75 px).
 """
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,9 +16,6 @@ from conftest import TINY
 from conftest import TRAIN
 from conftest import run_ok
 import pytest
-
-pytestmark = pytest.mark.heavy
-
 
 MIRRORED = """
 from txr_model import strategy as s
@@ -39,6 +38,7 @@ print("replicas", strategy.num_replicas_in_sync, "loss", loss)
 """
 
 
+@pytest.mark.heavy
 def test_mirrored_strategy_over_two_logical_cpus(built_data_dir, base_weights):
   script = MIRRORED.format(data_dir=built_data_dir, weights=base_weights)
   out = run_ok([sys.executable, "-c", script])
@@ -75,6 +75,7 @@ def _workers(args_for, n=2):
       p.kill()
 
 
+@pytest.mark.heavy
 def test_multi_worker_training_with_the_real_entry_point(built_data_dir, base_weights, tmp_path):
   args = [*TRAIN, *TINY, "--strategy=multi_worker_mirrored", f"--data_dir={built_data_dir}"]
   args += [f"--weights={base_weights}"]
@@ -112,6 +113,7 @@ print("fit ok")
 """
 
 
+@pytest.mark.heavy
 def test_keras_patch_is_needed_on_this_version():
   from txr_model import keras_compat
 
@@ -127,24 +129,45 @@ def test_keras_patch_is_needed_on_this_version():
 @pytest.mark.parametrize(
   "flags,message",
   [
-    (["--strategy=tpu"], "--strategy=tpu: no TPU found"),
     (["--image_size=50"], "image_size"),
     (["--strategy=warp"], "strategy"),
-    (["--global_batch_size=7", "--strategy=mirrored", "--num_cpu_devices=2"], "not a multiple"),
     (["--strategy=tpu", "--tpu=my-tpu"], "gs://"),
     (["--folds=2"], "--folds needs 3 or more"),
-    (["--strategy=mirrored"], "--strategy=mirrored found no GPU"),
     (["--mode=two_phase", "--weights=none"], "--mode=two_phase needs pretrained --weights"),
     (["--mode=end_to_end", "--cache_features"], "--cache_features needs --mode=two_phase"),
+    (["--strategy=tpu", "--mixed_precision=mixed_float16"], "float16 is not for TPUs"),
   ],
 )
-def test_bad_flags_fail_fast_and_clearly(tmp_path, flags, message):
+def test_flags_that_contradict_are_refused_when_parsed(tmp_path, flags, message):
+  """The flag validators, in this process (tests/test_cli.py runs the command on bad flags)."""
+  from absl import flags as absl_flags
+
+  from txr_model import train
+
+  values = absl_flags.FlagValues()
+  for flag in absl_flags.FLAGS.get_flags_for_module(train.__name__):
+    values[flag.name] = flag
+  with pytest.raises(absl_flags.Error, match=re.escape(message)):
+    values(["txr-train", "--data_dir=/nonexistent", f"--model_dir={tmp_path}", *flags])
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize(
+  "flags,message",
+  [
+    (["--strategy=tpu"], "--strategy=tpu: no TPU found"),
+    (["--global_batch_size=7", "--strategy=mirrored", "--num_cpu_devices=2"], "not a multiple"),
+    (["--strategy=mirrored"], "--strategy=mirrored found no GPU"),
+  ],
+)
+def test_absent_hardware_fails_fast_and_clearly(tmp_path, flags, message):
   args = [*TRAIN, "--data_dir=/nonexistent", f"--model_dir={tmp_path}", *flags]
   out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
   assert out.returncode != 0 and message in out.stderr + out.stdout
   assert not (tmp_path / "flags.cfg").exists()
 
 
+@pytest.mark.heavy
 def test_missing_data_dir_is_a_usage_error(tmp_path):
   out = subprocess.run(
     [*TRAIN, f"--model_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120
@@ -152,6 +175,7 @@ def test_missing_data_dir_is_a_usage_error(tmp_path):
   assert out.returncode != 0 and "--data_dir" in out.stderr
 
 
+@pytest.mark.heavy
 def test_cross_validation_over_both_sites_then_txr_evaluate(built_data_dir, base_weights, tmp_path):
   # Both embedded samples at once (64 Shenzhen + 20 Montgomery images), in 3 folds.
   args = [*TRAIN, *TINY, f"--data_dir={built_data_dir}", f"--model_dir={tmp_path}"]
