@@ -144,6 +144,25 @@ def base_weights(tmp_path_factory):
   return os.fspath(path)
 
 
+def train_flag_values():
+  """txr-train's flags, copied into a FlagValues of their own.
+
+  Parsing into it runs the flags' validators and leaves the process's flags
+  as they were: a Flag object shared with absl's FLAGS would keep the parsed
+  values for every later test on the same worker.
+  """
+  import copy
+
+  from absl import flags
+
+  from txr_model import train
+
+  values = flags.FlagValues()
+  for flag in flags.FLAGS.get_flags_for_module(train.__name__):
+    values[flag.name] = copy.deepcopy(flag)
+  return values
+
+
 TRAIN = [sys.executable, "-m", "txr_model.train"]
 TINY = ["--image_size=75", "--global_batch_size=8", "--fine_tune_blocks=1"]
 

@@ -2,19 +2,16 @@
 
 import dataclasses
 
-from absl import flags
+from conftest import train_flag_values
 import pytest
 
 from txr_model import run_config
-from txr_model import train
 
 
 def test_every_field_is_a_train_flag_and_round_trips(tmp_path):
+  values = train_flag_values()
   names = {f.name for f in dataclasses.fields(run_config.RunConfig)}
-  assert names <= set(flags.FLAGS)  # train's flags are defined on import
-  values = flags.FlagValues()
-  for flag in flags.FLAGS.get_flags_for_module(train.__name__):
-    values[flag.name] = flag
+  assert names <= set(values)
   values(["txr-train", "--data_dir=/d", f"--model_dir={tmp_path}", "--epochs=7"])
   config = run_config.RunConfig.from_flags(values)
   assert config.epochs == 7 and config.data_dir == "/d" and config.mode == "two_phase"

@@ -15,6 +15,7 @@ from conftest import REPO
 from conftest import TINY
 from conftest import TRAIN
 from conftest import run_ok
+from conftest import train_flag_values
 import pytest
 
 MIRRORED = """
@@ -142,11 +143,7 @@ def test_flags_that_contradict_are_refused_when_parsed(tmp_path, flags, message)
   """The flag validators, in this process (tests/test_cli.py runs the command on bad flags)."""
   from absl import flags as absl_flags
 
-  from txr_model import train
-
-  values = absl_flags.FlagValues()
-  for flag in absl_flags.FLAGS.get_flags_for_module(train.__name__):
-    values[flag.name] = flag
+  values = train_flag_values()
   with pytest.raises(absl_flags.Error, match=re.escape(message)):
     values(["txr-train", "--data_dir=/nonexistent", f"--model_dir={tmp_path}", *flags])
 
