@@ -157,7 +157,7 @@ def test_flags_that_contradict_are_refused_when_parsed(tmp_path, flags, message)
     (["--strategy=mirrored"], "--strategy=mirrored found no GPU"),
   ],
 )
-def test_absent_hardware_fails_fast_and_clearly(tmp_path, flags, message):
+def test_strategy_and_replica_errors_fail_fast_and_clearly(tmp_path, flags, message):
   args = [*TRAIN, "--data_dir=/nonexistent", f"--model_dir={tmp_path}", *flags]
   out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
   assert out.returncode != 0 and message in out.stderr + out.stdout
