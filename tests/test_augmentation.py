@@ -32,6 +32,23 @@ def test_same_augmentation_as_the_host_version(seed):
   np.testing.assert_allclose(augmentation.augment(images, seed), before, atol=1e-3)
 
 
+def test_the_layers_stream_is_the_old_pipelines_batch_by_batch():
+  """Step k of `Augment(seed)` in training is batch k of the old tf.data pipeline.
+
+  The old pipeline seeded batch k with (seed, k) on a repeated dataset; the layer's
+  stream advances once per training step. A change to the draws, their order, the
+  warp or the stream fails here (issue 24's bisection rests on this equality).
+  """
+  images = _images()
+  layer = augmentation.Augment(seed=11)
+  for step in range(3):
+    now = layer(tf.cast(images, tf.uint8), training=True)
+    before = host_pipeline_before.augment(
+      tf.cast(tf.cast(images, tf.uint8), tf.float32), tf.constant([11, step], tf.int64)
+    )
+    np.testing.assert_allclose(now.numpy(), before.numpy(), atol=1e-3)
+
+
 def test_warp_matches_keras_affine_transform_for_any_affine_map():
   images = _images(n=4, height=33, width=50)
   rng = np.random.default_rng(1)
