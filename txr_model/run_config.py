@@ -40,6 +40,7 @@ class RunConfig:
   fine_tune_learning_rate: float
   weight_decay: float
   warmup_epochs: float
+  augment_ramp_epochs: float
   early_stopping_patience: int
   mixed_precision: str
   seed: int
