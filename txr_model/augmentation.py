@@ -41,13 +41,13 @@ def random_transforms(seed: tf.Tensor, batch: tf.Tensor, height, width, strength
   """
   seeds = tf.random.experimental.stateless_split(seed, 5)
 
-  def uniform(i, bound, center=0.0):
+  def uniform(i, bound, center=0.0):  # the range scaled, so strength 1 draws as before
+    bound *= strength
     return tf.random.stateless_uniform([batch], seeds[i], center - bound, center + bound)
 
-  angle = uniform(0, MAX_ROTATION) * strength
-  zoom = 1.0 + uniform(1, MAX_ZOOM) * strength
-  shift_x = uniform(2, MAX_SHIFT) * strength * width
-  shift_y = uniform(3, MAX_SHIFT) * strength * height
+  angle = uniform(0, MAX_ROTATION)
+  zoom = uniform(1, MAX_ZOOM, center=1.0)
+  shift_x, shift_y = uniform(2, MAX_SHIFT) * width, uniform(3, MAX_SHIFT) * height
   # Rotate and scale about the centre, then shift.
   cx, cy = (width - 1) / 2, (height - 1) / 2
   a0, a1 = tf.cos(angle) / zoom, -tf.sin(angle) / zoom
@@ -56,8 +56,8 @@ def random_transforms(seed: tf.Tensor, batch: tf.Tensor, height, width, strength
   b2 = cy - b0 * cx - b1 * cy - shift_y
   zeros = tf.zeros([batch])
   transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-  photometric = tf.random.stateless_uniform([2, batch], seeds[4], -MAX_PHOTOMETRIC, MAX_PHOTOMETRIC)
-  photometric *= strength
+  bound = MAX_PHOTOMETRIC * strength
+  photometric = tf.random.stateless_uniform([2, batch], seeds[4], -bound, bound)
   return transforms, photometric[0], photometric[1]
 
 
