@@ -173,6 +173,19 @@ def test_sbit_is_read_from_its_chunk_not_found_by_a_byte_search(decode_fn, case)
   assert 200 < images.numpy().max() < 255 or case == "conformant"  # Not black, not white.
 
 
+@pytest.mark.parametrize("channels", [2, 4])
+def test_sbit_of_gray_alpha_and_rgba_counts_the_colour_bytes_never_alpha(decode_fn, channels):
+  """12-bit gray+alpha or RGBA, low-aligned, sBIT 12 per colour and 16 for alpha (issue 25)."""
+  film = (_film().astype(np.uint16) * 16)[..., None]  # 12-bit data: 0-4080
+  pixels = np.concatenate([film] * (channels - 1) + [np.full_like(film, 65535)], -1)
+  sbit = _chunk(b"sBIT", b"\x0c" * (1 if channels == 2 else 3) + b"\x10")
+  png = _with_chunks(tf.io.encode_png(pixels).numpy(), sbit)
+  images, _, _, error = decode_fn(tf.constant([png]))
+  assert error.numpy()[0] == b""
+  np.testing.assert_array_equal(images[0].numpy(), _expected(png))  # As the builder reads it.
+  assert images.numpy().max() > 200  # Not near-black, as alpha's depth (16) made it.
+
+
 def _jpeg_with_segments_first(data: bytes, size: int) -> bytes:
   """`data` (a JPEG) with `size` bytes of APP2 segments (ICC-like) right after SOI."""
   segments = b""

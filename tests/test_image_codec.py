@@ -162,6 +162,19 @@ def test_16_bit_gray_alpha_and_rgba_are_scaled_by_their_data_not_their_alpha(cha
   np.testing.assert_allclose(out, np.round(values[..., 0] * 255.0 / 4095), atol=0.5)
 
 
+@pytest.mark.parametrize("channels", [2, 4])
+def test_sbit_of_gray_alpha_and_rgba_is_read_from_the_colour_bytes_never_alpha(channels):
+  """Low-aligned 12-bit data, sBIT 12 per colour channel and 16 for alpha (issue 25)."""
+  values = np.linspace(0, 4095, 30 * 40).reshape(30, 40, 1).astype(np.uint16)
+  pixels = np.concatenate([values] * (channels - 1) + [np.full_like(values, 65535)], -1)
+  png = tf.io.encode_png(pixels).numpy()
+  sbit = b"\x0c" * (1 if channels == 2 else 3) + b"\x10"
+  png = png[:33] + _chunk(b"sBIT", sbit) + png[33:]
+  assert image_codec.png_info(png, "a.png").significant_bits == 12  # alpha's 16 not taken
+  out = _decoded(image_codec.normalise_png(png, "a.png"))[..., 0].astype(float)
+  np.testing.assert_allclose(out, np.round(values[..., 0] * 255.0 / 4095), atol=0.5)
+
+
 def _header_only(width, height, depth, colour):
   header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
   return image_codec.PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IEND", b"")

@@ -114,6 +114,14 @@ def _valid_images() -> dict:
     "dim_twelve_sbit": _after_ihdr(_pil(twelve // 2), sbit),  # 11-bit data, by 4095
     "sbit_in_text_only": _after_ihdr(_pil(twelve), _chunk(b"tEXt", b"Comment\0no sBIT here")),
     "sixteen_gray_alpha": _png16(np.stack([twelve, np.full_like(twelve, 65535)], -1)),
+    # sBIT 12 for the colour channels and 16 for alpha: the colour bytes set the depth.
+    "sixteen_gray_alpha_sbit": _after_ihdr(
+      _png16(np.stack([twelve, np.full_like(twelve, 65535)], -1)), _chunk(b"sBIT", b"\x0c\x10")
+    ),
+    "sixteen_rgba_sbit": _after_ihdr(
+      _png16(np.stack([twelve, twelve, twelve, np.full_like(twelve, 65535)], -1)),
+      _chunk(b"sBIT", b"\x0c\x0c\x0c\x10"),
+    ),
     "sixteen_rgb": _png16(_colour(170, 130).astype(np.uint16) * 200),
     "sixteen_rgb_equal": _png16(np.repeat(twelve[..., None], 3, -1)),
     "sixteen_rgba": _png16(

@@ -87,7 +87,9 @@ def png_info(data: bytes, name: str) -> PngInfo:
       width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", body)
       header = PngInfo(width, height, depth, colour, interlace)
     if kind == b"sBIT" and header is not None and length:
-      header = dataclasses.replace(header, significant_bits=max(body))
+      # A byte per channel, alpha's last: the colour bytes set the depth, never alpha's.
+      colour_bytes = body[: 3 if header.color_type & 2 else 1]
+      header = dataclasses.replace(header, significant_bits=max(colour_bytes))
     if kind == b"eXIf" and header is not None and not idat:  # Where serving looks for it.
       header = dataclasses.replace(header, orientation=exif_orientation(bytes(body)))
     if kind == b"IDAT":

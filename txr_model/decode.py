@@ -136,11 +136,16 @@ def _orientation(data: tf.Tensor, is_png: tf.Tensor) -> tf.Tensor:
   return orientation
 
 
-def _significant_bits(data: tf.Tensor) -> tf.Tensor:
-  """A PNG's sBIT depth (the largest of its bytes), or 0 when the file has no sBIT chunk."""
+def _significant_bits(data: tf.Tensor, channels: int) -> tf.Tensor:
+  """A PNG's sBIT depth, or 0 when the file has no sBIT chunk.
+
+  sBIT has a byte per channel, alpha's last: the depth is the largest of the
+  colour bytes (`channels`: 1 for gray and gray+alpha, 3 for RGB, RGBA and
+  palette), never alpha's, which may say 16 over 12-bit gray.
+  """
   offset, length = _segment(data, tf.constant(True), b"sBIT", 0, b"")
-  body = tf.strings.substr(data, tf.maximum(offset, 0), tf.clip_by_value(length, 0, 4))
-  return tf.where(offset >= 0, tf.reduce_max(_bytes_at(body, 0, 4)), 0)
+  body = tf.strings.substr(data, tf.maximum(offset, 0), tf.clip_by_value(length, 0, channels))
+  return tf.where(offset >= 0, tf.reduce_max(_bytes_at(body, 0, channels)), 0)
 
 
 def _gray(data, is_png, png_depth, colour):
@@ -150,7 +155,7 @@ def _gray(data, is_png, png_depth, colour):
     def png():
       def sixteen():
         image = tf.io.decode_png(data, channels=channels, dtype=tf.uint16)
-        return image_codec.to_uint8(image, _significant_bits(data))
+        return image_codec.to_uint8(image, _significant_bits(data, channels))
 
       return tf.cond(png_depth == 16, sixteen, lambda: tf.io.decode_png(data, channels=channels))
 
