@@ -54,6 +54,25 @@ def test_usage_errors_are_one_line_and_create_nothing(tmp_path):
   assert f"--explain_dir={a_file} is a file" in line
 
 
+def test_a_rerun_with_other_settings_into_a_run_folder_is_refused_before_any_work(tmp_path):
+  """It would resume the old run, train nothing and export its weights as the new recipe's."""
+  from conftest import train_flag_values
+
+  from txr_model import run_config
+
+  model_dir, data_dir = tmp_path / "model", tmp_path / "data"
+  values = train_flag_values()
+  values(["txr-train", f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--seed=0"])
+  model_dir.mkdir()
+  run_config.RunConfig.from_flags(values).save(str(model_dir))
+  args = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--seed=7", "--epochs=8"]
+  line = _error_line(_run("train", *args))
+  assert "--epochs: 5 -> 8" in line and "--seed: 0 -> 7" in line
+  assert "another --model_dir" in line and "--overwrite" in line
+  assert sorted(p.name for p in model_dir.iterdir()) == [run_config.FILE]  # nothing touched
+  assert not data_dir.exists()
+
+
 def test_evaluate_on_a_dataset_not_built_says_how_to_build_it(tmp_path):
   model_dir = tmp_path / "model"
   model_dir.mkdir()

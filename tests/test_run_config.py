@@ -20,3 +20,36 @@ def test_every_field_is_a_train_flag_and_round_trips(tmp_path):
   assert run_config.RunConfig.load(str(tmp_path / "nothing_here")) is None
   with pytest.raises(dataclasses.FrozenInstanceError):
     config.epochs = 8
+
+
+def _config(tmp_path, *flags):
+  values = train_flag_values()
+  values(["txr-train", "--data_dir=/d", f"--model_dir={tmp_path}", *flags])
+  return run_config.RunConfig.from_flags(values)
+
+
+def test_differences_name_each_setting_that_shapes_the_result_and_ignore_places(tmp_path):
+  earlier = _config(tmp_path, "--seed=0", "--epochs=4")
+  moved = dataclasses.replace(earlier, data_dir="gs://b/d", model_dir="gs://b/m", manual_dir="/m")
+  assert moved.differences(earlier) == []  # a resumed run may read and write elsewhere
+  other = _config(tmp_path, "--seed=7", "--epochs=8", "--image_size=80")
+  assert other.differences(earlier) == [
+    "--image_size: 299 -> 80", "--epochs: 4 -> 8", "--seed: 0 -> 7",
+  ]  # fmt: skip
+
+
+def test_a_config_from_before_the_ramp_loads_as_no_ramp_and_an_unknown_key_is_refused(tmp_path):
+  import json
+
+  config = _config(tmp_path)
+  config.save(str(tmp_path))
+  path = tmp_path / run_config.FILE
+  saved = json.loads(path.read_text())
+  del saved["augment_ramp_epochs"]
+  path.write_text(json.dumps(saved))
+  assert run_config.RunConfig.load(str(tmp_path)).augment_ramp_epochs == 0.0
+  saved["from_the_future"] = 1
+  del saved["seed"]
+  path.write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match="unknown settings: from_the_future; missing: seed"):
+    run_config.RunConfig.load(str(tmp_path))

@@ -11,6 +11,8 @@ import os
 import tensorflow as tf
 
 FILE = "run_config.json"
+# Fields that say where a run reads and writes, not what it does.
+PLACES = ("data_dir", "manual_dir", "model_dir", "tpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +42,6 @@ class RunConfig:
   fine_tune_learning_rate: float
   weight_decay: float
   warmup_epochs: float
-  augment_ramp_epochs: float
   early_stopping_patience: int
   mixed_precision: str
   seed: int
@@ -48,6 +49,8 @@ class RunConfig:
   cache_features: bool
   cache_views: int
   steps_per_execution: int
+  # Runs from before the ramp existed wrote no such key: they ramped nothing.
+  augment_ramp_epochs: float = 0.0
 
   @classmethod
   def from_flags(cls, flag_values) -> "RunConfig":
@@ -66,6 +69,18 @@ class RunConfig:
     with tf.io.gfile.GFile(os.path.join(model_dir, FILE), "w") as f:
       json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
 
+  def differences(self, earlier: "RunConfig") -> list[str]:
+    """The settings that shape a run's result in which `earlier` differs, as 'name: old -> new'.
+
+    Where a run is read from and written to (data_dir, manual_dir, model_dir,
+    the TPU's address) shapes nothing: a resumed run may move.
+    """
+    return [
+      f"--{f.name}: {getattr(earlier, f.name)!r} -> {getattr(self, f.name)!r}"
+      for f in dataclasses.fields(self)
+      if f.name not in PLACES and getattr(self, f.name) != getattr(earlier, f.name)
+    ]
+
   @classmethod
   def load(cls, model_dir: str) -> "RunConfig | None":
     """Reads `<model_dir>/run_config.json`; None if the run wrote none.
@@ -75,9 +90,22 @@ class RunConfig:
 
     Returns:
       The config, or None.
+
+    Raises:
+      ValueError: the file holds settings this release does not know, or lacks some.
     """
     path = os.path.join(model_dir, FILE)
     if not tf.io.gfile.exists(path):
       return None
     with tf.io.gfile.GFile(path) as f:
-      return cls(**json.load(f))
+      saved = json.load(f)
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+    unknown, missing = sorted(set(saved) - names), sorted(required - set(saved))
+    if unknown or missing:
+      raise ValueError(
+        f"{path} is not a run_config.json this txr release reads (unknown settings:"
+        f" {', '.join(unknown) or 'none'}; missing: {', '.join(missing) or 'none'}): use the"
+        " release that wrote it, or train afresh."
+      )
+    return cls(**saved)

@@ -39,7 +39,8 @@ EVALUATION = "evaluation"  # txr-evaluate's outputs, one folder per dataset and 
 _FOLD = "fold_{}"
 _FOLD_PATTERN = re.compile(r"^fold_(\d+)$")
 _SCORES = "scores_{}.csv"
-_WORKER = "worker_{}_{}"
+WORKER_PREFIX = "worker_"
+_WORKER = WORKER_PREFIX + "{}_{}"
 
 
 def fold_name(k: int | str) -> str:

@@ -99,6 +99,13 @@ _AUGMENT_RAMP_EPOCHS = flags.DEFINE_float(
   " first epochs (epoch e augments at e / this); 0: full strength from the start.",
   0.0,
 )
+_OVERWRITE = flags.DEFINE_bool(
+  "overwrite",
+  False,
+  "Train afresh in a --model_dir that holds an earlier run: what that run left there"
+  " (backups, best checkpoint, model, export, reports) is removed first. Without it, a"
+  " rerun resumes the earlier run, and is refused if its settings differ.",
+)
 _PATIENCE = flags.DEFINE_integer(
   "early_stopping_patience",
   0,
@@ -203,6 +210,8 @@ def main(argv):
     logging.warning("--mode=end_to_end has one phase: --fine_tune_* flags are not used.")
   # Every usage error before anything is created; neither check runs a TF op.
   cli.check_folder_flag("model_dir", config.model_dir)
+  if not _OVERWRITE.value:
+    _check_same_recipe(config)
   try:
     names = input_pipeline.dataset_names(config.dataset)
   except ValueError as e:
@@ -247,6 +256,44 @@ def main(argv):
     raise app.UsageError(str(e)) from None
 
 
+def _check_same_recipe(config):
+  """Refuses a rerun into --model_dir whose settings differ from the run already there.
+
+  The rerun would resume that run's backups and best checkpoint, train nothing
+  new, and then report and export the old weights under the new settings.
+  """
+  try:
+    earlier = run_config.RunConfig.load(config.model_dir)
+  except ValueError as e:
+    raise app.UsageError(f"{e} Or pass --overwrite.") from None
+  differences = [] if earlier is None else config.differences(earlier)
+  if differences:
+    raise app.UsageError(
+      f"--model_dir={config.model_dir} holds a run with other settings"
+      f" ({'; '.join(differences)}): resuming it would train nothing and export its weights"
+      " under the new settings. Give another --model_dir, or pass --overwrite to train afresh"
+      " there."
+    )
+
+
+def _start_afresh(work_dir):
+  """Removes what an earlier run left in this process's `work_dir`.
+
+  Keeps the lock this run holds and the workers' folders, which each worker
+  clears itself (a worker may already be writing to its own).
+  """
+  for name in tf.io.gfile.listdir(work_dir):
+    name = name.rstrip("/")
+    path = os.path.join(work_dir, name)
+    if name == model_dir_lock.FILE or name.startswith(run_dir.WORKER_PREFIX):
+      continue
+    if tf.io.gfile.isdir(path):
+      tf.io.gfile.rmtree(path)
+    else:
+      tf.io.gfile.remove(path)
+  logging.info("--overwrite: removed the earlier run's files from %s", work_dir)
+
+
 def _run(config, strategy, builders, chief, work_dir):
   """Builds the datasets if needed, then trains once or per cross-validation fold."""
   model_dir = config.model_dir
@@ -255,6 +302,8 @@ def _run(config, strategy, builders, chief, work_dir):
   # Seeded only after the build: TFDS names its temporary build folder with
   # Python's `random`, so two runs seeded alike would build into the same one.
   keras.utils.set_random_seed(config.seed)
+  if _OVERWRITE.value:
+    _start_afresh(work_dir)
   if chief:
     with tf.io.gfile.GFile(os.path.join(model_dir, run_dir.FLAGFILE), "w") as f:
       f.write(_flagfile_text())  # for reruns: --flagfile=<model_dir>/flags.cfg
