@@ -7,7 +7,8 @@ downloaded, and its takeoff varies from run to run: one seed says little.
 For each generated set and each training seed this runs the real
 `txr-train` with the demo's recipe (`--mode=end_to_end --weights=none`, 75 px,
 batch 16, learning rate 1e-3) and records, from the epoch lines Keras prints,
-the training loss and validation AUC of every epoch, the first epoch whose
+the training loss, validation AUC and validation loss of every epoch (the
+whole log is kept as `train.log` beside each run), the first epoch whose
 validation AUC reaches 0.9 ("takeoff"), and the test AUC with its 95% CI and
 N from metrics.json. The sets, each 662 films with the archive's names
 (484 train, 64 validation, 114 test) and data seeds never used for tuning:
@@ -51,7 +52,9 @@ RECIPE = [  # configs/demo.cfg's recipe, without its paths and epochs
   "--mode=end_to_end", "--weights=none", "--image_size=75", "--global_batch_size=16",
   "--learning_rate=1e-3", "--weight_decay=1e-3", "--dropout=0.3", "--mixed_precision=float32",
 ]  # fmt: skip
-_EPOCH_LINE = re.compile(r"^\d+/\d+ .* - loss: ([0-9.]+) .* - val_auc: ([0-9.]+)", re.M)
+_EPOCH_LINE = re.compile(
+  r"^\d+/\d+ .* - loss: ([0-9.]+) .* - val_auc: ([0-9.]+) - val_loss: ([0-9.e+]+)", re.M
+)
 
 
 def _archive(name: str) -> str:
@@ -85,12 +88,15 @@ def _run(name: str, seed: int) -> dict:
   if done.returncode:
     sys.stderr.write(done.stderr[-3000:])
     raise SystemExit(f"txr-train failed for {name} seed {seed}")
+  with open(os.path.join(out, "train.log"), "w") as f:
+    f.write(done.stdout + done.stderr)
   epochs = _EPOCH_LINE.findall(done.stdout + done.stderr)
   with open(os.path.join(out, "model", "metrics.json")) as f:
     test = json.load(f)["test"]
   losses, val_aucs = [float(e[0]) for e in epochs], [float(e[1]) for e in epochs]
   return {
     "set": name, "seed": seed, "loss": losses, "val_auc": val_aucs,
+    "val_loss": [float(e[2]) for e in epochs],
     "takeoff_epoch": takeoff(val_aucs), "test_auc": test["auc"], "test_auc_ci95": test["auc_ci95"],
     "test_n": test["n"], "seconds": round(time.time() - start),
   }  # fmt: skip
