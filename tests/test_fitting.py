@@ -236,3 +236,30 @@ def test_a_phase_is_backed_up_under_its_name_and_restore_best_loads_the_best(tmp
     np.testing.assert_array_equal(a, b)
   none = fitting.BestCheckpoint(str(tmp_path / "other.weights.h5"))
   assert fitting.restore_best(model, none) == "last epoch (no validation AUC was checkpointed)"
+
+
+def test_a_kill_between_the_best_checkpoint_and_the_backup_never_loses_the_best_epoch(tmp_path):
+  """Epoch 2 is the best; the run dies at its end: the restart must still compare it."""
+  run = types.SimpleNamespace(work_dir=str(tmp_path), steps=2, val_steps=None)
+  x = np.array([[-1.0], [1.0], [-2.0], [2.0]], "float32")
+  data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 0, 1], "float32"))).batch(2)
+  path = str(tmp_path / run_dir.BEST_WEIGHTS)
+
+  class Killed(Exception):
+    pass
+
+  class KillAtEndOfEpoch2(keras.callbacks.Callback):  # the kill lands in the first callback
+    def on_epoch_end(self, epoch, logs=None):
+      if epoch == 1:
+        raise Killed
+
+  model = _fixed_model()
+  with pytest.raises(Killed):
+    callbacks = [KillAtEndOfEpoch2(), fitting.BestCheckpoint(path)]
+    fitting.fit_phase(run, "head", model, 0, 3, data.repeat(), data, callbacks)
+  metadata = json.loads((tmp_path / run_dir.BACKUP / "head" / "training_metadata.json").read_text())
+  assert metadata["epoch"] == 1  # epochs completed and backed up: epoch 2 runs again
+  history = fitting.fit_phase(
+    run, "head", _fixed_model(), 0, 3, data.repeat(), data, [fitting.BestCheckpoint(path)]
+  )
+  assert history.epoch == [1, 2]

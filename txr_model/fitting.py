@@ -367,7 +367,9 @@ def fit_phase(run, phase, model, initial_epoch, epochs, train, validation, callb
     steps_per_epoch=run.steps,
     validation_data=validation,
     validation_steps=run.val_steps,
-    callbacks=[backup, *callbacks],
+    # The backup last: every other callback (the best checkpoint above all) has seen
+    # an epoch before it is backed up, so a kill between them redoes that epoch.
+    callbacks=[*callbacks, backup],
     verbose=2,
   )
 
