@@ -23,6 +23,9 @@ def test_schedule_warms_up_then_decays_to_zero():
   assert float(flat(0)) == pytest.approx(1e-3)
 
 
+_NO_STOP = types.SimpleNamespace(early_stopping_patience=0)
+
+
 def _model():
   model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
   model.compile("sgd", "mse")
@@ -221,7 +224,7 @@ def test_a_phase_that_stopped_early_is_not_trained_again_after_a_restart(tmp_pat
 
 
 def test_a_phase_is_backed_up_under_its_name_and_restore_best_loads_the_best(tmp_path):
-  run = types.SimpleNamespace(work_dir=str(tmp_path), steps=2, val_steps=None)
+  run = types.SimpleNamespace(work_dir=str(tmp_path), steps=2, val_steps=None, config=_NO_STOP)
   model = _fixed_model()
   x = np.array([[-1.0], [1.0], [-2.0], [2.0]], "float32")
   data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 0, 1], "float32"))).batch(2)
@@ -240,7 +243,7 @@ def test_a_phase_is_backed_up_under_its_name_and_restore_best_loads_the_best(tmp
 
 def test_a_kill_between_the_best_checkpoint_and_the_backup_never_loses_the_best_epoch(tmp_path):
   """Epoch 2 is the best; the run dies at its end: the restart must still compare it."""
-  run = types.SimpleNamespace(work_dir=str(tmp_path), steps=2, val_steps=None)
+  run = types.SimpleNamespace(work_dir=str(tmp_path), steps=2, val_steps=None, config=_NO_STOP)
   x = np.array([[-1.0], [1.0], [-2.0], [2.0]], "float32")
   data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 0, 1], "float32"))).batch(2)
   path = str(tmp_path / run_dir.BEST_WEIGHTS)
@@ -263,3 +266,24 @@ def test_a_kill_between_the_best_checkpoint_and_the_backup_never_loses_the_best_
     run, "head", _fixed_model(), 0, 3, data.repeat(), data, [fitting.BestCheckpoint(path)]
   )
   assert history.epoch == [1, 2]
+
+
+def test_early_stopping_keeps_its_patience_count_across_a_restart(tmp_path):
+  """Patience 2, best at epoch 2: a run stops after epoch 4, killed at 3 and restarted too."""
+  x = np.array([[-1.0], [1.0], [-2.0], [2.0]], "float32")
+  data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 0, 1], "float32"))).batch(2)
+  aucs = [0.5, 0.6, 0.55, 0.55, 0.55, 0.55, 0.55, 0.55]
+
+  class Scripted(keras.callbacks.Callback):  # validation AUCs by epoch, whatever the model
+    def on_epoch_end(self, epoch, logs=None):
+      logs["val_auc"] = aucs[epoch]
+
+  def run_phase(folder, epochs):
+    config = types.SimpleNamespace(early_stopping_patience=2)
+    run = types.SimpleNamespace(work_dir=str(folder), steps=2, val_steps=None, config=config)
+    model = _fixed_model()
+    return fitting.fit_phase(run, "p", model, 0, epochs, data.repeat(), data, [Scripted()]).epoch
+
+  assert run_phase(tmp_path / "whole", 8) == [0, 1, 2, 3]
+  assert run_phase(tmp_path / "killed", 3) == [0, 1, 2]  # as if killed after epoch 3
+  assert run_phase(tmp_path / "killed", 8) == [3]  # Keras alone ran epochs 4 and 5

@@ -139,6 +139,47 @@ class AugmentationRamp(keras.callbacks.Callback):
     self.model.get_layer(model_lib.AUGMENT).set_strength(1.0)
 
 
+class EarlyStopping(keras.callbacks.EarlyStopping):
+  """Stops a phase after `patience` epochs without a better validation AUC, across restarts.
+
+  Keras's EarlyStopping starts counting afresh in every `fit`, so a phase
+  killed and restarted ran on past where it would have stopped. This keeps
+  its count after each epoch in the phase's backup folder, keyed by the epochs
+  done, and takes up the count of the epoch the restart resumes from.
+  """
+
+  def __init__(self, backup_dir: str, patience: int):
+    """Monitors val_auc; keeps its count in `<backup_dir>/early_stopping.json`."""
+    super().__init__("val_auc", mode="max", patience=patience)
+    self.state_path = os.path.join(backup_dir, "early_stopping.json")
+    self._states, self._resumed = {}, False
+
+  def on_train_begin(self, logs=None):
+    """Resets as Keras does, then reads the counts kept by earlier runs of the phase."""
+    super().on_train_begin(logs)
+    self._states, self._resumed = {}, False
+    if tf.io.gfile.exists(self.state_path):
+      with tf.io.gfile.GFile(self.state_path) as f:
+        self._states = json.load(f)
+
+  def on_epoch_begin(self, epoch, logs=None):
+    """At the first epoch run, takes up the count kept after the epochs already done."""
+    if not self._resumed:
+      self._resumed = True
+      state = self._states.get(str(epoch))
+      if state:
+        self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
+
+  def on_epoch_end(self, epoch, logs=None):
+    """Counts as Keras does, then keeps the count (before the backup of this epoch)."""
+    super().on_epoch_end(epoch, logs)
+    best = None if self.best is None else float(self.best)
+    self._states[str(epoch + 1)] = {"wait": self.wait, "best": best, "best_epoch": self.best_epoch}
+    tf.io.gfile.makedirs(os.path.dirname(self.state_path))
+    with tf.io.gfile.GFile(self.state_path, "w") as f:
+      json.dump(self._states, f)
+
+
 class BestCheckpoint(keras.callbacks.Callback):
   """Saves the weights of the best validation AUC, ties going to the lower validation loss.
 
@@ -254,7 +295,7 @@ class Plan:
   steps_per_execution: int
   train: object  # The distributed datasets of images.
   validation: object
-  callbacks: tuple  # Every phase's: TensorBoard, TerminateOnNaN, EarlyStopping if asked.
+  callbacks: tuple  # Every phase's: TensorBoard, TerminateOnNaN (fit_phase adds EarlyStopping).
   checkpoint: BestCheckpoint  # The phases that train the whole model keep their best epoch.
 
 
@@ -285,10 +326,6 @@ def plan(
   validation = dataclasses.replace(splits["validation"], repeat=static, pad_to_steps=val_steps or 0)
   callbacks = [keras.callbacks.TensorBoard(os.path.join(work_dir, run_dir.LOGS))]
   callbacks.append(keras.callbacks.TerminateOnNaN())
-  if config.early_stopping_patience:
-    callbacks.append(
-      keras.callbacks.EarlyStopping("val_auc", mode="max", patience=config.early_stopping_patience)
-    )
   return Plan(
     config, strategy, work_dir, splits, steps, val_steps, steps_per_execution,
     input_pipeline.distributed_dataset(strategy, train),
@@ -354,7 +391,10 @@ def fit_phase(run, phase, model, initial_epoch, epochs, train, validation, callb
     The History of `model.fit`.
   """
   # The backup is kept after the phase, so a restarted run skips finished phases.
-  backup = Backup(os.path.join(run.work_dir, run_dir.BACKUP, phase))
+  backup_dir = os.path.join(run.work_dir, run_dir.BACKUP, phase)
+  backup = Backup(backup_dir)
+  if run.config.early_stopping_patience:
+    callbacks = [*callbacks, EarlyStopping(backup_dir, run.config.early_stopping_patience)]
   epochs = backup.final_epoch(epochs)
   logging.info("Phase %s: epochs %d-%d, %d steps each", phase, initial_epoch + 1, epochs, run.steps)
   # Keras 3 leaves the epoch a BackupAndRestore restored on the model, where it
