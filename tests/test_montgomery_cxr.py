@@ -121,14 +121,6 @@ def test_subjects_chain_and_are_keyed_by_the_first_film():
   assert silent == nlm_tb.subjects_of(stems, texts, mcb.PREFIX, mcb.KNOWN_REPEATS)
 
 
-def test_a_patient_in_two_splits_is_refused_by_name():
-  nlm_tb.check_one_split_per_subject([("a/X_0001_1.png", "X_0001_1", "test")] * 2)
-  with pytest.raises(ValueError, match="b/X_0002_1.png: the same patient .X_0001_1. as a/X_0001_1"):
-    nlm_tb.check_one_split_per_subject(
-      [("a/X_0001_1.png", "X_0001_1", "test"), ("b/X_0002_1.png", "X_0001_1", "train")]
-    )
-
-
 def test_repeat_films_of_one_patient_share_subject_fold_and_split(tmp_path, sample_copy):
   """0166_1 by the documented map (its reading removed), 0150_1 by its reading's words."""
   image = (sample_copy / "CXR_png" / "MCUCXR_0104_1.png").read_bytes()

@@ -187,25 +187,6 @@ def subjects_of(
   return {stem: root(stem) for stem in stems}
 
 
-def check_one_split_per_subject(films: list[tuple[str, str, str]]) -> None:
-  """Refuses a subject whose films are in two splits: the test split would hold a training patient.
-
-  Args:
-    films: (path, subject, split) of each image.
-
-  Raises:
-    ValueError: naming both files.
-  """
-  seen = {}
-  for path, subject, split in films:
-    other, other_split = seen.setdefault(subject, (path, split))
-    if other_split != split:
-      raise ValueError(
-        f"{path}: the same patient ({subject}) as {other}, but in the {split} split and it in"
-        f" {other_split}; one patient's films must share a split."
-      )
-
-
 def decode_reading(data: bytes) -> str | None:
   """A readings file's text: UTF-8 or UTF-16 (by BOM), else Latin-1; None if binary."""
   for bom, encoding in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
@@ -435,9 +416,6 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     by_split = {name: [] for name in dict.fromkeys(SPLIT_OF_FOLD)}
     for stem in sorted(images):
       by_split[split_of(subjects[stem])].append((stem, images[stem], parsed[stem], subjects[stem]))
-    check_one_split_per_subject(
-      [(path, subject, split) for split, items in by_split.items() for _, path, _, subject in items]
-    )
     for split, items in by_split.items():
       if not items:  # TFDS would fail with a bare AssertionError.
         raise ValueError(
