@@ -28,9 +28,12 @@ def test_scores_worker_and_evaluation_paths():
   )
 
 
-def test_the_names_users_and_the_readme_know():
-  assert (run_dir.MODEL, run_dir.METRICS, run_dir.CV_METRICS) == (
-    "model.keras", "metrics.json", "cv_metrics.json"
-  )  # fmt: skip
-  assert (run_dir.LOGS, run_dir.EXPORT, run_dir.FLAGFILE) == ("logs", "export", "flags.cfg")
+def test_every_name_in_the_run_folder_is_in_the_readme():
+  """The README's outputs tables are the user's map of a run folder: no name may drift."""
+  with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
+    readme = f.read()
+  names = [run_dir.MODEL, run_dir.METRICS, run_dir.LOGS, run_dir.EXPORT, run_dir.FLAGFILE]
+  names += [run_dir.BEST_WEIGHTS, run_dir.BACKUP, run_dir.CV_METRICS, run_dir.EVALUATION]
+  missing = [name for name in names if f"`{name}" not in readme]
+  assert not missing, missing
   assert run_dir.BEST_WEIGHTS.endswith(".weights.h5")  # Keras's required suffix
