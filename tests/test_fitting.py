@@ -143,11 +143,14 @@ def test_weight_zero_padding_does_not_count_in_the_validation_metrics():
   assert history["auc"][0] == pytest.approx(0.75, abs=1e-3) and history["accuracy"][0] == 0.5
 
 
-@pytest.mark.parametrize("requested", [1, 2, 3, 4, 5, 6, 9])
-def test_every_epoch_and_validation_pass_runs_exactly_its_steps(requested):
-  # 40 training examples at batch 8: 5 steps; 9 validation examples: 2 padded steps.
+@pytest.mark.parametrize(
+  "requested, epoch_steps", [(1, 5), (2, 4), (3, 3), (4, 4), (5, 5), (6, 5), (9, 5)]
+)
+def test_every_epoch_and_validation_pass_runs_exactly_its_steps(requested, epoch_steps):
+  # 40 training examples at batch 8: 5 steps, a prime, so 2 to 4 per execution round the
+  # epoch down rather than run one step per execution; 9 validation examples: 2 padded steps.
   steps, val_steps, per_execution = fitting.plan_steps(40, 9, 8, requested, static=True)
-  assert steps == 5 and val_steps >= 2 and per_execution <= requested
+  assert steps == epoch_steps and val_steps >= 2 and per_execution == min(requested, steps)
   assert steps % per_execution == 0 and val_steps % per_execution == 0
   model = _fixed_model()
   fitting.compile_for_training(model, 0.0, weight_decay=0.0, steps_per_execution=per_execution)

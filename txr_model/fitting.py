@@ -69,11 +69,23 @@ def plan_steps(
     (steps per epoch, validation steps or None, steps per execution): the
     largest divisor of the steps per epoch not above the requested one, and
     validation steps a multiple of it, so every pass runs exactly its steps.
+    Where that divisor is under half the request (a prime number of steps,
+    say), the epoch is rounded down to a multiple of the request instead: a
+    TPU would lose more to short executions than the few batches an epoch
+    leaves out (each epoch reshuffles, so no image is left out for good).
   """
   steps = max(1, train_examples // global_batch_size)
+  wanted = min(steps_per_execution, steps)
   # Keras runs whole executions: 5 steps at 3 per execution would run 6.
-  used = max(d for d in range(1, min(steps_per_execution, steps) + 1) if steps % d == 0)
-  if used != steps_per_execution:
+  used = max(d for d in range(1, wanted + 1) if steps % d == 0)
+  if 2 * used <= wanted:
+    logging.warning(
+      "--steps_per_execution=%d: an epoch's %d steps rounded down to %d, a multiple of it"
+      " (its largest divisor, %d, would run short executions).",
+      steps_per_execution, steps, steps - steps % wanted, used,
+    )  # fmt: skip
+    steps, used = steps - steps % wanted, wanted
+  elif used != steps_per_execution:
     logging.warning(
       "--steps_per_execution=%d does not divide an epoch's %d steps: using %d.",
       steps_per_execution, steps, used,
