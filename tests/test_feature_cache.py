@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 
@@ -47,3 +48,8 @@ def test_key_covers_what_the_features_depend_on(config, tmp_path):
   weights.write_bytes(b"other weights, same name")
   assert feature_cache.cache_key(config, str(weights), 4) != changed[2]
   assert feature_cache.cache_key(config, "none", 4) == base
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  try:  # features computed in float16 are not reused by a float32 run
+    assert feature_cache.cache_key(config, "none", 4) != base
+  finally:
+    keras.mixed_precision.set_global_policy("float32")

@@ -3,8 +3,8 @@
 With the base frozen, the pooled InceptionV3 features of each training image
 (a fixed number of augmented views) are computed once, stored with
 tf.data.Dataset.save, and the head trains on them. The cache key covers the
-dataset version, split, image size, weights, views and seed, so a change to
-any of them never reuses stale features.
+dataset version, split, image size, weights, views, seed and dtype policy, so a
+change to any of them never reuses stale features.
 """
 
 import dataclasses
@@ -50,6 +50,8 @@ def cache_key(config: input_pipeline.InputConfig, weights: str, views: int) -> d
     "weights": _weights_id(weights),
     "views": views,
     "seed": config.seed,
+    # Features computed in float16 are not a float32 run's (the model is built under it).
+    "dtype_policy": keras.mixed_precision.global_policy().name,
     "keras": keras.version(),
     "format": FORMAT_VERSION,
   }
