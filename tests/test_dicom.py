@@ -1,6 +1,7 @@
 """DICOM -> PNG for txr-predict: LUTs, MONOCHROME1, limits, and a clear message without pydicom."""
 
 import builtins
+import io
 
 from conftest import dicom_bytes
 import numpy as np
@@ -58,8 +59,9 @@ def test_without_pydicom_the_message_says_what_to_install(monkeypatch):
 
   data = dicom_bytes(RAMP)  # Written with pydicom, before it goes.
   monkeypatch.setattr(builtins, "__import__", no_pydicom)
-  with pytest.raises(ValueError, match=r"pip install 'txr\[dicom\]'"):
+  with pytest.raises(ValueError, match=r"pip install 'pydicom>=3' \(from a txr checkout") as e:
     dicom.to_png(data, 10**8)
+  assert "txr[dicom]" not in str(e.value)  # "txr" on the package index is another project
 
 
 def _voi_lut_item(descriptor, lut):
@@ -94,3 +96,24 @@ def test_malformed_attributes_are_a_value_error_naming_them(attributes, value):
     data = data.replace(value, b"abc ")
   with pytest.raises(ValueError, match="invalid DICOM rescale, window or LUT attributes"):
     dicom.to_png(data, 10**8)
+
+
+@pytest.mark.parametrize(
+  "tag, value, message",
+  [
+    ("Rows", None, "Rows is missing or empty"),
+    ("SamplesPerPixel", None, "SamplesPerPixel is missing or empty"),
+    ("Columns", [64, 64], "Columns holds 2 values, not one"),
+    ("BitsStored", None, "Bits Stored"),  # pydicom's own decode names it
+  ],
+)
+def test_an_empty_or_several_valued_tag_is_a_value_error_naming_it(tag, value, message):
+  """Before, int(None) and int(MultiValue) raised TypeErrors that stopped both predictors."""
+  import pydicom
+
+  ds = pydicom.dcmread(io.BytesIO(dicom_bytes(RAMP)))
+  ds[tag].value = value
+  buf = io.BytesIO()
+  ds.save_as(buf, enforce_file_format=True)
+  with pytest.raises(ValueError, match=message):
+    dicom.to_png(buf.getvalue(), 10**8)

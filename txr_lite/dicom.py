@@ -1,6 +1,6 @@
 """DICOM files (what hospitals store) -> 8-bit grayscale pixels, without TensorFlow.
 
-Needs pydicom (pip install 'txr[dicom]'). Applies the modality LUT (rescale
+Needs pydicom (`INSTALL` says how). Applies the modality LUT (rescale
 slope/intercept) and the VOI LUT or window the file carries, scales by the
 stored bit depth (or a VOI LUT's own depth), as 12-bit PNGs are scaled, and
 inverts MONOCHROME1 (where high values are dark). Bad attributes are a
@@ -15,7 +15,12 @@ import numpy as np
 
 from txr_lite import image_rules
 
-INSTALL = "reading DICOM needs pydicom: pip install 'txr[dicom]'"
+# Not 'txr[dicom]': the package index's "txr" is another project. txr installs from its
+# checkout, so name pydicom itself.
+INSTALL = (
+  "reading DICOM needs pydicom: pip install 'pydicom>=3' (from a txr checkout:"
+  " pip install '.[dicom]', or './lite[dicom]' for txr-predict-lite's environment)"
+)
 
 
 def to_gray(data: bytes, max_pixels: int = image_rules.MAX_PIXELS) -> np.ndarray:
@@ -43,10 +48,10 @@ def to_gray(data: bytes, max_pixels: int = image_rules.MAX_PIXELS) -> np.ndarray
     raise ValueError(f"not a readable DICOM file ({e})") from None
   if "PixelData" not in ds:
     raise ValueError("DICOM file without pixel data")
-  rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+  rows, columns = _integer(ds, "Rows"), _integer(ds, "Columns")
   if rows * columns > max_pixels:
     raise ValueError(f"{columns} x {rows} pixels is too large for a radiograph")
-  if int(ds.get("SamplesPerPixel", 1)) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+  if _integer(ds, "SamplesPerPixel") != 1 or _integer(ds, "NumberOfFrames", 1) != 1:
     raise ValueError("only single-frame grayscale DICOM radiographs are supported")
   try:
     pixels = ds.pixel_array
@@ -66,6 +71,32 @@ def to_gray(data: bytes, max_pixels: int = image_rules.MAX_PIXELS) -> np.ndarray
   return np.round(scaled * 255).astype(np.uint8)
 
 
+def _integer(ds, keyword: str, default: int | None = None) -> int:
+  """A tag's one whole number: every integer tag is read through here.
+
+  Args:
+    ds: the pydicom dataset.
+    keyword: the tag's keyword, e.g. 'Rows'.
+    default: the value where the file lacks the tag or leaves it empty; None
+      makes that an error.
+
+  Raises:
+    ValueError: naming the tag, when it is missing (without a default), empty
+      (without a default), several values, or not a whole number.
+  """
+  value = ds.get(keyword)
+  if value is None or value == "":
+    if default is None:
+      raise ValueError(f"the DICOM tag {keyword} is missing or empty")
+    return default
+  if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+    raise ValueError(f"the DICOM tag {keyword} holds {len(value)} values, not one")
+  try:
+    return int(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"the DICOM tag {keyword} is not a whole number ({value!r})") from None
+
+
 def _output_range(ds, pixels: np.ndarray) -> tuple[float, float]:
   """The nominal range of what `apply_voi_lut` returns, to scale to 8 bits.
 
@@ -75,6 +106,6 @@ def _output_range(ds, pixels: np.ndarray) -> tuple[float, float]:
   """
   if ds.get("VOILUTSequence"):  # apply_voi_lut prefers the LUT to a window.
     return 0.0, 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1
-  bits = int(ds.get("BitsStored", 8 * pixels.dtype.itemsize))
-  low = -(2.0 ** (bits - 1)) if int(ds.get("PixelRepresentation", 0)) else 0.0
+  bits = _integer(ds, "BitsStored", 8 * pixels.dtype.itemsize)
+  low = -(2.0 ** (bits - 1)) if _integer(ds, "PixelRepresentation", 0) else 0.0
   return low, low + 2.0**bits - 1

@@ -4,7 +4,7 @@ r"""Classifies chest X-ray files with an exported txr model.
 
 Prints, per file, P(TB), the label at the saved threshold and the
 out-of-distribution flag and score, a batch of rows at a time. Reads PNG and
-JPEG files, and DICOM (.dcm) with the optional extra: pip install 'txr[dicom]'.
+JPEG files, and DICOM (.dcm) with pydicom installed (from a checkout: pip install '.[dicom]').
 Needs only TensorFlow and absl (of txr, the TensorFlow-only overlay.py, dicom.py
 for DICOM, and what it shares with txr-predict-lite in txr_lite/): the checks,
 decoding and everything else are in the SavedModel and its assets.extra/txr.json.
