@@ -175,6 +175,13 @@ def _refused_images() -> dict:
   last = progressive.rindex(b"\xff\xda")
   scan_bomb = progressive[:-2] + progressive[last:-2] * 200 + progressive[-2:]
   y, x = np.mgrid[0:200, 0:200]
+  rows = _film(90, 120)  # a complete zlib stream of 45 of the 90 rows the header declares
+  half = (
+    image_rules.PNG_SIGNATURE
+    + _chunk(b"IHDR", struct.pack(">IIBBBBB", 120, 90, 8, 0, 0, 0, 0))
+    + _chunk(b"IDAT", zlib.compress(b"".join(b"\0" + row.tobytes() for row in rows[:45])))
+    + _chunk(b"IEND", b"")
+  )
   crc = len(good) - 16  # The last IDAT CRC's first byte: IEND follows.
   cuts = {f"png_cut_{k}": (good[: len(good) * k // 6], "decode") for k in range(1, 6)}
   cuts |= {f"jpeg_cut_{k}": (jpeg[: len(jpeg) * k // 6], "decode") for k in range(1, 6)}
@@ -189,6 +196,7 @@ def _refused_images() -> dict:
     "bmp": (_pil(_film(90, 120), "BMP"), "format"),
     "truncated_png": (good[: len(good) // 2], "decode"),
     "corrupt_zlib": (good[:41] + b"\x00" * 20 + good[61:], "decode"),
+    "half_the_rows": (half, "decode"),  # Pillow alone filled the other half in
     "jpeg_garbage": (b"\xff\xd8\xff\xe0 not really a jpeg", "decode"),
     "truncated_jpeg": (jpeg[: len(jpeg) * 2 // 3], "decode"),
     "png_bomb": (bomb, "too_large"),

@@ -140,7 +140,7 @@ def exif_orientation(tiff: bytes) -> int:
   return 1
 
 
-_CHANNELS = {_GRAY: 1, _RGB: 3, _PALETTE: 1, _GRAY_ALPHA: 2, _RGBA: 4}
+_CHANNELS = image_rules.PNG_CHANNELS
 _KINDS = {_GRAY: "grayscale PNG", _RGB: "RGB PNG", _PALETTE: "palette PNG",
           _GRAY_ALPHA: "grayscale+alpha PNG", _RGBA: "RGBA PNG"}  # fmt: skip
 
@@ -161,24 +161,6 @@ def decode_bytes(info: PngInfo) -> int:
   return info.width * info.height * per_pixel
 
 
-def _scanline_bytes(info: PngInfo) -> int:
-  """The inflated size of the image data: one filter byte plus the packed pixels per row."""
-  bits = _CHANNELS.get(info.color_type, 1) * info.bit_depth
-
-  def size(width, height):
-    return height * (1 + (width * bits + 7) // 8) if width and height else 0
-
-  if not info.interlace:
-    return size(info.width, info.height)
-  # Adam7: seven passes, each a sub-image (start, step) in x and y.
-  passes = ((0, 8, 0, 8), (4, 8, 0, 8), (0, 4, 4, 8), (2, 4, 0, 4), (0, 2, 2, 4), (1, 2, 0, 2),
-            (0, 1, 1, 2))  # fmt: skip
-  return sum(
-    size((info.width - x0 + dx - 1) // dx, (info.height - y0 + dy - 1) // dy)
-    for x0, dx, y0, dy in passes
-  )
-
-
 def _check_image_data(idat: list, info: PngInfo, name: str) -> None:
   """Inflates the IDAT stream (no unfiltering) and checks it holds every scanline.
 
@@ -186,20 +168,17 @@ def _check_image_data(idat: list, info: PngInfo, name: str) -> None:
   stream would otherwise be stored and fail only when the split is read.
   Inflating costs a few milliseconds per radiograph, far less than a decode.
   """
-  inflater = zlib.decompressobj()
-  expected = _scanline_bytes(info)
+  expected = image_rules.png_image_data_bytes(
+    info.width, info.height, info.bit_depth, info.color_type, info.interlace
+  )
   try:
-    size = 0
-    for body in idat:
-      size += len(inflater.decompress(body, expected + 1 - size))
-      if size > expected:
-        break
+    size, ended = image_rules.inflated_size(idat, expected)
   except zlib.error as e:
     raise BadImageError(f"{name}: corrupt PNG image data ({e}); re-copy it.") from e
-  if size != expected or not inflater.eof:
+  if size != expected or not ended:
     raise BadImageError(
       f"{name}: corrupt PNG image data ({size} of {expected} bytes after inflating"
-      f"{'' if inflater.eof else ', stream cut short'}); re-download or re-extract it."
+      f"{'' if ended else ', stream cut short'}); re-download or re-extract it."
     )
 
 

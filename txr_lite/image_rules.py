@@ -48,3 +48,51 @@ ERRORS = {
   "blank": f"almost no contrast (pixel standard deviation under {MIN_CONTRAST:g} grey levels):"
   " a blank image, not a radiograph",
 }
+
+
+# Samples per pixel of each PNG colour type (gray, RGB, palette, gray+alpha, RGBA).
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def png_image_data_bytes(width, height, bit_depth, colour_type, interlace) -> int:
+  """The inflated size of a PNG's image data: a filter byte plus the packed pixels per row."""
+  bits = PNG_CHANNELS.get(colour_type, 1) * bit_depth
+
+  def size(w, h):
+    return h * (1 + (w * bits + 7) // 8) if w and h else 0
+
+  if not interlace:
+    return size(width, height)
+  # Adam7: seven passes, each a sub-image (start, step) in x and y.
+  passes = ((0, 8, 0, 8), (4, 8, 0, 8), (0, 4, 4, 8), (2, 4, 0, 4), (0, 2, 2, 4), (1, 2, 0, 2),
+            (0, 1, 1, 2))  # fmt: skip
+  return sum(
+    size((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy) for x0, dx, y0, dy in passes
+  )
+
+
+def inflated_size(idat, expected: int) -> tuple[int, bool]:
+  """Inflates IDAT bodies (no unfiltering) up to one byte past `expected`.
+
+  A complete zlib stream can still hold fewer rows than the header declares:
+  its CRCs are valid, libpng refuses it, and some decoders fill the missing
+  rows in. Every reader checks the size with this.
+
+  Args:
+    idat: the IDAT chunks' bodies, in order.
+    expected: `png_image_data_bytes` of the header.
+
+  Returns:
+    (bytes inflated, capped at expected + 1; whether the stream ended).
+
+  Raises:
+    zlib.error: for corrupt compressed data.
+  """
+  import zlib
+
+  inflater, size = zlib.decompressobj(), 0
+  for body in idat:
+    size += len(inflater.decompress(body, expected + 1 - size))
+    if size > expected:
+      break
+  return size, inflater.eof

@@ -138,12 +138,14 @@ def _critical_chunks(data: bytes) -> bytes:
   """The PNG's critical chunks (IHDR, PLTE, IDAT, IEND), checked as libpng checks them.
 
   libpng, the serving graph's decoder, refuses a critical chunk with a wrong
-  CRC, an unknown critical chunk and a file cut before IEND, and ignores an
+  CRC, an unknown critical chunk, a file cut before IEND and image data short
+  of the header's rows (`_check_image_data`), and ignores an
   ancillary chunk's CRC, which Pillow checks (the graph reads eXIf and sBIT
   itself, from the whole file). No ancillary chunk changes the pixels either
   decodes, so Pillow gets only the critical ones.
   """
   view, pos, kept = memoryview(data), len(image_rules.PNG_SIGNATURE), [data[:8]]
+  idat = []
   while True:
     if pos + 12 > len(data):
       raise ValueError(ERRORS["decode"])
@@ -159,9 +161,28 @@ def _critical_chunks(data: bytes) -> bytes:
       ):
         raise ValueError(ERRORS["decode"])
       kept.append(view[pos:end])
+    if kind == b"IDAT":
+      idat.append(view[pos + 8 : end - 4])
     if kind == b"IEND":
+      _check_image_data(data, idat)
       return b"".join(kept)
     pos = end
+
+
+def _check_image_data(data: bytes, idat: list) -> None:
+  """Refuses image data that inflates to fewer (or more) rows than the header declares.
+
+  libpng, the serving graph's decoder, refuses such a file; Pillow fills the
+  missing rows in, which scored a half film as a whole one.
+  """
+  width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+  expected = image_rules.png_image_data_bytes(width, height, depth, colour, interlace)
+  try:
+    size, ended = image_rules.inflated_size(idat, expected)
+  except zlib.error:
+    raise ValueError(ERRORS["decode"]) from None
+  if size != expected or not ended:
+    raise ValueError(ERRORS["decode"])
 
 
 def _png_pixels(data: bytes, colour: bool, significant_bits: int):
