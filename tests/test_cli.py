@@ -87,6 +87,23 @@ def test_evaluate_on_a_dataset_not_built_says_how_to_build_it(tmp_path):
   assert not (model_dir / "evaluation").exists()
 
 
+def test_export_lite_on_a_run_whose_dataset_is_not_built_says_so_before_any_work(tmp_path):
+  """It used to start downloading the NLM archive (offline: a traceback after 213 s)."""
+  from conftest import train_flag_values
+
+  from txr_model import run_config
+
+  model_dir, data_dir = tmp_path / "model", tmp_path / "data"
+  values = train_flag_values()
+  values(["txr-train", f"--data_dir={data_dir}", f"--model_dir={model_dir}"])
+  model_dir.mkdir()
+  run_config.RunConfig.from_flags(values).save(str(model_dir))
+  (model_dir / "model.keras").write_bytes(b"")  # only its presence is checked first
+  line = _error_line(_run("export_lite", f"--model_dir={model_dir}"))
+  assert f"shenzhen_cxr/512 is not built in {data_dir}" in line
+  assert not (model_dir / "export").exists()
+
+
 @pytest.mark.parametrize(
   "flag,message",
   [

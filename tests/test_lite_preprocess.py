@@ -185,32 +185,35 @@ def _refused_images() -> dict:
   crc = len(good) - 16  # The last IDAT CRC's first byte: IEND follows.
   cuts = {f"png_cut_{k}": (good[: len(good) * k // 6], "decode") for k in range(1, 6)}
   cuts |= {f"jpeg_cut_{k}": (jpeg[: len(jpeg) * k // 6], "decode") for k in range(1, 6)}
-  return cuts | {
-    "bad_idat_crc": (good[:crc] + bytes([good[crc] ^ 1]) + good[crc + 1 :], "decode"),
-    "no_iend": (good[:-12], "decode"),
-    "signature_only": (image_rules.PNG_SIGNATURE, "format"),
-    "jpeg_signature_only": (image_rules.JPEG_SIGNATURE, "decode"),
-    "empty": ("", "empty"),
-    "garbage": (b"garbage", "format"),
-    "gif": (_pil(_film(90, 120), "GIF"), "format"),
-    "bmp": (_pil(_film(90, 120), "BMP"), "format"),
-    "truncated_png": (good[: len(good) // 2], "decode"),
-    "corrupt_zlib": (good[:41] + b"\x00" * 20 + good[61:], "decode"),
-    "half_the_rows": (half, "decode"),  # Pillow alone filled the other half in
-    "jpeg_garbage": (b"\xff\xd8\xff\xe0 not really a jpeg", "decode"),
-    "truncated_jpeg": (jpeg[: len(jpeg) * 2 // 3], "decode"),
-    "png_bomb": (bomb, "too_large"),
-    "jpeg_bomb": (bytes(jpeg_bomb), "too_large"),
-    "scan_bomb": (scan_bomb, "scans"),
-    "one_pixel": (_pil(np.full((1, 1), 128, np.uint8)), "too_small"),
-    "side_31": (_pil(_film(31, 100)), "too_small"),
-    "zero_width": (bytes(zero_width), "no_pixels"),
-    "elongated": (_pil(_film(20000, 10)), "aspect"),
-    "wide": (_pil(_film(40, 161)), "aspect"),
-    "uniform": (_pil(np.full((200, 200), 128, np.uint8)), "blank"),
-    "uniform_jpeg": (_pil(np.full((200, 200), 90, np.uint8), "JPEG"), "blank"),
-    "speck": (_pil(np.where((y == 100) & (x == 100), 255, 128).astype(np.uint8)), "blank"),
-  }
+  return (
+    cuts
+    | {
+      "bad_idat_crc": (good[:crc] + bytes([good[crc] ^ 1]) + good[crc + 1 :], "decode"),
+      "no_iend": (good[:-12], "decode"),
+      "signature_only": (image_rules.PNG_SIGNATURE, "format"),
+      "jpeg_signature_only": (image_rules.JPEG_SIGNATURE, "decode"),
+      "empty": ("", "empty"),
+      "garbage": (b"garbage", "format"),
+      "gif": (_pil(_film(90, 120), "GIF"), "format"),
+      "bmp": (_pil(_film(90, 120), "BMP"), "format"),
+      "truncated_png": (good[: len(good) // 2], "decode"),
+      "corrupt_zlib": (good[:41] + b"\x00" * 20 + good[61:], "decode"),
+      "half_the_rows": (half, "decode"),  # Pillow alone filled the other half in
+      "jpeg_garbage": (b"\xff\xd8\xff\xe0 not really a jpeg", "decode"),
+      "truncated_jpeg": (jpeg[: len(jpeg) * 2 // 3], "decode"),
+      "png_bomb": (bomb, "too_large"),
+      "jpeg_bomb": (bytes(jpeg_bomb), "too_large"),
+      "scan_bomb": (scan_bomb, "scans"),
+      "one_pixel": (_pil(np.full((1, 1), 128, np.uint8)), "too_small"),
+      "side_31": (_pil(_film(31, 100)), "too_small"),
+      "zero_width": (bytes(zero_width), "no_pixels"),
+      "elongated": (_pil(_film(20000, 10)), "aspect"),
+      "wide": (_pil(_film(40, 161)), "aspect"),
+      "uniform": (_pil(np.full((200, 200), 128, np.uint8)), "blank"),
+      "uniform_jpeg": (_pil(np.full((200, 200), 90, np.uint8), "JPEG"), "blank"),
+      "speck": (_pil(np.where((y == 100) & (x == 100), 255, 128).astype(np.uint8)), "blank"),
+    }
+  )
 
 
 @pytest.fixture(scope="module")

@@ -91,3 +91,25 @@ def dataset_builder(dataset: str, data_dir: str):
       f"--dataset={dataset}: {detail.rstrip('.')}. Use shenzhen_cxr/512, shenzhen_cxr/original"
       " or another registered TFDS name/config."
     ) from e
+
+
+def check_built(dataset: str, data_dir: str) -> None:
+  """A one-line UsageError, saying how to build it, for a dataset not built in `data_dir`.
+
+  Before any work: a command that went on would have TFDS download the NLM
+  archive (an older version in data_dir counts as not built).
+
+  Args:
+    dataset: a --dataset value ('a/512' or 'a/512+b/512').
+    data_dir: the TFDS data dir.
+  """
+  from txr_model import input_pipeline  # Lazily: importing this module must stay cheap.
+
+  for name in input_pipeline.dataset_names(dataset):
+    if not dataset_builder(name, data_dir).is_prepared():
+      builder, _, config = name.partition("/")
+      raise app.UsageError(
+        f"{name} is not built in {data_dir}: build it with `tfds build txr_data/{builder}"
+        f"{f' --config={config}' if config else ''} --data_dir={data_dir}"
+        " --manual_dir=<its archive>`, or give --data_dir where it is built."
+      )

@@ -81,18 +81,6 @@ def _training_run(model_dir):
   return None, None
 
 
-def _check_built(dataset, data_dir):
-  """A one-line usage error, saying how to build it, for a dataset not built in data_dir."""
-  for name in input_pipeline.dataset_names(dataset):
-    if not cli.dataset_builder(name, data_dir).is_prepared():
-      builder, _, config = name.partition("/")
-      raise app.UsageError(
-        f"{name} is not built in {data_dir}: build it with `tfds build txr_data/{builder}"
-        f"{f' --config={config}' if config else ''} --data_dir={data_dir}"
-        " --manual_dir=<its archive>`, or give --data_dir where it is built."
-      )
-
-
 def _check_split(dataset, data_dir, split):
   """A one-line usage error for a --split that a dataset does not have."""
   for name in input_pipeline.dataset_names(dataset):
@@ -148,9 +136,9 @@ def main(argv):
     metrics.parse_age_bands(_AGE_BANDS.value)
   except ValueError as e:
     raise app.UsageError(f"--age_bands={_AGE_BANDS.value}: {e}") from None
-  _check_built(dataset, data_dir)
+  cli.check_built(dataset, data_dir)
   if not same_data:
-    _check_built(trained.dataset, trained.data_dir)
+    cli.check_built(trained.dataset, trained.data_dir)
   if not (folds and same_data):  # A fold's splits are its fold groups, checked above.
     _check_split(dataset, data_dir, split)
 

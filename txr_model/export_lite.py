@@ -17,6 +17,7 @@ import txr_data  # noqa: F401  (registers the builders)
 from txr_lite import lite_model
 from txr_model import cli
 from txr_model import litert
+from txr_model import run_config
 from txr_model import run_dir
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A txr-train output directory.")
@@ -39,6 +40,12 @@ def main(argv):
     )
   if not os.path.exists(os.path.join(_MODEL_DIR.value, run_dir.MODEL)):
     raise app.UsageError(f"--model_dir={_MODEL_DIR.value} holds no {run_dir.MODEL}.")
+  try:
+    trained = run_config.RunConfig.load(_MODEL_DIR.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  if trained is not None:  # Thresholds and calibration read its data: built, before any work.
+    cli.check_built(trained.dataset, trained.data_dir)
   try:
     written = litert.export_lite(
       _MODEL_DIR.value, list(dict.fromkeys(_VARIANTS.value)), _CALIBRATION_IMAGES.value
