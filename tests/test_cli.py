@@ -146,3 +146,23 @@ def test_a_dataset_another_run_built_meanwhile_is_used_not_a_crash(tmp_path, mon
     train._prepare(
       tfds.builder("montgomery_cxr/512", data_dir=str(tmp_path / "other")), config, chief=True
     )
+
+
+def test_a_folder_that_cannot_be_written_is_a_usage_error_before_any_work(tmp_path):
+  import os
+
+  locked = tmp_path / "export"
+  locked.mkdir()
+  locked.chmod(0o500)
+  try:
+    if os.access(locked, os.W_OK):  # root ignores the mode: a file where the folder goes
+      locked.chmod(0o700)
+      locked.rmdir()
+      locked.write_text("")
+    with pytest.raises(app.UsageError, match=f"{locked}: cannot write there"):
+      cli.check_writable(str(locked), str(locked))
+  finally:
+    if locked.is_dir():
+      locked.chmod(0o700)
+  cli.check_writable("new", str(tmp_path / "new" / "deeper"))  # created, probe removed
+  assert list((tmp_path / "new" / "deeper").iterdir()) == []

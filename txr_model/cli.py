@@ -113,3 +113,27 @@ def check_built(dataset: str, data_dir: str) -> None:
         f"{f' --config={config}' if config else ''} --data_dir={data_dir}"
         " --manual_dir=<its archive>`, or give --data_dir where it is built."
       )
+
+
+def check_writable(name: str, path: str) -> None:
+  """A one-line UsageError if `path` (a folder, created if missing) cannot be written.
+
+  Writes and removes a probe file, so that a command finds out before minutes
+  of work, not at its first write.
+
+  Args:
+    name: what the folder is, for the message (e.g. '--model_dir=run/export').
+    path: the folder, local or gs://.
+  """
+  import tensorflow as tf  # Lazily: importing this module must stay cheap.
+
+  probe = os.path.join(path, ".txr_write_probe")
+  try:
+    tf.io.gfile.makedirs(path)
+    with tf.io.gfile.GFile(probe, "w") as f:
+      f.write("")
+    tf.io.gfile.remove(probe)
+  except (OSError, tf.errors.OpError) as e:
+    raise app.UsageError(
+      f"{name}: cannot write there ({str(e).splitlines()[0] if str(e) else type(e).__name__})."
+    ) from None

@@ -46,6 +46,8 @@ def main(argv):
     raise app.UsageError(str(e)) from None
   if trained is not None:  # Thresholds and calibration read its data: built, before any work.
     cli.check_built(trained.dataset, trained.data_dir)
+  export_dir = os.path.join(_MODEL_DIR.value, run_dir.EXPORT)
+  cli.check_writable(export_dir, export_dir)
   try:
     written = litert.export_lite(
       _MODEL_DIR.value, list(dict.fromkeys(_VARIANTS.value)), _CALIBRATION_IMAGES.value
