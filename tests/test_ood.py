@@ -58,3 +58,27 @@ def test_heavy_tailed_distances_keep_the_false_flag_rate_near_one_percent():
   detector = ood.fit(films(400), films(64))
   flagged = ood.mahalanobis(films(20000), detector) > detector["threshold"]
   assert 0.003 < flagged.mean() < 0.03, flagged.mean()
+
+
+def test_with_many_more_features_than_images_new_films_are_flagged_about_one_percent():
+  """The demo's proportions (484 training images, 64 validation, 2048 features), scaled down.
+
+  In-sample distances are far smaller than a new image's here: the old threshold on them
+  flagged 7-21% of fresh draws from the training distribution.
+  """
+  rng = np.random.default_rng(5)
+  scale = 1 / np.sqrt(np.arange(1, 513))  # a decaying spectrum, as pooled features have
+
+  def films(n):
+    return rng.normal(size=(n, 512)) * scale
+
+  detector = ood.fit(films(120), films(16))
+  flagged = ood.mahalanobis(films(4000), detector) > detector["threshold"]
+  assert 0.002 < flagged.mean() < 0.03, flagged.mean()  # neither most nor none
+
+
+def test_held_out_distances_are_those_of_a_detector_fitted_on_the_rest():
+  rng = np.random.default_rng(6)
+  fitted, rows = rng.normal(size=(30, 50)), rng.normal(size=(7, 50))
+  explicit = ood.mahalanobis(rows, ood.fit(fitted, rows[:2]))  # mean and precision of `fitted`
+  np.testing.assert_allclose(ood.held_out_distances(fitted, rows, 0.1), explicit, rtol=1e-6)
