@@ -294,3 +294,38 @@ def test_early_stopping_keeps_its_patience_count_across_a_restart(tmp_path):
   assert run_phase(tmp_path / "whole", 8) == [0, 1, 2, 3]
   assert run_phase(tmp_path / "killed", 3) == [0, 1, 2]  # as if killed after epoch 3
   assert run_phase(tmp_path / "killed", 8) == [3]  # Keras alone ran epochs 4 and 5
+
+
+@pytest.mark.parametrize("cut_after", ["save", "record", "weights_rename"])
+def test_a_kill_during_the_best_checkpoints_save_leaves_weights_and_record_that_match(
+  tmp_path, cut_after
+):
+  path = str(tmp_path / run_dir.BEST_WEIGHTS)
+  model = _model()
+  first = fitting.BestCheckpoint(path)
+  first.set_model(model)
+  first.on_epoch_end(0, {"val_auc": 0.7, "val_loss": 0.6})
+  old_weights = (tmp_path / run_dir.BEST_WEIGHTS).read_bytes()
+  model.set_weights([w + 1 for w in model.get_weights()])
+  renames = []
+  real_rename = tf.io.gfile.rename
+
+  def rename(src, dst, overwrite=False):  # the kill lands after `cut_after`
+    renames.append(src)
+    if cut_after == "record" or (cut_after == "weights_rename" and len(renames) == 2):
+      raise KeyboardInterrupt
+    real_rename(src, dst, overwrite=overwrite)
+
+  tf.io.gfile.rename = rename
+  try:
+    if cut_after == "save":  # killed right after the partial weights were written
+      model.save_weights(first.partial, overwrite=True)
+    else:
+      with pytest.raises(KeyboardInterrupt):
+        first.on_epoch_end(1, {"val_auc": 0.9, "val_loss": 0.3})
+  finally:
+    tf.io.gfile.rename = real_rename
+  restarted = fitting.BestCheckpoint(path)
+  new_weights = (tmp_path / run_dir.BEST_WEIGHTS).read_bytes() != old_weights
+  assert restarted.record["epoch"] == (2 if new_weights else 1), (cut_after, restarted.record)
+  assert new_weights == (cut_after == "weights_rename")

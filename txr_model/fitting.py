@@ -209,7 +209,14 @@ class BestCheckpoint(keras.callbacks.Callback):
     """
     super().__init__()
     self.path, self.record_path = path, path + ".json"
+    self.partial = path.removesuffix(".weights.h5") + ".partial.weights.h5"
+    self.partial_record = self.record_path + ".partial"
     self.record = {}
+    if tf.io.gfile.exists(self.partial_record):  # A save was cut short: which step?
+      if tf.io.gfile.exists(self.partial):  # Before the weights' rename: the old pair holds.
+        tf.io.gfile.remove(self.partial_record)
+      else:  # After it: the new weights are in place, and this is their record.
+        tf.io.gfile.rename(self.partial_record, self.record_path, overwrite=True)
     if tf.io.gfile.exists(self.record_path) and tf.io.gfile.exists(path):
       with tf.io.gfile.GFile(self.record_path) as f:
         self.record = json.load(f)
@@ -228,13 +235,15 @@ class BestCheckpoint(keras.callbacks.Callback):
       auc, loss if math.isfinite(loss) else math.inf
     ):
       return
-    # Written beside and renamed over the last best, so a kill never leaves it unreadable.
-    partial = self.path.removesuffix(".weights.h5") + ".partial.weights.h5"
-    self.model.save_weights(partial, overwrite=True)
-    tf.io.gfile.rename(partial, self.path, overwrite=True)
-    self.record = {"val_auc": auc, "val_loss": loss, "epoch": epoch + 1}
-    with tf.io.gfile.GFile(self.record_path, "w") as f:
-      json.dump(self.record, f)
+    # Weights and record written beside the last best and renamed over it, the weights
+    # first: a kill at any step leaves a pair that matches (see __init__).
+    record = {"val_auc": auc, "val_loss": loss, "epoch": epoch + 1}
+    self.model.save_weights(self.partial, overwrite=True)
+    with tf.io.gfile.GFile(self.partial_record, "w") as f:
+      json.dump(record, f)
+    tf.io.gfile.rename(self.partial, self.path, overwrite=True)
+    tf.io.gfile.rename(self.partial_record, self.record_path, overwrite=True)
+    self.record = record
 
 
 class Backup(keras.callbacks.BackupAndRestore):
