@@ -162,3 +162,16 @@ def test_subgroups_name_the_weakest_and_give_too_few_groups_no_auc():
   ):
     assert text.splitlines()[-1].startswith("  No subgroup is weaker than the rest")
     assert "Weaker than" not in text and "Weakest" not in text
+
+
+def test_a_set_with_one_group_per_attribute_says_nothing_could_be_compared():
+  result = _summary()
+  # One sex, one age band: each group is the whole split, so there is no rest to compare.
+  result["subgroups"] = {
+    "sex": {"male": _subgroup(114, 63, 0.9)},
+    "age": {"40-59": _subgroup(114, 63, 0.9)},
+  }
+  report = {"test": result, "run": {"weights": "best: epoch 3, val AUC 0.9000"}}
+  last = report_text.describe_run(report, "/tmp/run").splitlines()[-1]
+  assert last.startswith("  No subgroup could be compared with the rest"), last
+  assert "No subgroup is weaker" not in report_text.describe_run(report, "/tmp/run")

@@ -626,6 +626,13 @@ def subgroups(labels, scores, thresholds, groups, *, seed=0, n_resamples=2000) -
   return out
 
 
+def any_compared(subgroup_figures: dict) -> bool:
+  """Whether any group was compared with the rest of its split (has an AUC gap)."""
+  return any(
+    entry.get("auc_gap") for by_name in subgroup_figures.values() for entry in by_name.values()
+  )
+
+
 def differing(subgroup_figures: dict) -> list[tuple[str, str, dict]]:
   """(attribute, group, figures) of each group that differs from the rest, weakest first."""
   found = [

@@ -219,6 +219,11 @@ def _subgroups(result: dict) -> list[str]:
   if found:
     for attribute, name, group in found:
       lines.append(f"- {attribute} {name} is **{group['differs']}** than the rest of the split.")
+  elif not metrics.any_compared(figures):
+    lines.append(
+      "No subgroup could be compared with the rest: no group, or the rest of its split, has"
+      f" {metrics.MIN_PER_CLASS} images of each class."
+    )
   else:
     lines.append(
       "No subgroup differs from the rest: every gap's 95% CI includes zero, or the group is"

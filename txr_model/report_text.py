@@ -151,6 +151,11 @@ def describe_subgroups(summary: dict) -> list[str]:
       f"  Weakest subgroup: {attribute} {name}, AUC {group['auc']:.3f} on {group['n']} images,"
       f" {_gap_text(group)}."
     )
+  elif not metrics.any_compared(figures):
+    lines.append(
+      "  No subgroup could be compared with the rest: no group, or the rest of its split, has"
+      f" {metrics.MIN_PER_CLASS} images of each class."
+    )
   else:
     lines.append(
       "  No subgroup is weaker than the rest: every gap's 95% CI reaches zero, or the group"
