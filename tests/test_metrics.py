@@ -430,6 +430,8 @@ def test_age_bands_parse_and_place_every_age():
   for bad in ("1-17,18+", "0-17,20-39,40+", "0-17,18-39", "0-17,x+", "0-17,10-39,40+"):
     with pytest.raises(ValueError, match="age band"):
       metrics.parse_age_bands(bad)
+  with pytest.raises(ValueError, match="an empty band in '0-17,18\\+,': remove the extra comma"):
+    metrics.parse_age_bands("0-17,18+,")
 
 
 def test_a_group_with_too_few_of_a_class_gets_its_n_and_no_figures():

@@ -495,6 +495,8 @@ def parse_age_bands(text: str) -> list[tuple[str, int, float]]:
   """
   bands, expected = [], 0
   parts = [p.strip() for p in text.split(",")]
+  if "" in parts:
+    raise ValueError(f"an empty band in {text!r}: remove the extra comma")
   for i, part in enumerate(parts):
     last = i == len(parts) - 1
     try:
