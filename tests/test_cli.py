@@ -1,10 +1,12 @@
 """Usage errors: one line on stderr, exit 2, nothing created."""
 
+import os
 import subprocess
 import sys
 
 from absl import app
 from conftest import REPO
+from conftest import SAMPLE_ROOT
 import pytest
 
 from txr_model import cli
@@ -166,3 +168,27 @@ def test_a_folder_that_cannot_be_written_is_a_usage_error_before_any_work(tmp_pa
       locked.chmod(0o700)
   cli.check_writable("new", str(tmp_path / "new" / "deeper"))  # created, probe removed
   assert list((tmp_path / "new" / "deeper").iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export_lite"])
+def test_a_run_folder_another_command_holds_is_refused(tmp_path, command):
+  """txr-train may be rewriting model.keras and export/ (it holds the folder's lock)."""
+  from conftest import train_flag_values
+  import tensorflow_datasets as tfds
+
+  from txr_model import model_dir_lock
+  from txr_model import run_config
+
+  model_dir, data_dir = tmp_path / "model", tmp_path / "data"
+  values = train_flag_values()
+  values(["txr-train", f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--image_size=75"])
+  model_dir.mkdir()
+  run_config.RunConfig.from_flags(values).save(str(model_dir))
+  (model_dir / "model.keras").write_bytes(b"")
+  builder = tfds.builder("shenzhen_cxr/512", data_dir=str(data_dir))
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(manual_dir=os.path.dirname(SAMPLE_ROOT))
+  )
+  with model_dir_lock.hold(str(model_dir)):
+    line = _error_line(_run(command, f"--model_dir={model_dir}"))
+  assert "in use by pid" in line, line

@@ -45,6 +45,7 @@ from txr_model import cli
 from txr_model import evaluation
 from txr_model import input_pipeline
 from txr_model import metrics
+from txr_model import model_dir_lock
 from txr_model import report_files
 from txr_model import report_text
 from txr_model import run_config
@@ -142,6 +143,20 @@ def main(argv):
   if not (folds and same_data):  # A fold's splits are its fold groups, checked above.
     _check_split(dataset, data_dir, split)
 
+  # txr-train may be rewriting model.keras: one command at a time per run folder.
+  lock_dir = os.path.dirname(os.path.normpath(model_dir)) if fold is not None else model_dir
+  try:
+    with model_dir_lock.hold(lock_dir):
+      _evaluate_and_tell(trained, fold, model_dir, model_dirs, cross_validation, dataset,
+                         data_dir, split)  # fmt: skip
+  except model_dir_lock.ModelDirInUseError as e:
+    raise app.UsageError(str(e)) from None
+
+
+def _evaluate_and_tell(
+  trained, fold, model_dir, model_dirs, cross_validation, dataset, data_dir, split
+):
+  """Evaluates (each fold's model, or the one) and prints the report and where it went."""
   if cross_validation:
     out_dir = run_dir.evaluation_dir(model_dir, dataset, "cross_validation")
     summary = _evaluate_folds(trained, model_dirs, out_dir)

@@ -17,6 +17,7 @@ import txr_data  # noqa: F401  (registers the builders)
 from txr_lite import lite_model
 from txr_model import cli
 from txr_model import litert
+from txr_model import model_dir_lock
 from txr_model import run_config
 from txr_model import run_dir
 
@@ -48,11 +49,12 @@ def main(argv):
     cli.check_built(trained.dataset, trained.data_dir)
   export_dir = os.path.join(_MODEL_DIR.value, run_dir.EXPORT)
   cli.check_writable(export_dir, export_dir)
-  try:
-    written = litert.export_lite(
-      _MODEL_DIR.value, list(dict.fromkeys(_VARIANTS.value)), _CALIBRATION_IMAGES.value
-    )
-  except ValueError as e:
+  try:  # txr-train may be rewriting model.keras and export/: one command at a time.
+    with model_dir_lock.hold(_MODEL_DIR.value):
+      written = litert.export_lite(
+        _MODEL_DIR.value, list(dict.fromkeys(_VARIANTS.value)), _CALIBRATION_IMAGES.value
+      )
+  except (ValueError, model_dir_lock.ModelDirInUseError) as e:
     raise app.UsageError(str(e)) from None
   for meta in written.values():
     print(
