@@ -94,3 +94,27 @@ def test_two_runs_starting_together_get_one_lease(tmp_path):
   for t in threads:
     t.join()
   assert len(held) == 1 and len(refused) == 3
+
+
+def test_a_passing_storage_error_is_retried_and_a_lasting_one_stops_the_run(tmp_path, monkeypatch):
+  """Before, one error ended the heartbeat silently and the run wrote on, unprotected."""
+  import tensorflow as tf
+
+  path = str(tmp_path / model_dir_lock.FILE)
+  real_write, failures = model_dir_lock._write, []
+
+  def flaky(p, record):  # the storage fails `failures[0]` times, then answers again
+    if failures and failures[0] > 0:
+      failures[0] -= 1
+      raise tf.errors.UnavailableError(None, None, "storage unreachable")
+    real_write(p, record)
+
+  monkeypatch.setattr(model_dir_lock, "_write", flaky)
+  with model_dir_lock.lease(path, "--model_dir=x", **FAST):
+    failures.append(3)  # three failed heartbeats in a row, well inside stale_s / 2
+    time.sleep(1.5)
+    assert failures == [0]  # retried through them, and the run went on
+  with pytest.raises(KeyboardInterrupt):
+    with model_dir_lock.lease(path, "--model_dir=x", **FAST):
+      failures[0] = 10**6  # the storage stays down: the run must stop before a takeover
+      time.sleep(5)  # stale_s / 2 = 1 s of failures stops it well before this ends

@@ -10,6 +10,7 @@ at the same moment both write the file; each reads it back after SETTLE_S
 seconds, and only the one whose write stuck goes on.
 """
 
+import _thread
 import contextlib
 import json
 import os
@@ -127,6 +128,9 @@ def lease(
   Raises:
     ModelDirInUseError: naming the holder, when a live run holds the lease or
       another run took it at the same moment.
+    KeyboardInterrupt: in the block, when the lease is found taken over, or
+      cannot be renewed for half of `stale_s` (a passing storage error is
+      retried sooner, with backoff).
   """
   mine = {"owner": _owner(), "token": uuid.uuid4().hex}
   found = _read(path)
@@ -151,12 +155,24 @@ def lease(
   stop = threading.Event()
 
   def beat():
-    while not stop.wait(heartbeat_s):
-      current = _read(path)
-      if current and current[0].get("token") != mine["token"]:
-        logging.error("Lost %s to %s: another run took it over.", path, current[0].get("owner"))
-        return
-      _write(path, mine)
+    renewed, wait = time.time(), heartbeat_s
+    while not stop.wait(wait):
+      try:
+        current = _read(path)
+        if current and current[0].get("token") != mine["token"]:
+          return _give_up(f"Lost {path} to {current[0].get('owner')}: another run took it over.")
+        _write(path, mine)
+        renewed, wait = time.time(), heartbeat_s
+      except (tf.errors.OpError, OSError) as e:  # A passing storage error: retry sooner.
+        silent = time.time() - renewed
+        if silent > stale_s / 2:  # Another run may soon take it over: stop writing.
+          return _give_up(f"Could not renew {path} for {silent:.0f} s ({e}).")
+        wait = min(heartbeat_s, max(1.0, wait / 2))
+        logging.warning("Renewing %s failed (%s): retrying in %.0f s.", path, e, wait)
+
+  def _give_up(reason):
+    logging.error("%s Stopping, so that two runs never write one folder.", reason)
+    _thread.interrupt_main()  # KeyboardInterrupt in the run: its backups let it resume.
 
   thread = threading.Thread(target=beat, name="txr-lease", daemon=True)
   thread.start()
