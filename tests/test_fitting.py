@@ -36,37 +36,6 @@ def _model():
   return model
 
 
-def test_the_augmentation_ramp_grows_with_the_epoch_and_ends_at_full_strength():
-  """From scratch the augmentation grows in: none in epoch 1, half in epoch 2, then full.
-
-  Set from the epoch number alone, so a run resumed at epoch e continues the ramp.
-  """
-  from txr_model import augmentation
-  from txr_model import model as model_lib
-
-  inputs = keras.Input((24, 24, 1), dtype="uint8")
-  model = keras.Model(inputs, augmentation.Augment(seed=5, name=model_lib.AUGMENT)(inputs))
-  images = tf.cast(tf.random.stateless_uniform([3, 24, 24, 1], [1, 2], 0, 255), tf.uint8)
-  layer, ramp = model.get_layer(model_lib.AUGMENT), fitting.AugmentationRamp(2)
-  ramp.set_model(model)
-
-  def step(epoch):  # the change epoch `epoch` (from 0) makes, with the stream at step 0
-    ramp.on_epoch_begin(epoch)
-    layer.seed_generator.state.assign([5, 0])
-    return layer(images, training=True).numpy() - images.numpy()
-
-  full = augmentation.augment(tf.cast(images, tf.float32), tf.constant([5, 0], tf.int64))
-  full_change = np.abs(full - images.numpy()).mean()
-  assert not step(0).any()  # epoch 1: the images as they are
-  assert 0.2 * full_change < np.abs(step(1)).mean() < 0.8 * full_change  # epoch 2: half
-  np.testing.assert_allclose(step(2) + images.numpy(), full, atol=1e-3)
-  np.testing.assert_allclose(step(7) + images.numpy(), full, atol=1e-3)
-  ramp.on_epoch_begin(0)
-  ramp.on_train_end()  # whatever trains the layer next starts at full strength
-  layer.seed_generator.state.assign([5, 0])
-  np.testing.assert_allclose(layer(images, training=True).numpy(), full, atol=1e-3)
-
-
 def test_best_checkpoint_keeps_its_best_score_across_a_restart(tmp_path):
   path = str(tmp_path / "best.weights.h5")
   model = _model()

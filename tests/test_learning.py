@@ -1,7 +1,7 @@
 """The classifier learns: from scratch, on generated data it was never tuned on.
 
 The lesions of the images whose reading says female are faint (contrast 0.01,
-against 0.35), too faint to learn in six epochs: the evaluation must name
+against 0.35), too faint to learn in four epochs: the evaluation must name
 women as the weaker subgroup, and no group of the images without the
 difference as weaker.
 
@@ -23,7 +23,7 @@ SEED = 2027  # The demo and every tuning run used seed 0: this draw was never lo
 # At 0.04 the female AUC reached 0.70 to 0.91 in six epochs, by machine and seed (one run not
 # naming women weaker); at 0.01 it stays near chance (0.55) while the others reach 1.0.
 FEMALE_LESION_CONTRAST = 0.01
-EPOCHS = 6  # Four were too few on some CPUs: training AUC still 0.5 after three epochs.
+EPOCHS = 4  # The budget the release before the in-model augmentation met (issue 24).
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +81,12 @@ def test_training_loss_starts_near_log_2_and_falls(learned):
   losses = [float(x) for x in re.findall(r"(?<!val_)loss: ([0-9.]+)", log)]
   assert len(losses) == EPOCHS, log[-3000:]
   assert 0.5 < losses[0] < 0.75, losses  # a sane start: about log 2, not 3 to 9
-  # Taken off by epoch 4: a run that sits at chance for most of its budget fails here
-  # (both releases measured in issue 24's bisection were at 0.37 to 0.46 by then).
-  assert losses[3] < 0.6, losses
+  # Taken off by epoch 3: a run that sits at chance for most of its budget fails here
+  # (issue 24; the README's B9 gives the losses of both releases by epoch).
+  assert losses[2] < 0.6, losses
   # The female abnormal images (a sixth of the training set) look normal, which holds the
-  # loss above what the visible lesions alone would reach (0.69 to 0.37 here).
-  assert losses[-1] < 0.65 * losses[0], losses
+  # loss above what the visible lesions alone would reach.
+  assert losses[-1] < 0.75 * losses[0], losses
 
 
 def test_steps_per_execution_never_exceeds_an_epoch(learned):

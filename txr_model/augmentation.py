@@ -23,7 +23,7 @@ MAX_ZOOM = 0.1
 MAX_PHOTOMETRIC = 0.1
 
 
-def random_transforms(seed: tf.Tensor, batch: tf.Tensor, height, width, strength=1.0):
+def random_transforms(seed: tf.Tensor, batch: tf.Tensor, height, width):
   """Draws one affine transform and one brightness/contrast change per image.
 
   Args:
@@ -31,8 +31,6 @@ def random_transforms(seed: tf.Tensor, batch: tf.Tensor, height, width, strength
     batch: the number of images.
     height: image height (float32 scalar).
     width: image width (float32 scalar).
-    strength: scales every change (float32 scalar): 0 changes nothing, 1 draws
-      from the full ranges. The draws themselves do not depend on it.
 
   Returns:
     (transforms float32 [batch, 8] in `ImageProjectiveTransformV3`'s layout,
@@ -41,8 +39,7 @@ def random_transforms(seed: tf.Tensor, batch: tf.Tensor, height, width, strength
   """
   seeds = tf.random.experimental.stateless_split(seed, 5)
 
-  def uniform(i, bound, center=0.0):  # the range scaled, so strength 1 draws as before
-    bound *= strength
+  def uniform(i, bound, center=0.0):
     return tf.random.stateless_uniform([batch], seeds[i], center - bound, center + bound)
 
   angle = uniform(0, MAX_ROTATION)
@@ -56,8 +53,7 @@ def random_transforms(seed: tf.Tensor, batch: tf.Tensor, height, width, strength
   b2 = cy - b0 * cx - b1 * cy - shift_y
   zeros = tf.zeros([batch])
   transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-  bound = MAX_PHOTOMETRIC * strength
-  photometric = tf.random.stateless_uniform([2, batch], seeds[4], -bound, bound)
+  photometric = tf.random.stateless_uniform([2, batch], seeds[4], -MAX_PHOTOMETRIC, MAX_PHOTOMETRIC)
   return transforms, photometric[0], photometric[1]
 
 
@@ -101,20 +97,19 @@ def warp(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
   return tf.reshape(top * (1 - fy) + bottom * fy, shape)
 
 
-def augment(images: tf.Tensor, seed: tf.Tensor, strength=1.0) -> tf.Tensor:
+def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """Random rotation, shift, zoom (one warp), brightness and contrast of a 0-255 float batch.
 
   Args:
     images: float32 [batch, height, width, channels], 0-255.
     seed: int [2]: the same seed gives the same augmentation.
-    strength: 0 to 1, the share of the full ranges (see `random_transforms`).
 
   Returns:
     float32 images, 0-255.
   """
   shape = tf.shape(images)
   height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-  transforms, contrast, brightness = random_transforms(seed, shape[0], height, width, strength)
+  transforms, contrast, brightness = random_transforms(seed, shape[0], height, width)
   images = warp(images, transforms)
   contrast, brightness = contrast[:, None, None, None], brightness[:, None, None, None]
   mean = tf.reduce_mean(images, axis=(1, 2, 3), keepdims=True)
@@ -127,14 +122,11 @@ class Augment(keras.layers.Layer):
   """uint8 images -> float32 0-255, augmented in training only (see `augment`).
 
   Outside training (evaluation, export, serving) the layer only casts. The
-  random stream is a Keras `SeedGenerator` (a model variable, so a restored
-  backup resumes it) advanced once per training step, with the replica's id
-  folded in: under a distribution strategy each replica augments its own
-  batch differently, and a run is reproducible for a given seed.
-
-  `strength` (a variable, 1 unless a training callback lowers it; see
-  `set_strength`) scales every change: from scratch, the augmentation grows in
-  over the first epochs (`fitting.AugmentationRamp`).
+  random stream is a Keras `SeedGenerator` advanced once per training step,
+  with the replica's id folded in: under a distribution strategy each replica
+  augments its own batch differently, and a run is reproducible for a given
+  seed. Its state is in neither the weights file nor `model.keras`, so a
+  resumed run starts the stream again (issue 25 tracks it).
   """
 
   def __init__(self, seed: int = 0, **kwargs):
@@ -143,19 +135,13 @@ class Augment(keras.layers.Layer):
     super().__init__(**kwargs)
     self.seed = seed
     self.seed_generator = keras.random.SeedGenerator(seed)
-    # Not a weight (saved files stay as they were): a schedule sets it each epoch.
-    self._strength = tf.Variable(1.0, trainable=False, name="augment_strength")
-
-  def set_strength(self, strength: float) -> None:
-    """Augments with `strength` of the full ranges from the next training step on."""
-    self._strength.assign(strength)
 
   def call(self, images, training=None):
     """Casts `images` to float32 and, when training, augments them."""
     images = tf.cast(images, tf.float32)
     if not training:
       return images
-    return augment(images, self.next_seed(), self._strength)
+    return augment(images, self.next_seed())
 
   def next_seed(self) -> tf.Tensor:
     """The seed of this step on this replica; advances the layer's stream."""

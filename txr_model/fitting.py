@@ -126,31 +126,6 @@ def compile_for_training(
   )
 
 
-class AugmentationRamp(keras.callbacks.Callback):
-  """Grows the model's augmentation from none to full over the first `epochs` epochs.
-
-  From random weights the network first has to find the lesions at all; the
-  full augmentation from the first step held that back (issue 24: without
-  augmentation the training loss of the same run fell twice as fast). The
-  strength is set at each epoch's start from the epoch number, so a resumed
-  run continues the ramp where it was.
-  """
-
-  def __init__(self, epochs: float):
-    """Ramps over `epochs` epochs: epoch e (from 0) augments at min(1, e / epochs)."""
-    super().__init__()
-    self.epochs = epochs
-
-  def on_epoch_begin(self, epoch, logs=None):
-    """Sets the augmentation's strength for this epoch."""
-    strength = min(1.0, epoch / self.epochs) if self.epochs > 0 else 1.0
-    self.model.get_layer(model_lib.AUGMENT).set_strength(strength)
-
-  def on_train_end(self, logs=None):
-    """Leaves the layer at full strength for whatever trains it next."""
-    self.model.get_layer(model_lib.AUGMENT).set_strength(1.0)
-
-
 class EarlyStopping(keras.callbacks.EarlyStopping):
   """Stops a phase after `patience` epochs without a better validation AUC, across restarts.
 
@@ -488,12 +463,8 @@ def fine_tune(run: Plan, model: keras.Model):
 
 
 def fit_end_to_end(run: Plan, model: keras.Model):
-  """The one phase of end_to_end: every layer, BatchNorm training, from the first epoch.
-
-  The augmentation grows in over the first --augment_ramp_epochs (`AugmentationRamp`).
-  """
-  ramp = AugmentationRamp(run.config.augment_ramp_epochs)
-  checkpointed = [ramp, *run.callbacks, run.checkpoint]
+  """The one phase of end_to_end: every layer, BatchNorm training, from the first epoch."""
+  checkpointed = [*run.callbacks, run.checkpoint]
   return fit_phase(
     run, "end_to_end", model, 0, run.config.epochs, run.train, run.validation, checkpointed
   )

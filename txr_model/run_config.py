@@ -49,8 +49,6 @@ class RunConfig:
   cache_features: bool
   cache_views: int
   steps_per_execution: int
-  # Runs from before the ramp existed wrote no such key: they ramped nothing.
-  augment_ramp_epochs: float = 0.0
 
   @classmethod
   def from_flags(cls, flag_values) -> "RunConfig":
@@ -100,8 +98,7 @@ class RunConfig:
     with tf.io.gfile.GFile(path) as f:
       saved = json.load(f)
     names = {f.name for f in dataclasses.fields(cls)}
-    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-    unknown, missing = sorted(set(saved) - names), sorted(required - set(saved))
+    unknown, missing = sorted(set(saved) - names), sorted(names - set(saved))
     if unknown or missing:
       raise ValueError(
         f"{path} is not a run_config.json this txr release reads (unknown settings:"

@@ -92,13 +92,6 @@ _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 1e-3, "AdamW's decoupled weig
 _WARMUP_EPOCHS = flags.DEFINE_float(
   "warmup_epochs", 1.0, "Linear learning-rate warm-up of each phase, in epochs.", 0.0
 )
-_AUGMENT_RAMP_EPOCHS = flags.DEFINE_float(
-  "augment_ramp_epochs",
-  2.0,
-  "end_to_end: the augmentation grows linearly from none to full strength over these"
-  " first epochs (epoch e augments at e / this); 0: full strength from the start.",
-  0.0,
-)
 _OVERWRITE = flags.DEFINE_bool(
   "overwrite",
   False,
