@@ -23,6 +23,9 @@ def test_other_folders_are_not_folds(name):
 def test_scores_worker_and_evaluation_paths():
   assert run_dir.scores_path("m", "test") == os.path.join("m", "scores_test.csv")
   assert run_dir.worker_dir("m", "worker", 1) == os.path.join("m", "worker_worker_1")
+  site_a = run_dir.evaluation_dir("m", "a/512", "all", "/data/site_a")
+  site_b = run_dir.evaluation_dir("m", "a/512", "all", "gs://b/site_b/")
+  assert site_a != site_b and site_a.startswith(os.path.join("m", "evaluation", "a_512_all_"))
   assert run_dir.evaluation_dir("m", "a/512+b/512", "all") == os.path.join(
     "m", "evaluation", "a_512+b_512_all"
   )

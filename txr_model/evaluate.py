@@ -164,7 +164,8 @@ def _evaluate_and_tell(
     print(json.dumps(report_files.json_safe(summary), indent=2, sort_keys=True))
     _tell(f"{report_text.describe_cross_validation(summary)}\n  Outputs in {out_dir}")
     return
-  out_dir = run_dir.evaluation_dir(model_dir, dataset, split)
+  elsewhere = data_dir if trained is None or data_dir != trained.data_dir else None
+  out_dir = run_dir.evaluation_dir(model_dir, dataset, split, elsewhere)
   report, key = _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir)
   printed = {key: report[key], "protocol": report["protocol"]}
   print(json.dumps(report_files.json_safe(printed), indent=2, sort_keys=True))

@@ -20,6 +20,7 @@
 Only names and paths here: no TensorFlow, so any module may import it.
 """
 
+import hashlib
 import os
 import re
 
@@ -69,15 +70,21 @@ def worker_dir(model_dir: str, task_type: str, task_index: int) -> str:
   return os.path.join(model_dir, _WORKER.format(task_type, task_index))
 
 
-def evaluation_dir(model_dir: str, dataset: str, split: str) -> str:
+def evaluation_dir(model_dir: str, dataset: str, split: str, data_dir: str | None = None) -> str:
   """Where txr-evaluate writes: a folder of its own, never over the training run's files.
 
   Args:
     model_dir: the evaluated run (or fold) folder.
     dataset: the evaluated TFDS name/config.
     split: the evaluated split, or 'cross_validation'.
+    data_dir: where the dataset was read, when not the training run's own: one
+      dataset name in two data dirs (two sites' `local_cxr`, say) is two sets.
 
   Returns:
-    `<model_dir>/evaluation/<dataset with / as _>_<split>`.
+    `<model_dir>/evaluation/<dataset with / as _>_<split>`, with `_<8 hex digits
+    of data_dir's hash>` after it when `data_dir` is given.
   """
-  return os.path.join(model_dir, EVALUATION, f"{dataset.replace('/', '_')}_{split}")
+  name = f"{dataset.replace('/', '_')}_{split}"
+  if data_dir:
+    name += "_" + hashlib.sha1(data_dir.rstrip("/").encode()).hexdigest()[:8]
+  return os.path.join(model_dir, EVALUATION, name)
