@@ -119,7 +119,7 @@ def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package="txr")
 class Augment(keras.layers.Layer):
-  """uint8 images -> float32 0-255, augmented in training only (see `augment`).
+  """uint8 images -> float32 0-255, augmented (and rounded) in training only (see `augment`).
 
   Outside training (evaluation, export, serving) the layer only casts. The
   random stream is a Keras `SeedGenerator` advanced once per training step,
@@ -141,7 +141,9 @@ class Augment(keras.layers.Layer):
     images = tf.cast(images, tf.float32)
     if not training:
       return images
-    return augment(images, self.next_seed())
+    # Rounded to whole grey levels, as the tf.data pipeline before it fed the model (uint8)
+    # and as the feature cache stores its views (issue 24).
+    return tf.round(augment(images, self.next_seed()))
 
   def next_seed(self) -> tf.Tensor:
     """The seed of this step on this replica; advances the layer's stream."""
