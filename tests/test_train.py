@@ -214,7 +214,7 @@ def test_cross_validation_over_both_sites_then_txr_evaluate(built_data_dir, base
   assert "Subgroups, at the thresholds chosen on validation" in out.stdout
 
   # txr-evaluate on the run: each fold's model on its own held-out fold, into a folder of its own.
-  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".lock"}
   evaluated = run_ok([sys.executable, "-m", "txr_model.evaluate", f"--model_dir={tmp_path}"])
   out_dir = tmp_path / "evaluation" / "shenzhen_cxr_512+montgomery_cxr_512_cross_validation"
   again = json.loads((out_dir / "cv_metrics.json").read_text())
