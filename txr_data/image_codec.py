@@ -88,7 +88,7 @@ def png_info(data: bytes, name: str) -> PngInfo:
       header = PngInfo(width, height, depth, colour, interlace)
     if kind == b"sBIT" and header is not None and length:
       # A byte per channel, alpha's last: the colour bytes set the depth, never alpha's.
-      colour_bytes = body[: 3 if header.color_type & 2 else 1]
+      colour_bytes = body[: image_rules.colour_samples(header.color_type)]
       header = dataclasses.replace(header, significant_bits=max(colour_bytes))
     if kind == b"eXIf" and header is not None and not idat:  # Where serving looks for it.
       header = dataclasses.replace(header, orientation=exif_orientation(bytes(body)))

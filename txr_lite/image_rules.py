@@ -54,6 +54,14 @@ ERRORS = {
 PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 
+def colour_samples(colour_type: int) -> int:
+  """A PNG colour type's colour samples, alpha aside: 3 for RGB, RGBA and palette, else 1.
+
+  sBIT holds a byte per sample, alpha's last: these first bytes set the depth.
+  """
+  return 3 if colour_type & 2 else 1
+
+
 def png_image_data_bytes(width, height, bit_depth, colour_type, interlace) -> int:
   """The inflated size of a PNG's image data: a filter byte plus the packed pixels per row."""
   bits = PNG_CHANNELS.get(colour_type, 1) * bit_depth

@@ -78,7 +78,7 @@ def prepare(data: bytes, image_size: int, max_side: int | None) -> Prepared:
 
   try:
     if is_png:
-      gray, rgb = _png_pixels(_critical_chunks(data), colour, _significant_bits(data, colour))
+      gray, rgb = _png_pixels(_critical_chunks(data), colour, _significant_bits(data))
     else:
       gray, rgb = _jpeg_pixels(jpeg, colour)
   except Exception:  # Pillow raises many types for truncated or corrupt data.
@@ -388,8 +388,8 @@ def _orientation(data: bytes, is_png: bool) -> int:
   return orientation
 
 
-def _significant_bits(data: bytes, colour: bool) -> int:
+def _significant_bits(data: bytes) -> int:
   """A PNG's sBIT depth (its colour bytes' largest, never alpha's), or 0 without sBIT."""
   offset, length = _segment(data, True, b"sBIT", 0, b"")
-  channels = 3 if colour else 1
+  channels = image_rules.colour_samples(data[25])  # IHDR's colour type
   return max(data[offset : offset + min(max(length, 0), channels)], default=0) if offset >= 0 else 0

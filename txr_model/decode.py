@@ -140,8 +140,8 @@ def _significant_bits(data: tf.Tensor, channels: int) -> tf.Tensor:
   """A PNG's sBIT depth, or 0 when the file has no sBIT chunk.
 
   sBIT has a byte per channel, alpha's last: the depth is the largest of the
-  colour bytes (`channels`: 1 for gray and gray+alpha, 3 for RGB, RGBA and
-  palette), never alpha's, which may say 16 over 12-bit gray.
+  colour bytes (`channels`, the decode's: `image_rules.colour_samples` of the
+  colour type), never alpha's, which may say 16 over 12-bit gray.
   """
   offset, length = _segment(data, tf.constant(True), b"sBIT", 0, b"")
   body = tf.strings.substr(data, tf.maximum(offset, 0), tf.clip_by_value(length, 0, channels))

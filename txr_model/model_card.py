@@ -10,6 +10,7 @@ Markdown. Formatting only: no TensorFlow, nothing read or written.
 import json
 
 from txr_model import metrics
+from txr_model import report_text
 
 LICENSE = "apache-2.0"  # txr's own (pyproject.toml); the datasets' terms are their own.
 TAGS = ("tuberculosis", "chest-x-ray", "medical-imaging", "image-classification", "keras", "txr")
@@ -220,10 +221,7 @@ def _subgroups(result: dict) -> list[str]:
     for attribute, name, group in found:
       lines.append(f"- {attribute} {name} is **{group['differs']}** than the rest of the split.")
   elif not metrics.any_compared(figures):
-    lines.append(
-      "No subgroup could be compared with the rest: no group, or the rest of its split, has"
-      f" {metrics.MIN_PER_CLASS} images of each class."
-    )
+    lines.append(report_text.NOTHING_COMPARED)
   else:
     lines.append(
       "No subgroup differs from the rest: every gap's 95% CI includes zero, or the group is"

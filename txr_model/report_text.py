@@ -6,6 +6,13 @@ TensorFlow, nothing read or written.
 
 from txr_model import metrics
 
+# The verdict when no group had enough images, nor the rest of its split, to be compared
+# (printed here and written in the model card).
+NOTHING_COMPARED = (
+  "No subgroup could be compared with the rest: no group, or the rest of its split, has"
+  f" {metrics.MIN_PER_CLASS} images of each class."
+)
+
 
 def headline(result: dict, split: str) -> str:
   """One line on an evaluated split: AUC with its CI, the triage point, ECE and N (for the log).
@@ -152,10 +159,7 @@ def describe_subgroups(summary: dict) -> list[str]:
       f" {_gap_text(group)}."
     )
   elif not metrics.any_compared(figures):
-    lines.append(
-      "  No subgroup could be compared with the rest: no group, or the rest of its split, has"
-      f" {metrics.MIN_PER_CLASS} images of each class."
-    )
+    lines.append(f"  {NOTHING_COMPARED}")
   else:
     lines.append(
       "  No subgroup is weaker than the rest: every gap's 95% CI reaches zero, or the group"
