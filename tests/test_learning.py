@@ -60,7 +60,7 @@ def test_the_evaluation_names_the_sex_with_faint_lesions_as_weaker(learned):
   report = json.loads((model_dir / "metrics.json").read_text())
   female = report["test"]["subgroups"]["sex"]["female"]
   assert female["n"] >= 20 and not female["too_few"], female
-  assert female["differs"] == "weaker" and female["auc_gap"]["ci95"][1] < 0, female
+  assert female["differs"] == "weaker" and female["gaps"]["tests"]["auc"]["ci95"][1] < 0, female
   weaker = [
     (attribute, name)
     for attribute, groups in report["test"]["subgroups"].items()

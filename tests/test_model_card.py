@@ -84,7 +84,7 @@ def test_every_figure_in_the_card_is_in_the_metrics_file(tmp_path):
     f" {test['n']} images ({test['n_positive']} abnormal)."
   ) in body
   female = test["subgroups"]["sex"]["female"]
-  gap = female["auc_gap"]
+  gap = female["gaps"]["tests"]["auc"]
   assert female["differs"] == "weaker"
   row = next(line for line in body.splitlines() if line.startswith("| sex | female |"))
   assert row.split(" | ")[2:5] == [
@@ -92,8 +92,10 @@ def test_every_figure_in_the_card_is_in_the_metrics_file(tmp_path):
     str(female["n_positive"]),
     f"{female['auc']:.3f} ({female['auc_ci95'][0]:.3f}-{female['auc_ci95'][1]:.3f})",
   ]
-  assert f"{gap['value']:+.3f} ({gap['ci95'][0]:+.3f} to {gap['ci95'][1]:+.3f})" in row
-  assert "- sex female is **weaker** than the rest of the split." in body
+  assert (
+    f"{gap['value']:+.3f} ({gap['ci95'][0]:+.3f} to {gap['ci95'][1]:+.3f}), p {gap['p_holm']:.3f}"
+  ) in row
+  assert "- sex female is **weaker** than the rest of the split (" in body
   old = test["subgroups"]["age"]["60+"]
   assert old["too_few"] and f"| age | 60+ | {old['n']} | {old['n_positive']} | too few |" in body
   triage = test["operating_points"]["triage"]

@@ -116,9 +116,15 @@ def test_nan_figures_read_as_nan():
 
 
 def _subgroup(n, n_positive, auc=None, gap=None, differs=None):
-  """A `metrics.subgroups` entry: too few without an AUC."""
+  """A `metrics.subgroups` entry: too few without an AUC; an AUC gap `gap` (p 0.01 if named)."""
   if auc is None:
     return {"n": n, "n_positive": n_positive, "too_few": True}
+  test = gap is not None and {
+    "value": gap,
+    "ci95": [gap - 0.1, gap + 0.05],
+    "p": 0.002,
+    "p_holm": 0.01 if differs else 0.5,
+  }
   return {
     "n": n,
     "n_positive": n_positive,
@@ -127,8 +133,9 @@ def _subgroup(n, n_positive, auc=None, gap=None, differs=None):
     "auc_ci95": [auc - 0.1, auc + 0.05],
     "operating_points": {metrics.TRIAGE: {"sensitivity": 0.6, "specificity": 0.9}},
     "ece": 0.08,
-    "auc_gap": gap and {"value": gap, "ci95": [gap - 0.1, gap + 0.05], "n_rest": 50},
+    "gaps": test and {"n_rest": 50, "at": metrics.TRIAGE, "tests": {"auc": test}},
     "differs": differs,
+    "differs_in": ["auc"] if differs else [],
   }
 
 
@@ -139,28 +146,38 @@ def test_subgroups_name_the_weakest_and_give_too_few_groups_no_auc():
     "sex": {
       "female": _subgroup(30, 15, 0.7, -0.2, "weaker"),
       "male": _subgroup(40, 20, 0.9, 0.2, "stronger"),
+      "unknown": {"n": 8, "n_positive": 3, "too_few": True, "same_as": "age 0-17"},
     },
   }
   report = {"test": result, "run": {"weights": "best: epoch 3, val AUC 0.9000"}}
   lines = report_text.describe_run(report, "/tmp/run").splitlines()
   assert "    age 0-17: N=8 (3 abnormal), too few to say (fewer than 10 of a class)" in lines
+  assert "    sex unknown: N=8 (3 abnormal), the same images as age 0-17" in lines
   assert (
     "    sex female: N=30 (15 abnormal), AUC 0.700 (95% CI 0.600-0.750), sensitivity 0.600,"
-    " specificity 0.900, ECE 0.080; gap -0.200, 95% CI -0.300 to -0.150"
+    " specificity 0.900, ECE 0.080; auc gap -0.200 (95% CI -0.300 to -0.150, adjusted p 0.010)"
   ) in lines
-  assert "  Weaker than the rest: sex female (gap -0.200, 95% CI -0.300 to -0.150)." in lines
-  assert "  Stronger than the rest: sex male (gap +0.200, 95% CI +0.100 to +0.250)." in lines
+  assert (
+    "  Weaker than the rest: sex female (auc gap -0.200 (95% CI -0.300 to -0.150, adjusted p"
+    " 0.010))."
+  ) in lines
+  assert (
+    "  Stronger than the rest: sex male (auc gap +0.200 (95% CI +0.100 to +0.250, adjusted p"
+    " 0.010))."
+  ) in lines
   assert lines[-1] == (
-    "  Weakest subgroup: sex female, AUC 0.700 on 30 images, gap -0.200, 95% CI -0.300 to -0.150."
+    "  Weakest subgroup: sex female, AUC 0.700 on 30 images, auc gap -0.200 (95% CI -0.300 to"
+    " -0.150, adjusted p 0.010)."
   )
   for attribute in result["subgroups"].values():
     for group in attribute.values():
       group["differs"] = None
+      group["differs_in"] = []
   for text in (
     report_text.describe_run(report, "/tmp/run"),
     report_text.describe_report(_report(result), "test"),
   ):
-    assert text.splitlines()[-1].startswith("  No subgroup is weaker than the rest")
+    assert text.splitlines()[-1] == f"  {report_text.NONE_WEAKER}"
     assert "Weaker than" not in text and "Weakest" not in text
 
 

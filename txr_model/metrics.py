@@ -5,6 +5,7 @@ positive class, and a case is predicted positive when score >= threshold. Pure n
 """
 
 import math
+import statistics
 
 import numpy as np
 
@@ -530,35 +531,185 @@ def age_bands_of(ages, bands) -> np.ndarray:
   return out.astype(str)
 
 
-def bootstrap_auc_gap_ci(labels, scores, in_group, *, n_resamples=2000, confidence=0.95, seed=0):
-  """AUC(group) - AUC(rest) with a percentile CI from a stratified bootstrap.
+# The measures a subgroup is compared with the rest on: the AUC, and the sensitivity and
+# specificity at the triage point (or at the one threshold given).
+GAP_MEASURES = ("auc", "sensitivity", "specificity")
+# The chance, over every comparison of one summary together, of naming a group where none
+# differs (Holm's adjustment holds it whatever the comparisons' dependence).
+FAMILY_ALPHA = 0.05
+_NORMAL = statistics.NormalDist()
 
-  The group's and the rest's positives and negatives are each resampled with
-  replacement (four strata, as `bootstrap_auc_ci` resamples two), so every
-  resample has both classes on both sides.
+
+def _placements(pos, neg):
+  """Per positive, the negatives below it; per negative, the positives above it (ties 0.5)."""
+  neg_sorted, pos_sorted = np.sort(neg), np.sort(pos)
+  below = np.searchsorted(neg_sorted, pos, side="left")
+  wins = below + 0.5 * (np.searchsorted(neg_sorted, pos, side="right") - below)
+  above = pos.size - np.searchsorted(pos_sorted, neg, side="right")
+  losses = above + 0.5 * (pos.size - np.searchsorted(pos_sorted, neg, side="left") - above)
+  return wins, losses
+
+
+def _side(pos, neg, hit_pos, pass_neg):
+  """One side's measures and their leave-one-out values, positives' then negatives'.
+
+  Args:
+    pos: the side's positives' scores.
+    neg: its negatives' scores.
+    hit_pos: per positive, whether it is called positive (at its threshold).
+    pass_neg: per negative, whether it is called negative.
+
+  Returns:
+    {measure: (value, leave-one-out values over the positives, over the negatives)}.
+  """
+  n_pos, n_neg = pos.size, neg.size
+  wins, losses = _placements(pos, neg)
+  total = wins.sum()
+  sens, spec = hit_pos.mean(), pass_neg.mean()
+  return {
+    "auc": (
+      total / (n_pos * n_neg),
+      (total - wins) / ((n_pos - 1) * n_neg),
+      (total - losses) / (n_pos * (n_neg - 1)),
+    ),
+    "sensitivity": (sens, (hit_pos.sum() - hit_pos) / (n_pos - 1), np.full(n_neg, sens)),
+    "specificity": (spec, np.full(n_pos, spec), (pass_neg.sum() - pass_neg) / (n_neg - 1)),
+  }
+
+
+def _acceleration(*jackknives):
+  """BCa's acceleration from each stratum's leave-one-out values (strata resampled apart)."""
+  terms = np.concatenate([(j.size - 1) * (j.mean() - j) / j.size for j in jackknives])
+  spread = float(np.sum(terms**2))
+  return float(np.sum(terms**3)) / (6.0 * spread**1.5) if spread > 0 else 0.0
+
+
+def _bca(estimate, boot, accel, confidence):
+  """The bias-corrected and accelerated (BCa) bootstrap interval of a statistic."""
+  b = boot.size
+  share = (np.sum(boot < estimate) + 0.5 * np.sum(boot == estimate)) / b
+  z0 = _NORMAL.inv_cdf(min(max(share, 0.5 / b), 1.0 - 0.5 / b))
+
+  def level(z):
+    shifted = z0 + z
+    return _NORMAL.cdf(z0 + shifted / (1.0 - accel * shifted)) if accel * shifted < 1 else 1.0
+
+  edge = _NORMAL.inv_cdf((1.0 - confidence) / 2.0)
+  low, high = np.quantile(boot, [level(edge), level(-edge)])
+  return float(low), float(high)
+
+
+def _permutation_gaps(y, s, called, g, n_permutations, rng):
+  """Each measure's gap over random reassignments of the group within each class.
+
+  Under 'within each class, the scores do not depend on the group', every
+  reassignment that keeps the group's numbers of positives and negatives is as
+  likely as the one observed, so the observed gap's rank among these is an
+  exact-size test at any group size and any AUC or rate, near 1 included.
+  """
+  pos, neg = s[y], s[~y]
+  # beats[i, j]: positive i against negative j, ties 0.5.
+  beats = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+  n_gp, n_gn = int(g[y].sum()), int(g[~y].sum())
+  n_rp, n_rn = pos.size - n_gp, neg.size - n_gn
+  hit, passed = called[y].astype(float), (~called[~y]).astype(float)
+  out = {m: [] for m in GAP_MEASURES}
+  block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // max(pos.size, neg.size, 1))
+  for start in range(0, n_permutations, block):
+    size = min(block, n_permutations - start)
+    in_pos = rng.permuted(np.tile(np.arange(pos.size) < n_gp, (size, 1)), axis=1).astype(float)
+    in_neg = rng.permuted(np.tile(np.arange(neg.size) < n_gn, (size, 1)), axis=1).astype(float)
+    group_wins = ((in_pos @ beats) * in_neg).sum(axis=1)
+    rest_wins = (((1.0 - in_pos) @ beats) * (1.0 - in_neg)).sum(axis=1)
+    out["auc"].append(group_wins / (n_gp * n_gn) - rest_wins / (n_rp * n_rn))
+    group_hits = in_pos @ hit
+    out["sensitivity"].append(group_hits / n_gp - (hit.sum() - group_hits) / n_rp)
+    group_passed = in_neg @ passed
+    out["specificity"].append(group_passed / n_gn - (passed.sum() - group_passed) / n_rn)
+  return {m: np.concatenate(v) for m, v in out.items()}
+
+
+def _two_sided_p(observed, null):
+  """Twice the smaller tail of the null distribution at the observed gap, counted with it."""
+  tolerance = 1e-12  # Equal gaps computed along different paths can differ in the last bit.
+  below = np.sum(null <= observed + tolerance) + 1
+  above = np.sum(null >= observed - tolerance) + 1
+  return min(1.0, 2.0 * min(below, above) / (null.size + 1))
+
+
+def gap_tests(
+  labels, scores, called, in_group, *, n_resamples=2000, confidence=0.95, seed=0
+) -> dict:
+  """The group's gap to the rest in AUC, sensitivity and specificity: a CI and a test each.
+
+  Gap = the group's figure minus the rest's. The interval: the group's and
+  the rest's positives and negatives resampled apart (four strata),
+  bias-corrected and accelerated (BCa). The p-value: a permutation test
+  (`_permutation_gaps`), because any bootstrap interval of a gap between
+  figures at or near 1 (a group with AUC 1.000 resamples to 1.000 every time)
+  excludes zero far more often than its level says; the interval describes
+  the gap's size, the p-value decides whether it is there.
 
   Args:
     labels: 0/1 labels.
     scores: the scores.
-    in_group: a boolean per case, True for the group's cases.
-    n_resamples: bootstrap resamples.
-    confidence: the CI's coverage.
+    called: per case, whether it is called abnormal at its threshold.
+    in_group: per case, True for the group's cases.
+    n_resamples: bootstrap resamples, and as many permutations.
+    confidence: the intervals' coverage.
     seed: numpy's default_rng seed.
 
   Returns:
-    (gap, low, high); nans when either side lacks a class.
+    {measure: {value, ci95: [low, high], p}} over GAP_MEASURES.
   """
   y, s = _check(labels, scores)
+  called = np.asarray(called, bool)
   g = np.asarray(in_group, bool)
-  sides = [(s[y & side], s[~y & side]) for side in (g, ~g)]
-  if any(pos.size == 0 or neg.size == 0 for pos, neg in sides):
-    return float("nan"), float("nan"), float("nan")
+  strata = []  # (scores, called) of the group's positives, negatives, the rest's likewise.
+  for side in (g, ~g):
+    for cls in (y, ~y):
+      strata.append((s[side & cls], called[side & cls]))
+  (gp, gp_hit), (gn, gn_call), (rp, rp_hit), (rn, rn_call) = strata
+  group, rest = _side(gp, gn, gp_hit, ~gn_call), _side(rp, rn, rp_hit, ~rn_call)
   rng = np.random.default_rng(seed)
-  group, rest = (_bootstrap_aucs(pos, neg, n_resamples, rng) for pos, neg in sides)
-  alpha = 1.0 - confidence
-  low, high = np.quantile(group - rest, [alpha / 2.0, 1.0 - alpha / 2.0])
-  gap = roc_auc(y[g], s[g]) - roc_auc(y[~g], s[~g])
-  return float(gap), float(low), float(high)
+  boots = {m: [] for m in GAP_MEASURES}
+  block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // y.size)
+  for start in range(0, n_resamples, block):
+    size = min(block, n_resamples - start)
+    sides = []
+    for pos, neg, hit, call in ((gp, gn, gp_hit, gn_call), (rp, rn, rp_hit, rn_call)):
+      pos_idx = rng.integers(0, pos.size, size=(size, pos.size))
+      neg_idx = rng.integers(0, neg.size, size=(size, neg.size))
+      sides.append(
+        {
+          "auc": _resample_aucs(pos, neg, pos_idx, neg_idx),
+          "sensitivity": hit[pos_idx].mean(axis=1),
+          "specificity": 1.0 - call[neg_idx].mean(axis=1),
+        }
+      )
+    for m in GAP_MEASURES:
+      boots[m].append(sides[0][m] - sides[1][m])
+  null = _permutation_gaps(y, s, called, g, n_resamples, rng)
+  out = {}
+  for m in GAP_MEASURES:
+    value_g, jack_gp, jack_gn = group[m]
+    value_r, jack_rp, jack_rn = rest[m]
+    gap = float(value_g - value_r)
+    # Leaving out one of the rest's cases moves the gap opposite to the rest's figure.
+    accel = _acceleration(jack_gp, jack_gn, -jack_rp, -jack_rn)
+    low, high = _bca(gap, np.concatenate(boots[m]), accel, confidence)
+    out[m] = {"value": gap, "ci95": [low, high], "p": _two_sided_p(gap, null[m])}
+  return out
+
+
+def holm(p_values) -> list[float]:
+  """Holm's step-down adjusted p-values, in the order given (each at most 1)."""
+  p = np.asarray(p_values, dtype=np.float64)
+  order = np.argsort(p, kind="stable")
+  scaled = p[order] * (p.size - np.arange(p.size))
+  adjusted = np.empty_like(p)
+  adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+  return adjusted.tolist()
 
 
 def _enough(y) -> bool:
@@ -567,16 +718,20 @@ def _enough(y) -> bool:
 
 
 def subgroups(labels, scores, thresholds, groups, *, seed=0, n_resamples=2000) -> dict:
-  """Each subgroup's figures at the validation split's thresholds, and its AUC gap to the rest.
+  """Each subgroup's figures at the validation split's thresholds, and its gaps to the rest.
 
   Per group: N and N abnormal; with MIN_PER_CLASS of each class, also its AUC
   with a stratified bootstrap CI, its operating points (the thresholds given,
-  never chosen again on these cases), its ECE, and the gap AUC(group) -
-  AUC(rest of the split) with its CI (`bootstrap_auc_gap_ci`; only when the
-  rest has enough of each class too). A group whose gap's CI excludes zero
-  "differs": weaker or stronger than the rest. The groups are named by this
-  AUC rule alone; the 95% CIs are not adjusted for the number of groups, so
-  about one group in twenty differs by chance where no difference exists.
+  never chosen again on these cases), its ECE, and, when the rest of the
+  split has enough of each class too, its gaps to the rest (`gap_tests`) in
+  AUC and in sensitivity and specificity at the triage point. Every gap of
+  every group is one family: a group "differs" (weaker, or stronger) when a
+  gap's Holm-adjusted p is below FAMILY_ALPHA, so the chance of naming any
+  group where none differs stays near FAMILY_ALPHA per summary, not per gap.
+  Groups of the same cases are compared once: a group holding exactly the
+  cases of an earlier one (such as sex and age both unknown) is marked
+  `same_as` it, and the other side of a two-way split gets its twin's gaps
+  with the sign turned.
 
   Args:
     labels: 0/1 labels of the evaluated split.
@@ -590,16 +745,24 @@ def subgroups(labels, scores, thresholds, groups, *, seed=0, n_resamples=2000) -
 
   Returns:
     {attribute: {group: figures}}, JSON-ready; a group with too few cases has
-    only n, n_positive and too_few (True).
+    only n, n_positive and too_few (True); a repeated one n, n_positive,
+    too_few and same_as ('attribute group').
   """
   y, s = _check(labels, scores)
-  out = {}
+  compare_at = TRIAGE if TRIAGE in thresholds else next(iter(thresholds), None)
+  called = s >= np.broadcast_to(thresholds[compare_at], y.shape) if compare_at else np.zeros_like(y)
+  out, seen, family, twins = {}, {}, [], []
   for attribute, names in groups.items():
     for name, mask in _group_masks(names, y.size):
       yg, sg = y[mask], s[mask]
       entry = {"n": int(yg.size), "n_positive": int(yg.sum())}
+      out.setdefault(attribute, {})[name] = entry
+      if mask.tobytes() in seen:
+        entry.update(too_few=not _enough(yg), same_as=seen[mask.tobytes()])
+        continue
+      seen[mask.tobytes()] = f"{attribute} {name}"
       if not _enough(yg):
-        out.setdefault(attribute, {})[name] = {**entry, "too_few": True}
+        entry["too_few"] = True
         continue
       low, high = bootstrap_auc_ci(yg, sg, n_resamples=n_resamples, seed=seed)
       points = {}
@@ -612,26 +775,65 @@ def subgroups(labels, scores, thresholds, groups, *, seed=0, n_resamples=2000) -
         auc_ci95=[low, high],
         operating_points=points,
         ece=calibration(yg, sg)["ece"],
-        auc_gap=None,
+        gaps=None,
         differs=None,
       )
-      if _enough(y[~mask]):
-        gap, low, high = bootstrap_auc_gap_ci(y, s, mask, n_resamples=n_resamples, seed=seed)
-        entry["auc_gap"] = {
-          "value": gap,
-          "ci95": [low, high],
-          "n_rest": int((~mask).sum()),
-          "n_rest_positive": int(y[~mask].sum()),
-        }
-        entry["differs"] = "weaker" if high < 0 else "stronger" if low > 0 else None
-      out.setdefault(attribute, {})[name] = entry
+      if not _enough(y[~mask]):
+        continue
+      twin = _twin(out[attribute], seen.get((~mask).tobytes()), attribute)
+      if twin is not None:  # The other side of a two-way split: the same test, turned.
+        tests = {m: _turned(t) for m, t in twin["gaps"]["tests"].items()}
+        twins.append((tests, twin["gaps"]["tests"]))
+      else:
+        tests = gap_tests(y, s, called, mask, n_resamples=n_resamples, seed=seed)
+        if not compare_at:
+          tests = {"auc": tests["auc"]}
+        family += tests.values()
+      entry["gaps"] = {
+        "n_rest": int((~mask).sum()),
+        "n_rest_positive": int(y[~mask].sum()),
+        "at": compare_at,
+        "tests": tests,
+      }
+  for test, p in zip(family, holm([test["p"] for test in family]), strict=True):
+    test["p_holm"] = p
+  for tests, twin_tests in twins:
+    for m, test in tests.items():
+      test["p_holm"] = twin_tests[m]["p_holm"]
+  for by_name in out.values():
+    for entry in by_name.values():
+      if entry.get("gaps"):
+        _verdict(entry)
   return out
 
 
+def _twin(by_name: dict, rest_name: str | None, attribute: str) -> dict | None:
+  """The compared group of this attribute whose cases are exactly the rest's, if any."""
+  if rest_name is None or not rest_name.startswith(f"{attribute} "):
+    return None
+  twin = by_name.get(rest_name[len(attribute) + 1 :])
+  return twin if twin and twin.get("gaps") else None
+
+
+def _turned(test: dict) -> dict:
+  """A gap test seen from the other side: the value and interval negated, the p the same."""
+  low, high = test["ci95"]
+  return {"value": -test["value"], "ci95": [-high, -low], "p": test["p"]}
+
+
+def _verdict(entry: dict) -> None:
+  """Sets a compared group's `differs` and `differs_in` from its Holm-adjusted p-values."""
+  tests = entry["gaps"]["tests"]
+  found = [m for m, t in tests.items() if t["p_holm"] < FAMILY_ALPHA]
+  weaker = [m for m in found if tests[m]["value"] < 0]
+  entry["differs_in"] = weaker or found
+  entry["differs"] = "weaker" if weaker else "stronger" if found else None
+
+
 def any_compared(subgroup_figures: dict) -> bool:
-  """Whether any group was compared with the rest of its split (has an AUC gap)."""
+  """Whether any group was compared with the rest of its split (has gaps)."""
   return any(
-    entry.get("auc_gap") for by_name in subgroup_figures.values() for entry in by_name.values()
+    entry.get("gaps") for by_name in subgroup_figures.values() for entry in by_name.values()
   )
 
 
@@ -643,4 +845,4 @@ def differing(subgroup_figures: dict) -> list[tuple[str, str, dict]]:
     for name, entry in by_name.items()
     if entry.get("differs")
   ]
-  return sorted(found, key=lambda item: item[2]["auc_gap"]["value"])
+  return sorted(found, key=lambda item: min(t["value"] for t in item[2]["gaps"]["tests"].values()))

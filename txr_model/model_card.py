@@ -178,6 +178,17 @@ def _results(key: str, result: dict, evaluated: dict, chosen: dict) -> list[str]
   return [*lines, ""]
 
 
+def _gap_cell(test: dict | None) -> str:
+  """A gap's table cell: value, 95% CI and Holm-adjusted p (empty when it was not tested)."""
+  if test is None:
+    return ""
+  low, high = test["ci95"]
+  return (
+    f"{_f(test['value'], sign=True)} ({_f(low, sign=True)} to {_f(high, sign=True)}),"
+    f" p {_f(test['p_holm'])}"
+  )
+
+
 def _subgroups(result: dict) -> list[str]:
   """Each subgroup's figures and the verdict, in the words of report_text."""
   figures = result.get("subgroups")
@@ -186,52 +197,53 @@ def _subgroups(result: dict) -> list[str]:
   lines = [
     "## Subgroups",
     "",
-    f"At the thresholds above; sensitivity and specificity at the WHO triage point. Gap: AUC"
-    f" of the group minus AUC of the rest of the split, with a stratified bootstrap 95% CI. A"
-    f" group with fewer than {metrics.MIN_PER_CLASS} images of either class is too few to say"
-    " anything about.",
+    "At the thresholds above; sensitivity and specificity at the WHO triage point. Each gap is"
+    " the group's figure minus the rest of the split's, with a 95% CI from a bias-corrected and"
+    " accelerated bootstrap and a p-value from a permutation test (groups reassigned within"
+    " each class), Holm-adjusted over every gap in this table: a group is named only when an"
+    f" adjusted p is below {metrics.FAMILY_ALPHA}, so the chance of naming any group where none"
+    f" differs is at most about {metrics.FAMILY_ALPHA:.0%}. A group with fewer than"
+    f" {metrics.MIN_PER_CLASS} images of either class is too few to say anything about.",
     "",
     "| attribute | group | N | abnormal | AUC (95% CI) | sensitivity | specificity | ECE |"
-    " gap (95% CI) |",
-    "|---|---|---|---|---|---|---|---|---|",
+    " AUC gap | sensitivity gap | specificity gap |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for attribute, groups in figures.items():
     for name, group in groups.items():
       cells = [attribute, name, str(group["n"]), str(group["n_positive"])]
-      if group["too_few"]:
-        cells += ["too few", "", "", "", ""]
+      if "same_as" in group:
+        cells += [f"the same images as {group['same_as']}", "", "", "", "", "", ""]
+      elif group["too_few"]:
+        cells += ["too few", "", "", "", "", "", ""]
       else:
         low, high = group["auc_ci95"]
         triage = group["operating_points"][metrics.TRIAGE]
-        gap = group["auc_gap"]
+        gaps = group["gaps"]
         cells += [
           f"{_f(group['auc'])} ({_f(low)}-{_f(high)})",
           _f(triage["sensitivity"]),
           _f(triage["specificity"]),
           _f(group["ece"]),
-          f"{_f(gap['value'], sign=True)} ({_f(gap['ci95'][0], sign=True)} to"
-          f" {_f(gap['ci95'][1], sign=True)})"
-          if gap
-          else "rest too few",
+          *(
+            [_gap_cell(gaps["tests"].get(m)) for m in metrics.GAP_MEASURES]
+            if gaps
+            else ["rest too few", "", ""]
+          ),
         ]
       lines.append("| " + " | ".join(cells) + " |")
   found = metrics.differing(figures)
   lines.append("")
   if found:
     for attribute, name, group in found:
-      lines.append(f"- {attribute} {name} is **{group['differs']}** than the rest of the split.")
+      lines.append(
+        f"- {attribute} {name} is **{group['differs']}** than the rest of the split"
+        f" ({report_text.gap_text(group)})."
+      )
   elif not metrics.any_compared(figures):
     lines.append(report_text.NOTHING_COMPARED)
   else:
-    lines.append(
-      "No subgroup differs from the rest: every gap's 95% CI includes zero, or the group is"
-      " too few."
-    )
-  lines += [
-    "",
-    "The CIs are not adjusted for the number of groups: about one group in twenty can differ"
-    " by chance.",
-  ]
+    lines.append(report_text.NONE_WEAKER)
   return [*lines, ""]
 
 

@@ -13,6 +13,13 @@ NOTHING_COMPARED = (
   f" {metrics.MIN_PER_CLASS} images of each class."
 )
 
+# The verdict when groups were compared and none is weaker, in the log and the model card.
+NONE_WEAKER = (
+  f"No subgroup is weaker than the rest: no gap's Holm-adjusted p is below"
+  f" {metrics.FAMILY_ALPHA}, or the group has fewer than {metrics.MIN_PER_CLASS} images of a"
+  " class."
+)
+
 
 def headline(result: dict, split: str) -> str:
   """One line on an evaluated split: AUC with its CI, the triage point, ECE and N (for the log).
@@ -141,14 +148,15 @@ def describe_subgroups(summary: dict) -> list[str]:
     return []
   lines = [
     "  Subgroups, at the thresholds chosen on validation (sensitivity and specificity at the"
-    " triage point; gap: AUC of the group minus AUC of the rest of the split):"
+    " triage point). Gaps: the group's figure minus the rest of the split's, 95% CI from a BCa"
+    " bootstrap, p from a permutation test, Holm-adjusted over every gap below:"
   ]
   for attribute, groups in figures.items():
     for name, group in groups.items():
       lines.append(f"    {attribute} {name}: {_subgroup_text(group)}")
   found = metrics.differing(figures)
   for direction in ("weaker", "stronger"):
-    named = [f"{a} {n} ({_gap_text(g)})" for a, n, g in found if g["differs"] == direction]
+    named = [f"{a} {n} ({gap_text(g)})" for a, n, g in found if g["differs"] == direction]
     if named:
       lines.append(f"  {direction.capitalize()} than the rest: {'; '.join(named)}.")
   weakest = [(a, n, g) for a, n, g in found if g["differs"] == "weaker"]
@@ -156,37 +164,43 @@ def describe_subgroups(summary: dict) -> list[str]:
     attribute, name, group = weakest[0]
     lines.append(
       f"  Weakest subgroup: {attribute} {name}, AUC {group['auc']:.3f} on {group['n']} images,"
-      f" {_gap_text(group)}."
+      f" {gap_text(group)}."
     )
   elif not metrics.any_compared(figures):
     lines.append(f"  {NOTHING_COMPARED}")
   else:
-    lines.append(
-      "  No subgroup is weaker than the rest: every gap's 95% CI reaches zero, or the group"
-      f" has fewer than {metrics.MIN_PER_CLASS} images of a class."
-    )
+    lines.append(f"  {NONE_WEAKER}")
   return lines
 
 
 def _subgroup_text(group: dict) -> str:
-  """One subgroup's N, AUC with CI, triage-point rates, ECE and gap; or its N and 'too few'."""
+  """One subgroup's N, AUC with CI, triage-point rates, ECE and gaps; or its N and why not."""
   counts = f"N={group['n']} ({group['n_positive']} abnormal)"
+  if "same_as" in group:
+    return f"{counts}, the same images as {group['same_as']}"
   if group["too_few"]:
     return f"{counts}, too few to say (fewer than {metrics.MIN_PER_CLASS} of a class)"
   low, high = group["auc_ci95"]
   triage = group["operating_points"][metrics.TRIAGE]
-  gap = f"; {_gap_text(group)}" if group["auc_gap"] else "; the rest too few to compare"
+  gaps = f"; {gap_text(group, all_gaps=True)}" if group["gaps"] else "; the rest too few to compare"
   return (
     f"{counts}, AUC {group['auc']:.3f} (95% CI {low:.3f}-{high:.3f}), sensitivity"
     f" {triage['sensitivity']:.3f}, specificity {triage['specificity']:.3f}, ECE"
-    f" {group['ece']:.3f}{gap}"
+    f" {group['ece']:.3f}{gaps}"
   )
 
 
-def _gap_text(group: dict) -> str:
-  gap = group["auc_gap"]
-  low, high = gap["ci95"]
-  return f"gap {gap['value']:+.3f}, 95% CI {low:+.3f} to {high:+.3f}"
+def gap_test_text(test: dict) -> str:
+  """One gap as '-0.200 (95% CI -0.300 to -0.150, adjusted p 0.004)'."""
+  low, high = test["ci95"]
+  return f"{test['value']:+.3f} (95% CI {low:+.3f} to {high:+.3f}, adjusted p {test['p_holm']:.3f})"
+
+
+def gap_text(group: dict, all_gaps: bool = False) -> str:
+  """A compared group's gaps: those it differs in (all of them with all_gaps, or if none)."""
+  tests = group["gaps"]["tests"]
+  shown = tests if all_gaps or not group.get("differs_in") else group["differs_in"]
+  return ", ".join(f"{measure} gap {gap_test_text(tests[measure])}" for measure in shown)
 
 
 def _describe_by_group(summary: dict) -> list[str]:
