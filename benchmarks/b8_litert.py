@@ -28,6 +28,7 @@ In one run, every model on the same images:
   environment's installed size (with --lite_python).
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -45,6 +46,7 @@ import tensorflow_datasets as tfds
 from benchmarks import b6_learning_curve as b6
 from benchmarks import synthetic
 import txr_data  # noqa: F401  (registers the builders)
+from txr_lite import contract
 from txr_lite import lite_model
 from txr_lite import preprocess
 from txr_model import evaluation
@@ -110,10 +112,11 @@ def _parity(export_dir: str, variants: dict, examples) -> dict:
   serve = tf.saved_model.load(export_dir).signatures["serving_default"]
   batches = [tf.constant(data[i : i + 32]) for i in range(0, len(data), 32)]
   scores = {"saved_model": np.concatenate([serve(image_bytes=b)["probability"] for b in batches])}
-  for variant, meta in variants.items():
-    model = lite_model.LiteModel(meta["path"])
-    images = [preprocess.prepare(d, meta["image_size"], meta["max_side"]).image for d in data]
-    scores[variant] = model.predict(np.stack(images))[0]
+  for variant, path in variants.items():
+    loaded = lite_model.load(path)
+    meta = loaded.meta
+    images = [preprocess.prepare(d, meta.image_size, meta.max_side).image for d in data]
+    scores[variant] = loaded.model.predict(np.stack(images))[0]
   out = {"n": int(labels.size), "n_abnormal": int(labels.sum())}
   out.update({name: _auc(labels, s) for name, s in scores.items()})
   for variant in ("float16", "int8"):
@@ -139,16 +142,14 @@ def _deployment_models(demo_dir: str, out_dir: str) -> dict:
   detector = ood.fit(features[:80], features[80:])
   max_side = input_pipeline.max_side(info.dataset, info.data_dir)
   paths = {"saved_model": os.path.join(out_dir, "export")}
-  export.export_serving(model, paths["saved_model"], 0.5, detector, {}, max_side=max_side)
-  for variant, flatbuffer in litert.convert(model, lite_model.VARIANTS, images).items():
-    paths[variant] = os.path.join(out_dir, f"model_{variant}.tflite")
-    meta = {
-      "format": lite_model.FORMAT, "variant": variant, "labels": list(lite_model.LABELS),
-      "image_size": _DEPLOY_SIZE, "max_side": max_side, "operating_point": "triage",
-      "threshold": 0.5, "ood_threshold": detector["threshold"],
-      "max_colourfulness": ood.MAX_COLOURFULNESS, "aspect_range": list(ood.ASPECT_RANGE),
-    }  # fmt: skip
-    litert.write_variant(paths[variant], meta, flatbuffer, detector)
+  thresholds = {contract.TRIAGE: 0.5}
+  meta = export.export_serving(
+    model, paths["saved_model"], detector, thresholds, contract.TRIAGE, max_side=max_side
+  )
+  for variant, flatbuffer in litert.convert(model, contract.VARIANTS, images).items():
+    files = contract.lite_files(out_dir, variant)
+    litert.write_variant(files, dataclasses.replace(meta, variant=variant), flatbuffer, detector)
+    paths[variant] = files.tflite
   return paths
 
 
@@ -208,7 +209,7 @@ def _latency(paths: dict, films: list[str], max_side: int) -> dict:
         sys.executable, timing, paths["saved_model"], threads, prepared, _WARMUP
       ),
     }
-    for variant in lite_model.VARIANTS:
+    for variant in contract.VARIANTS:
       row[variant] = _timed(
         _LITE_PYTHON.value, "benchmarks.lite_timing", paths[variant], threads, file_list, _WARMUP
       )
@@ -263,7 +264,8 @@ def main(argv):
   if not os.path.exists(os.path.join(demo_dir, run_dir.MODEL)):
     raise app.UsageError(f"--demo_dir={demo_dir}: run the README's demo first.")
   info = run_config.RunConfig.load(demo_dir)
-  variants = litert.export_lite(demo_dir)  # What the README's txr-export-lite writes.
+  written = litert.export_lite(demo_dir)  # What the README's txr-export-lite writes.
+  variants = {variant: path for variant, (_, path, _) in written.items()}
   export_dir = os.path.join(demo_dir, run_dir.EXPORT)
   figures = {
     "auc_demo_test": _parity(export_dir, variants, _examples(info.dataset, info.data_dir)),

@@ -14,9 +14,8 @@ from txr_lite import preprocess
 
 
 def main(model_path: str, threads: str, file_list: str, warmup: str) -> None:
-  meta = lite_model.load_metadata(model_path)
-  detector = lite_model.load_detector(model_path, meta)
-  model = lite_model.LiteModel(model_path, int(threads))
+  variant = lite_model.load(model_path, int(threads))
+  meta, detector, model = variant.meta, variant.detector, variant.model
   with open(file_list) as f:
     paths = f.read().split("\n")
   total, prepare, network = [], [], []
@@ -24,7 +23,7 @@ def main(model_path: str, threads: str, file_list: str, warmup: str) -> None:
     with open(path, "rb") as f:
       data = f.read()
     start = time.perf_counter()
-    prepared = preprocess.prepare(data, meta["image_size"], meta["max_side"])
+    prepared = preprocess.prepare(data, meta.image_size, meta.max_side)
     prepared_at = time.perf_counter()
     _, features = model.predict(prepared.image[None])
     detector.scores(features)

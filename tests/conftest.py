@@ -86,6 +86,30 @@ def dicom_bytes(pixels, **attributes) -> bytes:
   return buf.getvalue()
 
 
+def metadata(**changes):
+  """A valid `contract.Metadata` of a SavedModel (for exports made by hand), with `changes`."""
+  import dataclasses
+
+  from txr_lite import contract
+
+  meta = contract.Metadata(
+    variant=contract.SAVED_MODEL, image_size=75, max_side=512, operating_point=contract.TRIAGE,
+    thresholds={contract.YOUDEN: 0.6, contract.TRIAGE: 0.5}, ood_threshold=40.0,
+    max_colourfulness=10.0, aspect_range=(0.5, 2.0),
+  )  # fmt: skip
+  return dataclasses.replace(meta, **changes)
+
+
+def saved_model_stub(export_dir):
+  """An export folder with a graph file and valid metadata: enough for txr-predict's checks."""
+  from txr_lite import contract
+
+  (export_dir / "assets.extra").mkdir(parents=True)
+  (export_dir / "saved_model.pb").write_bytes(b"")
+  (export_dir / contract.SAVED_MODEL_METADATA).write_text(metadata().to_json())
+  return export_dir
+
+
 def zip_tree(root, zip_path, arc_root: str, junk: str) -> None:
   """Zips the tree `root` under `arc_root/`, plus a `__MACOSX/<junk>` entry, as macOS does."""
   import zipfile

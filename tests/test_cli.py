@@ -7,6 +7,7 @@ import sys
 from absl import app
 from conftest import REPO
 from conftest import SAMPLE_ROOT
+from conftest import saved_model_stub
 import pytest
 
 from txr_model import cli
@@ -46,10 +47,7 @@ def test_usage_errors_are_one_line_and_create_nothing(tmp_path):
   assert "--dataset=no_such_ds" in line and "not found" in line
   assert not model_dir.exists() and not (tmp_path / "data").exists()
 
-  export_dir = tmp_path / "export"
-  (export_dir / "assets.extra").mkdir(parents=True)
-  (export_dir / "saved_model.pb").write_bytes(b"")
-  (export_dir / "assets.extra" / "txr.json").write_text("{}")
+  export_dir = saved_model_stub(tmp_path / "export")
   line = _error_line(
     _run("predict", f"--export_dir={export_dir}", "--explain", f"--explain_dir={a_file}", "x.png")
   )

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from txr_lite import contract
 from txr_model import export
 from txr_model import model as model_lib
-from txr_model import predict
+
+METADATA = contract.SAVED_MODEL_METADATA
 
 
 def _graph(target):
@@ -24,17 +26,17 @@ def _graph(target):
 
 def test_an_export_is_renamed_into_place_with_its_metadata_last(tmp_path):
   path = tmp_path / "export"
-  export.write_atomically(str(path), _graph, {"threshold": 0.5})
-  assert json.loads((path / export.METADATA).read_text()) == {"threshold": 0.5}
+  export.write_atomically(str(path), _graph, '{"threshold": 0.5}')
+  assert json.loads((path / METADATA).read_text()) == {"threshold": 0.5}
   assert not (tmp_path / "export.partial").exists()
-  export.write_atomically(str(path), _graph, {"threshold": 0.7})  # A rerun replaces it.
-  assert json.loads((path / export.METADATA).read_text()) == {"threshold": 0.7}
+  export.write_atomically(str(path), _graph, '{"threshold": 0.7}')  # A rerun replaces it.
+  assert json.loads((path / METADATA).read_text()) == {"threshold": 0.7}
 
 
 @pytest.mark.parametrize("when", ["writing the graph", "before the metadata"])
 def test_a_kill_leaves_the_previous_export_and_nothing_loadable(tmp_path, monkeypatch, when):
   path = tmp_path / "export"
-  export.write_atomically(str(path), _graph, {"threshold": 0.5})
+  export.write_atomically(str(path), _graph, '{"threshold": 0.5}')
 
   def killed_in_graph(target):
     _graph(target)
@@ -43,16 +45,16 @@ def test_a_kill_leaves_the_previous_export_and_nothing_loadable(tmp_path, monkey
   def killed(*args, **kwargs):
     raise KeyboardInterrupt
 
-  if when == "before the metadata":
-    monkeypatch.setattr(export.json, "dump", killed)
+  if when == "before the metadata":  # The graph written, the metadata's folder next.
+    monkeypatch.setattr(export.tf.io.gfile, "makedirs", killed)
   with pytest.raises(KeyboardInterrupt):
     export.write_atomically(
-      str(path), killed_in_graph if when == "writing the graph" else _graph, {"threshold": 0.9}
+      str(path), killed_in_graph if when == "writing the graph" else _graph, '{"threshold": 0.9}'
     )
   monkeypatch.undo()
-  assert json.loads((path / export.METADATA).read_text()) == {"threshold": 0.5}
+  assert json.loads((path / METADATA).read_text()) == {"threshold": 0.5}
   partial = tmp_path / "export.partial"
-  assert (partial / "saved_model.pb").exists() and not (partial / predict.METADATA).exists()
+  assert (partial / "saved_model.pb").exists() and not (partial / METADATA).exists()
 
 
 def test_grad_cam_of_a_confident_abnormal_film_is_not_blank():
@@ -77,7 +79,7 @@ def test_a_kill_between_moving_the_old_export_and_renaming_the_new_loses_neither
   import tensorflow as tf
 
   path = tmp_path / "export"
-  export.write_atomically(str(path), _graph, {"threshold": 0.5})
+  export.write_atomically(str(path), _graph, '{"threshold": 0.5}')
   rename = tf.io.gfile.rename
 
   def killed_before_the_new_one(src, dst, overwrite=False):
@@ -87,10 +89,10 @@ def test_a_kill_between_moving_the_old_export_and_renaming_the_new_loses_neither
 
   monkeypatch.setattr(tf.io.gfile, "rename", killed_before_the_new_one)
   with pytest.raises(KeyboardInterrupt):
-    export.write_atomically(str(path), _graph, {"threshold": 0.9})
+    export.write_atomically(str(path), _graph, '{"threshold": 0.9}')
   monkeypatch.undo()
-  kept = [p for p in (path, tmp_path / "export.old") if (p / export.METADATA).exists()]
-  assert [json.loads((p / export.METADATA).read_text()) for p in kept] == [{"threshold": 0.5}]
-  export.write_atomically(str(path), _graph, {"threshold": 0.7})  # The next run finishes it.
-  assert json.loads((path / export.METADATA).read_text()) == {"threshold": 0.7}
+  kept = [p for p in (path, tmp_path / "export.old") if (p / METADATA).exists()]
+  assert [json.loads((p / METADATA).read_text()) for p in kept] == [{"threshold": 0.5}]
+  export.write_atomically(str(path), _graph, '{"threshold": 0.7}')  # The next run finishes it.
+  assert json.loads((path / METADATA).read_text()) == {"threshold": 0.7}
   assert not (tmp_path / "export.old").exists() and not (tmp_path / "export.partial").exists()

@@ -157,13 +157,15 @@ def test_int8_scores_as_the_keras_model_with_thresholds_of_its_own(learned, lite
   assert np.mean(np.abs(int8_scores - keras_scores)) <= 0.05
   apart = keras_scores[:, None] - keras_scores[None, :] > 0.25
   assert (int8_scores[:, None] >= int8_scores[None, :])[apart].all()
-  meta = lite_model.load_metadata(path)
+  meta = lite_model.load(path).meta  # Its three files checked together.
   val_scores = int8.predict(val_images)[0]  # Its own scores chose its thresholds, not Keras's.
-  assert meta["threshold"] == metrics.triage_threshold(val_labels, val_scores)
-  assert meta["thresholds_from"] == {
+  assert meta.operating_point == "triage"  # The SavedModel's (finish.OPERATING_POINT).
+  assert meta.threshold == metrics.triage_threshold(val_labels, val_scores)
+  assert meta.thresholds["youden"] == metrics.youden_threshold(val_labels, val_scores)
+  assert meta.thresholds_from == {
     "dataset": "shenzhen_cxr/512", "split": "validation", "n": 64,
     "auc": metrics.roc_auc(val_labels, val_scores),
   }  # fmt: skip
-  assert meta["image_size"] == 75 and meta["max_side"] == 512
-  assert meta["calibration"] == {"split": "train", "n": 100}
+  assert meta.image_size == 75 and meta.max_side == 512
+  assert meta.calibration == {"split": "train", "n": 100}
   assert (export_dir / "model_int8.tflite").stat().st_size < 25e6

@@ -11,11 +11,12 @@ import subprocess
 import sys
 
 from conftest import REPO
+from conftest import metadata
 from conftest import png_bytes
 import numpy as np
 import pytest
 
-from txr_lite import lite_model
+from txr_lite import contract
 
 SIZE = 32
 # Runs txr-predict-lite's main, then fails if anything imported TensorFlow.
@@ -52,13 +53,14 @@ def tiny_model(tmp_path_factory):
   images = rng.integers(0, 256, (40, SIZE, SIZE, 1)).astype(np.uint8)
   features = net.predict(images, verbose=0)["features"]
   detector = ood.fit(features[:30], features[30:])
-  path = tmp_path_factory.mktemp("export") / "model_float32.tflite"
-  meta = {
-    "format": lite_model.FORMAT, "variant": "float32", "labels": list(lite_model.LABELS),
-    "image_size": SIZE, "max_side": 64, "operating_point": "triage", "threshold": 0.5,
-    "ood_threshold": detector["threshold"], "max_colourfulness": 10.0, "aspect_range": [0.5, 2.0],
-  }  # fmt: skip
-  litert.write_variant(str(path), meta, flatbuffer, detector)
+  export_dir = tmp_path_factory.mktemp("export")
+  meta = metadata(
+    variant="float32", image_size=SIZE, max_side=64, thresholds={contract.TRIAGE: 0.5},
+    ood_threshold=detector["threshold"],
+  )  # fmt: skip
+  files = contract.lite_files(str(export_dir), "float32")
+  litert.write_variant(files, meta, flatbuffer, detector)
+  path = export_dir / "model_float32.tflite"
   return path, net
 
 
@@ -129,22 +131,58 @@ def test_table_and_csv_print_every_row_and_the_threshold(tiny_model, tmp_path):
   [
     ("empty_folder", "No PNG, JPEG or DICOM files in"),
     ("no_metadata", "model_float32.json: missing"),
+    ("no_detector", "model_float32.ood.npz: missing"),
     ("not_tflite", "not a .tflite file"),
     ("no_paths", "the following arguments are required"),
+    ("nan_threshold", "the triage threshold nan is not a probability"),
+    ("wrong_size", "image_size 64, but"),
+    ("another_network", "model_float32.tflite: not the file"),
+    ("truncated_network", "model_float32.tflite: not the file"),
+    ("another_detector", "model_float32.ood.npz: not the file"),
+    ("damaged_metadata", "model_float32.json: not JSON"),
+    ("newer_format", "metadata format 3, written by a newer txr than this one"),
   ],
 )
 def test_usage_errors_exit_2_with_one_line(tiny_model, tmp_path, case, message):
   path, _ = tiny_model
   (tmp_path / "empty").mkdir()
-  args = [f"--model={path}", tmp_path / "empty"]
-  if case == "no_metadata":
-    copy = tmp_path / "model_float32.tflite"
-    copy.write_bytes(path.read_bytes())
+  (tmp_path / "scans").mkdir()
+  (tmp_path / "scans" / "a.png").write_bytes(png_bytes(np.zeros((40, 40), np.uint8)))
+  copy = tmp_path / "model_float32.tflite"
+  files = contract.files_of(str(path))
+  for source in (files.tflite, files.metadata, files.ood):
+    (tmp_path / source.rsplit("/", 1)[1]).write_bytes(open(source, "rb").read())
+  mine = contract.files_of(str(copy))
+  raw = json.loads(open(mine.metadata).read())
+  args = [f"--model={copy}", tmp_path / "scans"]
+  if case == "empty_folder":
     args = [f"--model={copy}", tmp_path / "empty"]
+  elif case == "no_metadata":
+    (tmp_path / "model_float32.json").unlink()
+  elif case == "no_detector":
+    (tmp_path / "model_float32.ood.npz").unlink()
   elif case == "not_tflite":
     args = [f"--model={tmp_path}", tmp_path / "empty"]
   elif case == "no_paths":
-    args = [f"--model={path}"]
+    args = [f"--model={copy}"]
+  elif case == "nan_threshold":
+    raw["thresholds"]["triage"] = raw["threshold"] = float("nan")
+  elif case == "wrong_size":
+    raw["image_size"] = 64
+  elif case == "another_network":
+    copy.write_bytes(copy.read_bytes()[:-4] + b"\0\0\0\0")
+  elif case == "truncated_network":
+    copy.write_bytes(copy.read_bytes()[:1000])
+  elif case == "another_detector":
+    stats = dict(np.load(mine.ood))
+    np.savez(mine.ood, mean=stats["mean"] + 1, precision=stats["precision"])
+  elif case == "damaged_metadata":
+    (tmp_path / "model_float32.json").write_text('{"format": 2, "vari')
+  elif case == "newer_format":
+    raw["format"] = 3
+  if case in ("nan_threshold", "wrong_size", "newer_format"):
+    (tmp_path / "model_float32.json").write_text(json.dumps(raw))
   out = _predict_lite(*args)
   assert out.returncode == 2, out.stderr
-  assert message in out.stderr and "Traceback" not in out.stderr
+  assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
+  assert out.stdout == ""  # Refused before any row is printed.

@@ -9,18 +9,19 @@ import sys
 
 from conftest import REPO
 from conftest import png_bytes as _png
+from conftest import saved_model_stub
 import numpy as np
 import pytest
 
 from txr_data.shenzhen_cxr import shenzhen_cxr_dataset_builder as shenzhen
-from txr_model import export
+from txr_lite import contract
+from txr_lite import files as files_lib
+from txr_lite import rows
 from txr_model import predict
 
 
-def test_copied_constants_agree_with_their_sources():
-  assert predict.METADATA == export.METADATA
-  labels = shenzhen.Builder().info.features["label"].names
-  assert list(predict.LABELS) == labels
+def test_the_contracts_labels_are_the_datasets():
+  assert list(contract.LABELS) == shenzhen.Builder().info.features["label"].names
 
 
 def test_find_images_lists_folders_sorted_and_keeps_named_files(tmp_path):
@@ -85,7 +86,7 @@ def test_unreadable_folders_and_names_that_are_not_utf8_are_rows_not_crashes(tmp
   assert found == [latin1 + ".png"]
   assert unreadable == [{"file": str(scans / "locked"), "error": "cannot read: Permission denied"}]
   assert predict.read_image(found[0]) == png  # Read by its bytes.
-  assert predict.display_name(found[0]).endswith("/r\\xe9sum\\xe9.png")
+  assert files_lib.display_name(found[0]).endswith("/r\\xe9sum\\xe9.png")
 
 
 RESULTS = [
@@ -97,7 +98,7 @@ RESULTS = [
 
 def _printed(fmt, results=RESULTS):
   out = io.StringIO()
-  printer = predict.Printer(fmt, [r["file"] for r in results], out)
+  printer = rows.Printer(fmt, [r["file"] for r in results], out)
   lengths = []
   for result in results:
     printer.add(result)
@@ -161,6 +162,24 @@ def test_an_export_without_its_metadata_is_refused(tmp_path):
   )
 
 
+@pytest.mark.parametrize(
+  "text, message",
+  [
+    ('{"format": 1}', "metadata format 1, written by an older txr; export again"),
+    ('{"format": 99}', "metadata format 99, written by a newer txr than this one"),
+    ("not json", "not JSON"),
+  ],
+)
+def test_metadata_it_cannot_use_is_one_line_before_any_work(tmp_path, text, message):
+  export_dir = saved_model_stub(tmp_path / "export")
+  (export_dir / contract.SAVED_MODEL_METADATA).write_text(text)
+  out = subprocess.run(
+    [sys.executable, "-m", "txr_model.predict", f"--export_dir={export_dir}", "x.png"],
+    cwd=REPO, capture_output=True, text=True,
+  )  # fmt: skip
+  assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
 def test_train_and_evaluate_define_only_their_own_flags():
   for module in ("txr_model.train", "txr_model.evaluate"):
     out = subprocess.run(
@@ -173,9 +192,7 @@ def test_train_and_evaluate_define_only_their_own_flags():
 
 def test_a_folder_without_images_is_a_usage_error(tmp_path):
   export_dir, empty = tmp_path / "export", tmp_path / "scans"
-  (export_dir / "assets.extra").mkdir(parents=True)
-  (export_dir / "saved_model.pb").write_bytes(b"")
-  (export_dir / predict.METADATA).write_text("{}")
+  saved_model_stub(export_dir)
   empty.mkdir()
   (empty / "notes.txt").write_text("no images here")
   out = subprocess.run(
@@ -188,9 +205,7 @@ def test_a_folder_without_images_is_a_usage_error(tmp_path):
 def test_a_closed_pipe_ends_quietly(tmp_path):
   """`txr-predict ... | head -1`: the reader is gone; no BrokenPipeError traceback."""
   export_dir, scans = tmp_path / "export", tmp_path / "scans"
-  (export_dir / "assets.extra").mkdir(parents=True)
-  (export_dir / "saved_model.pb").write_bytes(b"")
-  (export_dir / predict.METADATA).write_text("{}")
+  saved_model_stub(export_dir)
   scans.mkdir()
   (scans / "a.png").write_bytes(_png(np.zeros((4, 4), np.uint8)))
   read, write = os.pipe()

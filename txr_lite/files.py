@@ -52,6 +52,11 @@ def find_images(paths: list[str], remote=None) -> tuple[list[str], list[dict]]:
   return found, unreadable
 
 
+def no_images(paths: list[str]) -> str:
+  """Both predictors' usage error when the paths hold no image."""
+  return f"No PNG, JPEG or DICOM files in {' '.join(str(p) for p in paths)}."
+
+
 def _walk_real_folders_once(top: str, onerror):
   """`os.walk` following symlinks, but into each real folder once."""
   seen = {os.path.realpath(top)}

@@ -1,30 +1,20 @@
 """A LiteRT export of a txr model, loaded and run with numpy: no TensorFlow.
 
-A variant is three files side by side in a run's export/ folder:
-
-  model_<variant>.tflite      the network: uint8 gray images -> P(TB), pooled features
-  model_<variant>.json        its metadata: image size, max_side, thresholds, labels, run
-  model_<variant>.ood.npz     the OOD detector fitted on this variant's own features
-
-The exporter (txr_model/litert.py, with TensorFlow) chooses each variant's
-thresholds with this class, so they are the scores txr-predict-lite computes.
+A variant is three files side by side in a run's export/ folder
+(`contract.LiteFiles`): the network (uint8 gray images -> P(TB), pooled
+features), its metadata (`contract.Metadata`) and the OOD detector fitted on
+its own features. The exporter (txr_model/litert.py, with TensorFlow) chooses
+each variant's thresholds with `LiteModel`, so they are the scores
+txr-predict-lite computes.
 """
 
 import dataclasses
-import json
+import io
 import os
 
 import numpy as np
 
-LABELS = ("normal", "abnormal")
-FORMAT = 1  # The metadata's layout; a predictor refuses one it does not know.
-VARIANTS = ("float32", "float16", "int8")
-
-
-def paths(tflite_path: str) -> tuple[str, str]:
-  """(metadata JSON, OOD statistics) beside a `model_<variant>.tflite`."""
-  stem = tflite_path[: -len(".tflite")] if tflite_path.endswith(".tflite") else tflite_path
-  return f"{stem}.json", f"{stem}.ood.npz"
+from txr_lite import contract
 
 
 def mahalanobis(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -42,7 +32,7 @@ class Detector:
   threshold: float
 
   def scores(self, features: np.ndarray) -> np.ndarray:
-    """Distance over threshold: above 1 is out of distribution."""
+    """Distance over threshold: above contract.OOD_SCORE_LIMIT is out of distribution."""
     return mahalanobis(features, self.mean, self.precision) / self.threshold
 
 
@@ -88,34 +78,56 @@ class LiteModel:
     return np.asarray(probabilities, np.float64), np.asarray(features, np.float32).reshape(-1, d)
 
 
-def load_metadata(tflite_path: str) -> dict:
-  """The metadata JSON beside a .tflite file.
+def detector_bytes(detector: dict) -> bytes:
+  """The .ood.npz file's bytes of a fitted detector (its mean and precision)."""
+  buf = io.BytesIO()
+  np.savez(buf, **{k: np.asarray(detector[k], np.float32) for k in ("mean", "precision")})
+  return buf.getvalue()
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One LiteRT variant, loaded and checked: its metadata, detector and network."""
+
+  meta: contract.Metadata
+  detector: Detector
+  model: LiteModel
+
+
+def load(tflite_path: str, num_threads: int | None = None) -> Variant:
+  """Reads a variant's three files once, checks they belong together, and loads the network.
+
+  Args:
+    tflite_path: a `model_<variant>.tflite` with its .json and .ood.npz beside it.
+    num_threads: the interpreter's CPU threads; None: every core.
 
   Raises:
-    ValueError: no metadata (an incomplete export) or a format this code does not know.
+    contract.MetadataError: a missing, damaged or mismatched file, in one line.
   """
-  meta_path, _ = paths(tflite_path)
-  try:
-    with open(meta_path) as f:
-      meta = json.load(f)
-  except FileNotFoundError:
-    raise ValueError(
-      f"{meta_path}: missing. A txr LiteRT export is the .tflite with its .json and .ood.npz"
-      " beside it; copy all three, or export again with txr-export-lite."
-    ) from None
-  if meta.get("format") != FORMAT:
-    raise ValueError(f"{meta_path}: metadata format {meta.get('format')!r}, expected {FORMAT}.")
-  return meta
-
-
-def load_detector(tflite_path: str, meta: dict) -> Detector:
-  """The OOD detector beside a .tflite file, with the threshold its metadata gives."""
-  _, ood_path = paths(tflite_path)
-  try:
-    with np.load(ood_path) as stats:
-      mean, precision = stats["mean"], stats["precision"]
-  except FileNotFoundError:
-    raise ValueError(
-      f"{ood_path}: missing. Copy it with the .tflite and .json, or export again."
-    ) from None
-  return Detector(mean.astype(np.float64), precision.astype(np.float64), meta["ood_threshold"])
+  files = contract.files_of(tflite_path)
+  data = {}
+  for name in ("metadata", "tflite", "ood"):
+    path = getattr(files, name)
+    try:
+      with open(path, "rb") as f:
+        data[name] = f.read()
+    except FileNotFoundError:
+      raise contract.MetadataError(
+        f"{path}: missing. A txr LiteRT export is the .tflite with its .json and .ood.npz beside"
+        " it; copy all three, or export again with txr-export-lite."
+      ) from None
+  meta = contract.Metadata.from_json(data["metadata"], files.metadata)
+  if meta.variant == contract.SAVED_MODEL:
+    raise contract.MetadataError(f"{files.metadata}: a SavedModel's metadata; use txr-predict.")
+  meta.check_files(files, data["tflite"], data["ood"])
+  with np.load(io.BytesIO(data["ood"])) as stats:
+    detector = Detector(
+      stats["mean"].astype(np.float64), stats["precision"].astype(np.float64), meta.ood_threshold
+    )
+  model = LiteModel(data["tflite"], num_threads)
+  if model.image_size != meta.image_size:
+    raise contract.MetadataError(
+      f"{files.metadata}: image_size {meta.image_size}, but {files.tflite} takes"
+      f" {model.image_size} px; export again with txr-export-lite."
+    )
+  return Variant(meta, detector, model)

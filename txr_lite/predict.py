@@ -16,6 +16,7 @@ import itertools
 import os
 import sys
 
+from txr_lite import contract
 from txr_lite import files as files_lib
 from txr_lite import image_rules
 from txr_lite import lite_model
@@ -23,23 +24,18 @@ from txr_lite import preprocess
 from txr_lite import rows
 
 
-def predict_files(model_path: str, paths: list[str], num_threads: int | None = None):
+def predict_files(variant: lite_model.Variant, paths: list[str]):
   """Yields one result dict per file, in order, as each is scored.
 
   Args:
-    model_path: a `model_<variant>.tflite` with its .json and .ood.npz beside it.
+    variant: the loaded LiteRT variant (`lite_model.load`).
     paths: the files to classify.
-    num_threads: the interpreter's CPU threads; None: every core.
 
   Yields:
     {'file', 'probability', 'label', 'out_of_distribution', 'ood_score'} or
     {'file', 'error'} per file.
   """
-  meta = lite_model.load_metadata(model_path)
-  detector = lite_model.load_detector(model_path, meta)
-  model = lite_model.LiteModel(model_path, num_threads)
-  size, max_side = meta["image_size"], meta["max_side"]
-  low, high = meta["aspect_range"]
+  meta = variant.meta
   for path in paths:
     result = {"file": path}
     try:
@@ -48,24 +44,22 @@ def predict_files(model_path: str, paths: list[str], num_threads: int | None = N
         from txr_lite import dicom  # Only DICOM users need pydicom.
 
         gray = dicom.to_gray(data, image_rules.MAX_PIXELS)
-        prepared = preprocess.prepare_array(gray, size, max_side)
+        prepared = preprocess.prepare_array(gray, meta.image_size, meta.max_side)
       else:
-        prepared = preprocess.prepare(data, size, max_side)
+        prepared = preprocess.prepare(data, meta.image_size, meta.max_side)
     except (OSError, ValueError) as e:
       result["error"] = str(e).splitlines()[0]
       yield result
       continue
-    probability, features = model.predict(prepared.image[None])
-    score = float(detector.scores(features)[0])
-    flagged = (
-      score > 1.0
-      or prepared.colourfulness > meta["max_colourfulness"]
-      or not low <= prepared.aspect <= high
-    )
+    probability, features = variant.model.predict(prepared.image[None])
+    score = float(variant.detector.scores(features)[0])
+    probability = float(probability[0])
     result.update(
-      probability=float(probability[0]),
-      label=lite_model.LABELS[int(probability[0] >= meta["threshold"])],
-      out_of_distribution=bool(flagged),
+      probability=probability,
+      label=contract.LABELS[int(meta.label(probability))],
+      out_of_distribution=bool(
+        meta.out_of_distribution(score, prepared.colourfulness, prepared.aspect)
+      ),
       ood_score=score,
     )
     yield result
@@ -87,27 +81,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(f"--model={args.model}: not a .tflite file (txr-export-lite writes them).")
   if args.threads is not None and args.threads < 1:
     parser.error(f"--threads={args.threads}: give 1 or more.")
-  try:
-    meta = lite_model.load_metadata(args.model)
-  except ValueError as e:
+  try:  # Every file of the variant, checked before any row is printed.
+    variant = lite_model.load(args.model, args.threads)
+  except contract.MetadataError as e:
     parser.error(str(e))
+  except ValueError as e:  # The interpreter's own refusal of a .tflite it cannot load.
+    parser.error(f"{args.model}: {str(e).splitlines()[0]}; export again with txr-export-lite.")
   files, unreadable = files_lib.find_images(args.paths)
   if not files and not unreadable:
-    parser.error(f"No PNG, JPEG or DICOM files in {' '.join(args.paths)}.")
+    parser.error(files_lib.no_images(args.paths))
 
   def print_rows() -> int:
     printer = rows.Printer(args.format, files + [r["file"] for r in unreadable])
     failed = 0
-    for result in itertools.chain(unreadable, predict_files(args.model, files, args.threads)):
+    for result in itertools.chain(unreadable, predict_files(variant, files)):
       printer.add(result)
       failed += "error" in result
     printer.close()
     if args.format == "table":
-      print(
-        f"label: abnormal when probability >= {meta['threshold']:.4f} (the {meta['variant']}"
-        f" model's {meta['operating_point']} operating point, chosen on validation)",
-        flush=True,
-      )
+      print(variant.meta.rule_text(), flush=True)
     return failed
 
   return rows.run_rows("txr-predict-lite", len(files) + len(unreadable), print_rows)

@@ -1,57 +1,75 @@
 """Exports a SavedModel whose signatures take encoded PNG/JPEG bytes.
 
 `serving_default` returns, per element, P(TB), the label at the saved
-threshold, the out-of-distribution flag and score, and `error` ('' when the
-element is valid; then probability and score are -1 and label -1); `explain`
-returns a Grad-CAM heat map and the image the model saw. Checking, decoding
-and resizing live in the graph (decode.py; scaling is in the model), so no
-client (TF Serving, another language, txr-predict) re-implements them. The
-graph computes in float32 whatever the training policy.
+threshold, the out-of-distribution flag and score (both by the rules of
+`txr_lite.contract`, which the lite predictor applies too), and `error` (''
+when the element is valid; then probability and score are -1 and label -1);
+`explain` returns a Grad-CAM heat map and the image the model saw. Checking,
+decoding and resizing live in the graph (decode.py; scaling is in the
+model), so no client (TF Serving, another language, txr-predict)
+re-implements them. The graph computes in float32 whatever the training
+policy.
 
 The export is written beside its final place and renamed into it (locally),
 and its metadata file is written last, so a kill never leaves an `export/`
 that txr-predict accepts.
 """
 
-import json
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from txr_lite import contract
 from txr_model import decode
 from txr_model import model as model_lib
 from txr_model import ood
-
-METADATA = "assets.extra/txr.json"  # Beside the graph; TF Serving ignores assets.extra.
 
 
 def export_serving(
   model: keras.Model,
   path: str,
-  threshold: float,
   detector: dict,
-  metadata: dict,
+  thresholds: dict,
+  operating_point: str,
   max_side: int | None = None,
+  thresholds_from: dict | None = None,
+  run: dict | None = None,
   files: dict[str, str] | None = None,
-) -> None:
-  """Writes the SavedModel to `path` and its metadata JSON beside the graph.
+) -> contract.Metadata:
+  """Writes the SavedModel to `path` and its metadata (`contract.Metadata`) beside the graph.
 
   Args:
     model: the trained model (any dtype policy).
     path: the export folder (local or gs://); an existing export is replaced.
-    threshold: P(TB) at or above which the label is abnormal.
     detector: the fitted OOD detector (ood.fit).
-    metadata: facts about the run, written into assets.extra/txr.json.
+    thresholds: {operating point: threshold}, chosen on validation.
+    operating_point: the one whose threshold labels films.
     max_side: the training images' stored longest side (the dataset's
       builder config), so served images are shrunk the same way; None if the
       dataset stored the source pixels.
+    thresholds_from: where the thresholds were chosen (dataset, split, n, auc).
+    run: facts about the run, for people reading the metadata.
     files: {name: text} of files written into the export with the graph
       (its MODEL_CARD.md), so no export is ever in place without them.
+
+  Returns:
+    The metadata written.
   """
   model = model_lib.as_float32(model)
-  image_size = model.input_shape[1]
+  meta = contract.Metadata(
+    variant=contract.SAVED_MODEL,
+    image_size=model.input_shape[1],
+    max_side=max_side,
+    operating_point=operating_point,
+    thresholds={k: float(v) for k, v in thresholds.items()},
+    ood_threshold=float(detector["threshold"]),
+    max_colourfulness=ood.MAX_COLOURFULNESS,
+    aspect_range=tuple(ood.ASPECT_RANGE),
+    thresholds_from=thresholds_from,
+    run=run or {},
+  )
   maps_of = model_lib.feature_maps(model)  # uint8 images -> the base's last feature maps
   pool = model.get_layer(model_lib.POOL)
   head = model.get_layer(model_lib.CLASSIFIER)  # Dropout is the identity at inference.
@@ -62,27 +80,22 @@ def export_serving(
   in_graph = {"mean": ood_vars.mean, "precision": ood_vars.precision}
 
   def serve(image_bytes):
-    images, colour, aspect, error = decode.decode_batch(image_bytes, image_size, max_side)
+    images, colour, aspect, error = decode.decode_batch(image_bytes, meta.image_size, max_side)
     valid = error == ""
     pooled = pool(maps_of(images, training=False))
     probability = tf.where(valid, head(pooled)[:, 0], -1.0)
-    score = tf.where(valid, ood.mahalanobis(pooled, in_graph) / detector["threshold"], -1.0)
-    flagged = (
-      (score > 1.0)
-      | (colour > ood.MAX_COLOURFULNESS)
-      | (aspect < ood.ASPECT_RANGE[0])
-      | (aspect > ood.ASPECT_RANGE[1])
-    )
+    score = tf.where(valid, ood.mahalanobis(pooled, in_graph) / meta.ood_threshold, -1.0)
+    flagged = meta.out_of_distribution(score, colour, aspect)
     return {
       "probability": probability,
-      "label": tf.where(valid, tf.cast(probability >= threshold, tf.int32), -1),
+      "label": tf.where(valid, tf.cast(meta.label(probability), tf.int32), -1),
       "ood_score": score,
       "out_of_distribution": flagged & valid,
       "error": error,
     }
 
   def explain(image_bytes):
-    images, _, _, error = decode.decode_batch(image_bytes, image_size, max_side)
+    images, _, _, error = decode.decode_batch(image_bytes, meta.image_size, max_side)
     cam, probability = grad_cam(model, maps_of, images)
     return {"heatmap": cam, "probability": probability, "image": images, "error": error}
 
@@ -92,15 +105,6 @@ def export_serving(
   signature = [tf.TensorSpec([None], tf.string, name="image_bytes")]
   archive.add_endpoint(name="serve", fn=serve, input_signature=signature)
   archive.add_endpoint(name="explain", fn=explain, input_signature=signature)
-  metadata = {
-    **metadata,
-    "image_size": image_size,
-    "max_side": max_side,
-    "threshold": threshold,
-    "ood_threshold": detector["threshold"],
-    "max_colourfulness": ood.MAX_COLOURFULNESS,
-    "aspect_range": list(ood.ASPECT_RANGE),
-  }
 
   def write(target):
     archive.write_out(target, verbose=False)
@@ -108,7 +112,8 @@ def export_serving(
       with tf.io.gfile.GFile(os.path.join(target, name), "w") as f:
         f.write(text)
 
-  write_atomically(path, write, metadata)
+  write_atomically(path, write, meta.to_json())
+  return meta
 
 
 def grad_cam(model: keras.Model, maps_of: keras.Model, images: tf.Tensor):
@@ -139,7 +144,7 @@ def grad_cam(model: keras.Model, maps_of: keras.Model, images: tf.Tensor):
   return cam, tf.sigmoid(logit)
 
 
-def write_atomically(path: str, write_graph, metadata: dict) -> None:
+def write_atomically(path: str, write_graph, metadata: str) -> None:
   """Writes an export so that a kill at any point leaves no partial `path` that loads.
 
   Locally the export is written to `<path>.partial`; the previous export is
@@ -152,7 +157,7 @@ def write_atomically(path: str, write_graph, metadata: dict) -> None:
   Args:
     path: the export folder; an existing export there is replaced.
     write_graph: writes the SavedModel into the folder it is given.
-    metadata: written to `<path>/assets.extra/txr.json`.
+    metadata: the text written to `<path>/assets.extra/txr.json`, last.
   """
   local = "://" not in path
   target = f"{path}.partial" if local else path
@@ -165,9 +170,9 @@ def write_atomically(path: str, write_graph, metadata: dict) -> None:
   if tf.io.gfile.exists(target):
     tf.io.gfile.rmtree(target)
   write_graph(target)
-  tf.io.gfile.makedirs(os.path.join(target, os.path.dirname(METADATA)))
-  with tf.io.gfile.GFile(os.path.join(target, METADATA), "w") as f:
-    json.dump(metadata, f, indent=2, default=lambda v: np.asarray(v).tolist())
+  tf.io.gfile.makedirs(os.path.join(target, os.path.dirname(contract.SAVED_MODEL_METADATA)))
+  with tf.io.gfile.GFile(os.path.join(target, contract.SAVED_MODEL_METADATA), "w") as f:
+    f.write(metadata)
   if local:
     if tf.io.gfile.exists(path):
       tf.io.gfile.rename(path, aside)

@@ -14,7 +14,7 @@ from absl import app
 from absl import flags
 
 import txr_data  # noqa: F401  (registers the builders)
-from txr_lite import lite_model
+from txr_lite import contract
 from txr_model import cli
 from txr_model import litert
 from txr_model import model_dir_lock
@@ -23,7 +23,7 @@ from txr_model import run_dir
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A txr-train output directory.")
 _VARIANTS = flags.DEFINE_list(
-  "variants", list(lite_model.VARIANTS), f"Which of {','.join(lite_model.VARIANTS)} to write."
+  "variants", list(contract.VARIANTS), f"Which of {','.join(contract.VARIANTS)} to write."
 )
 _CALIBRATION_IMAGES = flags.DEFINE_integer(
   "calibration_images", 300, "Training images that calibrate the int8 variant.", lower_bound=1
@@ -34,10 +34,10 @@ def main(argv):
   """Converts --model_dir's model and prints what it wrote."""
   del argv
   cli.check_folder_flag("model_dir", _MODEL_DIR.value)
-  unknown = set(_VARIANTS.value) - set(lite_model.VARIANTS)
+  unknown = set(_VARIANTS.value) - set(contract.VARIANTS)
   if unknown or not _VARIANTS.value:
     raise app.UsageError(
-      f"--variants={','.join(_VARIANTS.value)}: give some of {','.join(lite_model.VARIANTS)}."
+      f"--variants={','.join(_VARIANTS.value)}: give some of {','.join(contract.VARIANTS)}."
     )
   if not os.path.exists(os.path.join(_MODEL_DIR.value, run_dir.MODEL)):
     raise app.UsageError(f"--model_dir={_MODEL_DIR.value} holds no {run_dir.MODEL}.")
@@ -56,11 +56,11 @@ def main(argv):
       )
   except (ValueError, model_dir_lock.ModelDirInUseError) as e:
     raise app.UsageError(str(e)) from None
-  for meta in written.values():
+  for meta, path, size in written.values():
+    chosen = meta.thresholds_from
     print(
-      f"{meta['path']}  {meta['bytes'] / 1e6:.1f} MB  validation AUC"
-      f" {meta['thresholds_from']['auc']:.4f} (N={meta['thresholds_from']['n']})"
-      f"  triage threshold {meta['threshold']:.4f}"
+      f"{path}  {size / 1e6:.1f} MB  validation AUC {chosen['auc']:.4f} (N={chosen['n']})"
+      f"  {meta.operating_point} threshold {meta.threshold:.4f}"
     )
   return 0
 

@@ -72,21 +72,23 @@ def finish_run(
   report_files.write_report(scored, "test", log_dir, model_dir)
   if not export_model:
     return report
-  threshold = report["test"]["operating_points"][OPERATING_POINT]["threshold"]
   export_dir = os.path.join(model_dir, run_dir.EXPORT)
+  points = report["test"]["operating_points"]
   export.export_serving(
     model,
     export_dir,
-    threshold,
     detector,
-    {
-      "dataset": configs["test"].dataset,
-      "operating_point": OPERATING_POINT,
-      "test_auc": report["test"]["auc"],
-      **(run_info or {}),
-    },
+    {name: point["threshold"] for name, point in points.items()},
+    OPERATING_POINT,
     # Served images are shrunk as the builder shrank the training images.
     max_side=input_pipeline.max_side(configs["test"].dataset, configs["test"].data_dir),
+    thresholds_from={
+      "dataset": configs["validation"].dataset,
+      "split": "validation",
+      "n": len(scored.validation.labels),
+      "auc": report["test"]["validation_auc"],
+    },
+    run={"dataset": configs["test"].dataset, "test_auc": report["test"]["auc"], **report["run"]},
     files={run_dir.MODEL_CARD: report_files.card(report)},
   )
   logging.info("Wrote %s", export_dir)

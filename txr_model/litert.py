@@ -5,15 +5,16 @@ float32 as trained, float16 weights, and int8 (full-integer post-training
 quantization of every layer, calibrated on images of the TRAINING split only).
 The network takes the uint8 gray images the Keras model takes and returns P(TB)
 and the pooled features. Quantization moves scores, so each variant's
-thresholds (triage and Youden) are chosen again on the validation split with
-that variant's own scores, as the LiteRT interpreter computes them
+thresholds (triage and Youden; the label uses the SavedModel's operating point,
+finish.OPERATING_POINT) are chosen again on the validation split with that
+variant's own scores, as the LiteRT interpreter computes them
 (txr_lite.lite_model, the predictor's code), and its OOD detector is fitted on
-its own training and validation features. The files are described in
-txr_lite/lite_model.py.
+its own training and validation features. The files and their metadata are
+txr_lite/contract.py's.
 """
 
+import dataclasses
 import importlib.metadata
-import io
 import json
 import os
 import tempfile
@@ -23,8 +24,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from txr_lite import contract
 from txr_lite import lite_model
 from txr_model import evaluation
+from txr_model import finish
 from txr_model import input_pipeline
 from txr_model import metrics
 from txr_model import model as model_lib
@@ -33,7 +36,6 @@ from txr_model import run_config
 from txr_model import run_dir
 
 CALIBRATION_IMAGES = 300  # Post-training quantization needs a few hundred (TF's guide: ~100-500).
-OPERATING_POINT = metrics.TRIAGE  # The label's threshold, as the SavedModel's (finish.py).
 
 
 def network(model: keras.Model) -> keras.Model:
@@ -59,8 +61,8 @@ def convert(model: keras.Model, variants, calibration: np.ndarray | None = None)
     {variant: the .tflite file's bytes}.
   """
   for variant in variants:
-    if variant not in lite_model.VARIANTS:
-      raise ValueError(f"variant={variant!r}: expected one of {', '.join(lite_model.VARIANTS)}.")
+    if variant not in contract.VARIANTS:
+      raise ValueError(f"variant={variant!r}: expected one of {', '.join(contract.VARIANTS)}.")
   if "int8" in variants and (calibration is None or not len(calibration)):
     raise ValueError("int8 needs calibration images from the training split.")
   out = {}
@@ -100,7 +102,7 @@ def read_images(config: input_pipeline.InputConfig, limit: int | None = None):
 
 def export_lite(
   model_dir: str,
-  variants=lite_model.VARIANTS,
+  variants=contract.VARIANTS,
   calibration_images: int = CALIBRATION_IMAGES,
   out_dir: str | None = None,
 ) -> dict:
@@ -108,12 +110,12 @@ def export_lite(
 
   Args:
     model_dir: a txr-train run folder (model.keras, run_config.json, export/).
-    variants: which of lite_model.VARIANTS to write.
+    variants: which of contract.VARIANTS to write.
     calibration_images: training images that calibrate int8.
     out_dir: where to write; default `<model_dir>/export`.
 
   Returns:
-    Per variant: its metadata (as written), plus 'path' and 'bytes'.
+    Per variant: (its metadata as written, the .tflite's path, its size in bytes).
   """
   trained = run_config.RunConfig.load(model_dir)
   if trained is None:
@@ -138,36 +140,35 @@ def export_lite(
     val_scores, val_features = lite.predict(val_images)
     _, train_features = lite.predict(train_images)
     detector = ood.fit(train_features, val_features)
-    meta = {
-      "format": lite_model.FORMAT,
-      "variant": variant,
-      "labels": list(lite_model.LABELS),
-      "image_size": size,
-      "max_side": input_pipeline.max_side(trained.dataset, trained.data_dir),
-      "operating_point": OPERATING_POINT,
-      "threshold": metrics.triage_threshold(val_labels, val_scores),
-      "thresholds": {
-        metrics.YOUDEN: metrics.youden_threshold(val_labels, val_scores),
-        metrics.TRIAGE: metrics.triage_threshold(val_labels, val_scores),
-      },
-      "thresholds_from": {
+    thresholds = {
+      metrics.YOUDEN: metrics.youden_threshold(val_labels, val_scores),
+      metrics.TRIAGE: metrics.triage_threshold(val_labels, val_scores),
+    }
+    meta = contract.Metadata(
+      variant=variant,
+      image_size=size,
+      max_side=input_pipeline.max_side(trained.dataset, trained.data_dir),
+      operating_point=finish.OPERATING_POINT,
+      thresholds=thresholds,
+      ood_threshold=detector["threshold"],
+      max_colourfulness=ood.MAX_COLOURFULNESS,
+      aspect_range=tuple(ood.ASPECT_RANGE),
+      thresholds_from={
         "dataset": trained.dataset,
         "split": "validation",
         "n": int(val_labels.size),
         "auc": metrics.roc_auc(val_labels, val_scores),
       },
-      "ood_threshold": detector["threshold"],
-      "max_colourfulness": ood.MAX_COLOURFULNESS,
-      "aspect_range": list(ood.ASPECT_RANGE),
-      "calibration": {"split": "train", "n": len(calibration)} if variant == "int8" else None,
-      "run": run,
-    }
-    path = os.path.join(out_dir, f"model_{variant}.tflite")
-    write_variant(path, meta, flatbuffer, detector)
-    written[variant] = {**meta, "path": path, "bytes": len(flatbuffer)}
+      run=run,
+      calibration={"split": "train", "n": len(calibration)} if variant == "int8" else None,
+    )
+    files = contract.lite_files(out_dir, variant)
+    meta = write_variant(files, meta, flatbuffer, detector)
+    written[variant] = (meta, files.tflite, len(flatbuffer))
     logging.info(
-      "Wrote %s (%.1f MB): validation AUC %.4f, triage threshold %.4f",
-      path, len(flatbuffer) / 1e6, meta["thresholds_from"]["auc"], meta["threshold"],
+      "Wrote %s (%.1f MB): validation AUC %.4f, %s threshold %.4f",
+      files.tflite, len(flatbuffer) / 1e6, meta.thresholds_from["auc"], meta.operating_point,
+      meta.threshold,
     )  # fmt: skip
   return written
 
@@ -189,17 +190,24 @@ def _run_facts(model_dir, trained, train_config) -> dict:
   return facts
 
 
-def write_variant(path: str, meta: dict, flatbuffer: bytes, detector: dict) -> None:
-  """Writes the network, the OOD statistics, then the metadata (which the predictor requires)."""
-  meta_path, ood_path = lite_model.paths(path)
-  tf.io.gfile.makedirs(os.path.dirname(path))
-  if tf.io.gfile.exists(meta_path):  # A kill mid-write must not pair new files with old metadata.
-    tf.io.gfile.remove(meta_path)
-  with tf.io.gfile.GFile(path, "wb") as f:
-    f.write(flatbuffer)
-  buf = io.BytesIO()
-  np.savez(buf, **{k: np.asarray(detector[k], np.float32) for k in ("mean", "precision")})
-  with tf.io.gfile.GFile(ood_path, "wb") as f:
-    f.write(buf.getvalue())
-  with tf.io.gfile.GFile(meta_path, "w") as f:
-    json.dump(meta, f, indent=2)
+def write_variant(
+  files: contract.LiteFiles, meta: contract.Metadata, flatbuffer: bytes, detector: dict
+) -> contract.Metadata:
+  """Writes the network, the OOD statistics, then the metadata bound to both (the predictor's key).
+
+  Returns:
+    The metadata as written, with the two files' SHA-256.
+  """
+  ood_data = lite_model.detector_bytes(detector)
+  meta = dataclasses.replace(
+    meta, files={"tflite": contract.digest(flatbuffer), "ood": contract.digest(ood_data)}
+  )
+  tf.io.gfile.makedirs(os.path.dirname(files.tflite))
+  if tf.io.gfile.exists(files.metadata):  # A kill mid-write must leave no metadata to trust.
+    tf.io.gfile.remove(files.metadata)
+  for path, data in ((files.tflite, flatbuffer), (files.ood, ood_data)):
+    with tf.io.gfile.GFile(path, "wb") as f:
+      f.write(data)
+  with tf.io.gfile.GFile(files.metadata, "w") as f:
+    f.write(meta.to_json())
+  return meta

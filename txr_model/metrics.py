@@ -9,14 +9,15 @@ import statistics
 
 import numpy as np
 
+from txr_lite import contract
+
 # WHO target product profile for a TB triage test: minimum sensitivity and specificity.
 WHO_TRIAGE = {"sensitivity": 0.90, "specificity": 0.70}
 
-# The operating points' names (their keys in a summary's "operating_points"): Youden's J,
-# and the WHO triage point, the highest specificity with sensitivity >= WHO_TRIAGE's.
-YOUDEN = "youden"
-TRIAGE = "triage"
-OPERATING_POINTS = (YOUDEN, TRIAGE)
+# The operating points' names (their keys in a summary's "operating_points", and in an
+# export's metadata): Youden's J, and the WHO triage point, the highest specificity with
+# sensitivity >= WHO_TRIAGE's.
+YOUDEN, TRIAGE, OPERATING_POINTS = contract.YOUDEN, contract.TRIAGE, contract.OPERATING_POINTS
 
 # The fewest cases of either class a subgroup needs for figures; a smaller one is "too few".
 MIN_PER_CLASS = 10

@@ -13,16 +13,15 @@ if any file failed.
 """
 
 import itertools
-import json
 import os
 
 from absl import app
 from absl import flags
 import tensorflow as tf
 
+from txr_lite import contract
 from txr_lite import files as files_lib
 from txr_lite import image_rules
-from txr_lite import lite_model
 from txr_lite import rows
 from txr_model import cli
 from txr_model import overlay
@@ -34,13 +33,6 @@ _EXPLAIN_DIR = flags.DEFINE_string("explain_dir", "txr_explain", "Where --explai
 _BATCH_SIZE = flags.DEFINE_integer(
   "batch_size", 8, "Images per call to the model; rows print as each batch ends.", lower_bound=1
 )
-
-LABELS = lite_model.LABELS
-# A copy, not an import: this module must not pull in Keras code. Its source of
-# truth is txr_model.export.METADATA (a test checks they agree).
-METADATA = "assets.extra/txr.json"
-Printer = rows.Printer
-display_name = files_lib.display_name
 
 
 def find_images(paths: list[str]) -> tuple[list[str], list[dict]]:
@@ -112,7 +104,7 @@ def predict_files(export_dir: str, files: list[str], explain_dir: str | None = N
           continue
         result.update(
           probability=float(out["probability"][i]),
-          label=LABELS[int(out["label"][i])],
+          label=contract.LABELS[int(out["label"][i])],
           out_of_distribution=bool(out["out_of_distribution"][i]),
           ood_score=float(out["ood_score"][i]),
         )
@@ -134,29 +126,41 @@ def main(argv):
   paths = argv[1:]
   if not paths:
     raise app.UsageError("Name image files or folders to classify.")
-  if not tf.io.gfile.exists(os.path.join(_EXPORT_DIR.value, "saved_model.pb")):
-    raise app.UsageError(f"--export_dir={_EXPORT_DIR.value} holds no saved_model.pb.")
-  if not tf.io.gfile.exists(os.path.join(_EXPORT_DIR.value, METADATA)):
-    raise app.UsageError(
-      f"--export_dir={_EXPORT_DIR.value} has no {METADATA}: the export is incomplete (killed"
-      " while exporting?). Rerun the txr-train command to export again."
-    )
+  meta = read_metadata(_EXPORT_DIR.value)
   if _EXPLAIN.value:
     cli.check_folder_flag("explain_dir", _EXPLAIN_DIR.value)
   files, unreadable = find_images(paths)
   if not files and not unreadable:
-    raise app.UsageError(f"No PNG, JPEG or DICOM files in {' '.join(paths)}.")
+    raise app.UsageError(files_lib.no_images(paths))
   explain_dir = _EXPLAIN_DIR.value if _EXPLAIN.value else None
   return rows.run_rows(
     "txr-predict",
     len(files) + len(unreadable),
-    lambda: _print_results(files, unreadable, explain_dir),
+    lambda: _print_results(files, unreadable, explain_dir, meta),
   )
 
 
-def _print_results(files: list[str], unreadable: list[dict], explain_dir: str | None) -> int:
+def read_metadata(export_dir: str) -> contract.Metadata:
+  """The export's metadata, read and checked once; a usage error if the export is incomplete."""
+  if not tf.io.gfile.exists(os.path.join(export_dir, "saved_model.pb")):
+    raise app.UsageError(f"--export_dir={export_dir} holds no saved_model.pb.")
+  path = os.path.join(export_dir, contract.SAVED_MODEL_METADATA)
+  if not tf.io.gfile.exists(path):
+    raise app.UsageError(
+      f"--export_dir={export_dir} has no {contract.SAVED_MODEL_METADATA}: the export is"
+      " incomplete (killed while exporting?). Rerun the txr-train command to export again."
+    )
+  with tf.io.gfile.GFile(path, "rb") as f:
+    text = f.read()
+  try:
+    return contract.Metadata.from_json(text, path)
+  except contract.MetadataError as e:
+    raise app.UsageError(str(e)) from None
+
+
+def _print_results(files, unreadable, explain_dir, meta: contract.Metadata) -> int:
   """Prints the unreadable folders' rows, then each file's; returns how many failed."""
-  printer = Printer(_FORMAT.value, files + [r["file"] for r in unreadable])
+  printer = rows.Printer(_FORMAT.value, files + [r["file"] for r in unreadable])
   failed = 0
   predicted = predict_files(_EXPORT_DIR.value, files, explain_dir, _BATCH_SIZE.value)
   for result in itertools.chain(unreadable, predicted):  # Row by row, as each batch ends.
@@ -164,13 +168,7 @@ def _print_results(files: list[str], unreadable: list[dict], explain_dir: str | 
     failed += "error" in result
   printer.close()
   if _FORMAT.value == "table":
-    with tf.io.gfile.GFile(os.path.join(_EXPORT_DIR.value, METADATA)) as f:
-      meta = json.load(f)
-    print(
-      f"label: abnormal when probability >= {meta['threshold']:.4f} (the"
-      f" {meta['operating_point']} operating point, chosen on validation)",
-      flush=True,
-    )
+    print(meta.rule_text(), flush=True)
   return failed
 
 

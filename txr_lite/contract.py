@@ -1,0 +1,252 @@
+"""The contract between txr's exporters and its predictors, written once.
+
+Two exporters (`txr_model/export.py`, the SavedModel; `txr_model/litert.py`,
+the `.tflite` variants) write a model's metadata and two predictors
+(`txr-predict`, `txr-predict-lite`) read it. This module owns everything they
+must agree on: the export folder's file names, the metadata (`Metadata`, with
+a format version), the labels, the label rule and the out-of-distribution
+rule. Adding a field a predictor needs is a change here and in the code that
+uses it. No TensorFlow: the lite predictor imports it.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+
+FORMAT = 2  # The metadata's layout; a predictor refuses another.
+LABELS = ("normal", "abnormal")  # Index = the label rule's outcome.
+# The operating points a label's threshold can come from (chosen on validation): Youden's J,
+# and the WHO triage point (the highest specificity with sensitivity at least 0.90).
+YOUDEN = "youden"
+TRIAGE = "triage"
+OPERATING_POINTS = (YOUDEN, TRIAGE)
+SAVED_MODEL = "saved_model"  # The `variant` of the SavedModel's metadata.
+VARIANTS = ("float32", "float16", "int8")  # The LiteRT variants.
+
+SAVED_MODEL_METADATA = "assets.extra/txr.json"  # Inside export/; TF Serving ignores assets.extra.
+OOD_SCORE_LIMIT = 1.0  # An OOD score (distance over the detector's threshold) above it is flagged.
+
+
+@dataclasses.dataclass(frozen=True)
+class LiteFiles:
+  """The three files of one LiteRT variant, side by side in export/."""
+
+  tflite: str  # model_<variant>.tflite: uint8 gray images -> P(TB), pooled features
+  metadata: str  # model_<variant>.json: its `Metadata`
+  ood: str  # model_<variant>.ood.npz: the OOD detector fitted on this variant's own features
+
+
+def lite_files(export_dir: str, variant: str) -> LiteFiles:
+  """The files of `variant` in an export folder."""
+  return files_of(os.path.join(export_dir, f"model_{variant}.tflite"))
+
+
+def files_of(tflite_path: str) -> LiteFiles:
+  """The files of the variant whose network is `tflite_path`."""
+  stem = tflite_path[: -len(".tflite")] if tflite_path.endswith(".tflite") else tflite_path
+  return LiteFiles(tflite_path, f"{stem}.json", f"{stem}.ood.npz")
+
+
+def digest(data: bytes) -> str:
+  """The SHA-256 that binds a variant's metadata to its network and detector files."""
+  return hashlib.sha256(data).hexdigest()
+
+
+def _plain(value):
+  """A numpy value (in a run's facts) as JSON's own."""
+  if hasattr(value, "tolist"):
+    return value.tolist()
+  raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class MetadataError(ValueError):
+  """Metadata a predictor cannot use; the message names the file and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Metadata:
+  """What a predictor needs to read a model's outputs, as both exporters write it.
+
+  Attributes:
+    variant: SAVED_MODEL, or one of VARIANTS.
+    image_size: the network's input side, in pixels.
+    max_side: the training images' stored longest side (inputs are shrunk to
+      it first, as the builder shrank them); None where the source pixels were kept.
+    operating_point: which of `thresholds` labels a film.
+    thresholds: {operating point: P(TB) at or above which a film is
+      abnormal}, chosen on the validation split with this model's own scores.
+    ood_threshold: the detector's distance threshold (OOD score = distance / it).
+    max_colourfulness: a film more colourful than this is flagged.
+    aspect_range: (lowest, highest) width / height not flagged.
+    thresholds_from: where the thresholds were chosen: dataset, split, n, auc.
+    run: facts about the training run (for people; no predictor reads them).
+    calibration: the int8 variant's calibration images (split, n); else None.
+    files: {"tflite", "ood"}: the SHA-256 of a LiteRT variant's other two
+      files, so a .json never runs with another export's network or
+      detector; None for the SavedModel (one folder, written as a whole).
+    format: FORMAT.
+  """
+
+  variant: str
+  image_size: int
+  max_side: int | None
+  operating_point: str
+  thresholds: dict
+  ood_threshold: float
+  max_colourfulness: float
+  aspect_range: tuple
+  thresholds_from: dict | None = None
+  run: dict = dataclasses.field(default_factory=dict)
+  calibration: dict | None = None
+  files: dict | None = None
+  format: int = FORMAT
+
+  @property
+  def threshold(self) -> float:
+    """The operating point's threshold: the one that labels films."""
+    return self.thresholds[self.operating_point]
+
+  def label(self, probability):
+    """The label rule: 1 (abnormal) where P(TB) >= the threshold; numpy, TF or a float."""
+    return probability >= self.threshold
+
+  def out_of_distribution(self, score, colourfulness, aspect):
+    """The OOD rule: feature distance, colour or shape beyond what training saw."""
+    low, high = self.aspect_range
+    return (
+      (score > OOD_SCORE_LIMIT)
+      | (colourfulness > self.max_colourfulness)
+      | (aspect < low)
+      | (aspect > high)
+    )
+
+  def rule_text(self) -> str:
+    """The predictors' closing line: how the label column was decided."""
+    model = "" if self.variant == SAVED_MODEL else f"{self.variant} model's "
+    return (
+      f"label: abnormal when probability >= {self.threshold:.4f} (the {model}"
+      f"{self.operating_point} operating point, chosen on validation)"
+    )
+
+  def to_json(self) -> str:
+    """The metadata file's text (with `threshold` and `labels` spelt out for people and clients)."""
+    fields = dataclasses.asdict(self)
+    fields["aspect_range"] = list(self.aspect_range)
+    return json.dumps(
+      {**fields, "threshold": self.threshold, "labels": list(LABELS)}, indent=2, default=_plain
+    )
+
+  @classmethod
+  def from_json(cls, text: str, source: str) -> "Metadata":
+    """Reads and checks a metadata file's text.
+
+    Args:
+      text: the file's contents.
+      source: its path, for the error messages.
+
+    Raises:
+      MetadataError: one line naming `source`, what is wrong and what to do.
+    """
+    again = "export again with this txr (txr-train, or txr-export-lite for .tflite files)"
+    try:
+      raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise MetadataError(f"{source}: not JSON ({e}); the file is damaged: {again}.") from None
+    if not isinstance(raw, dict):
+      raise MetadataError(f"{source}: not a txr model's metadata; {again}.")
+    version = raw.get("format")
+    if not isinstance(version, int) or version < FORMAT:
+      raise MetadataError(
+        f"{source}: metadata format {version!r}, written by an older txr; {again}."
+      )
+    if version > FORMAT:
+      raise MetadataError(
+        f"{source}: metadata format {version}, written by a newer txr than this one (it reads"
+        f" format {FORMAT}): upgrade txr."
+      )
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+    missing = sorted(required - raw.keys())
+    unknown = sorted(raw.keys() - names - {"threshold", "labels"})
+    if missing or unknown:
+      what = "; ".join(
+        text
+        for text in (
+          missing and f"missing {', '.join(missing)}",
+          unknown and f"unknown {', '.join(unknown)}",
+        )
+        if text
+      )
+      raise MetadataError(f"{source}: {what}; {again}.")
+    meta = cls(**{k: v for k, v in raw.items() if k in names})
+    problem = meta._problem(raw)
+    if problem:
+      raise MetadataError(f"{source}: {problem}; {again}.")
+    return dataclasses.replace(meta, aspect_range=tuple(meta.aspect_range))
+
+  def _problem(self, raw: dict) -> str | None:
+    """What is wrong with the values, or None."""
+
+    def number(value, low=-math.inf, high=math.inf) -> bool:
+      return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and low <= value <= high
+      )
+
+    def size(value) -> bool:
+      return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    if self.variant not in (SAVED_MODEL, *VARIANTS):
+      return f"variant {self.variant!r} is none of {', '.join((SAVED_MODEL, *VARIANTS))}"
+    if not size(self.image_size):
+      return f"image_size {self.image_size!r} is not a positive whole number"
+    if self.max_side is not None and not size(self.max_side):
+      return f"max_side {self.max_side!r} is neither null nor a positive whole number"
+    if self.operating_point not in OPERATING_POINTS:
+      return f"operating_point {self.operating_point!r} is none of {', '.join(OPERATING_POINTS)}"
+    if not isinstance(self.thresholds, dict) or self.operating_point not in self.thresholds:
+      return f"thresholds has no {self.operating_point} threshold"
+    for point, value in self.thresholds.items():
+      if not number(value, 0.0, 1.0):
+        return f"the {point} threshold {value!r} is not a probability (a number from 0 to 1)"
+    if "threshold" in raw and raw["threshold"] != self.threshold:
+      return (
+        f"threshold {raw['threshold']!r} is not the {self.operating_point} threshold"
+        f" {self.threshold!r}"
+      )
+    if raw.get("labels", list(LABELS)) != list(LABELS):
+      return f"labels {raw['labels']!r}, expected {list(LABELS)}"
+    if not number(self.ood_threshold) or self.ood_threshold <= 0:
+      return f"ood_threshold {self.ood_threshold!r} is not a positive number"
+    if not number(self.max_colourfulness, 0.0):
+      return f"max_colourfulness {self.max_colourfulness!r} is not a number of at least 0"
+    aspect = self.aspect_range
+    if (
+      not isinstance(aspect, (list, tuple))
+      or len(aspect) != 2
+      or not all(number(v) for v in aspect)
+      or not 0 < aspect[0] < aspect[1]
+    ):
+      return f"aspect_range {aspect!r} is not [low, high] with 0 < low < high"
+    lite = self.variant != SAVED_MODEL
+    if lite and (not isinstance(self.files, dict) or set(self.files) != {"tflite", "ood"}):
+      return "files does not hold the SHA-256 of the .tflite and the .ood.npz"
+    return None
+
+  def check_files(self, files: LiteFiles, tflite: bytes, ood: bytes) -> None:
+    """Checks that a LiteRT variant's network and detector are the ones this metadata describes.
+
+    Raises:
+      MetadataError: naming the file that differs.
+    """
+    for name, path, data in (("tflite", files.tflite, tflite), ("ood", files.ood, ood)):
+      if digest(data) != self.files[name]:
+        raise MetadataError(
+          f"{path}: not the file {files.metadata} was written for (its SHA-256 differs: damaged,"
+          " or from another export). Copy the .tflite, .json and .ood.npz of one export together,"
+          " or export again with txr-export-lite."
+        )
