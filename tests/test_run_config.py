@@ -50,3 +50,36 @@ def test_a_config_with_unknown_or_missing_settings_is_refused_naming_them(tmp_pa
   path.write_text(json.dumps(saved))
   with pytest.raises(ValueError, match="unknown settings: from_the_future; missing: seed"):
     run_config.RunConfig.load(str(tmp_path))
+
+
+def test_flags_cfg_says_what_run_config_json_says(tmp_path):
+  """Both are written from the config: rerunning with flags.cfg makes the same config."""
+  config = _config(tmp_path, "--seed=7", "--age_bands=0-14,15+", "--cache_features")
+  config.save(str(tmp_path))
+  values = train_flag_values()
+  values(["txr-train", f"--flagfile={tmp_path / 'flags.cfg'}"])
+  assert run_config.RunConfig.from_flags(values) == config == run_config.RunConfig.load(tmp_path)
+  assert "--overwrite" not in (tmp_path / "flags.cfg").read_text()  # a rerun resumes
+
+
+def test_a_run_config_from_before_age_bands_were_saved_loads_with_the_bands_it_used(tmp_path):
+  import json
+
+  _config(tmp_path).save(str(tmp_path))
+  path = tmp_path / run_config.FILE
+  saved = json.loads(path.read_text())
+  del saved["age_bands"]
+  path.write_text(json.dumps(saved))
+  assert run_config.RunConfig.load(str(tmp_path)).age_bands == "0-17,18-39,40-59,60+"
+
+
+def test_evaluate_takes_the_runs_seed_and_age_bands_unless_a_flag_differs(tmp_path):
+  _config(tmp_path, "--seed=7", "--age_bands=0-14,15+").save(str(tmp_path))
+  trained = run_config.RunConfig.load(str(tmp_path))
+  chosen, settings = run_config.evaluation_settings, run_config.Settings
+  assert chosen(trained) == settings(7, "0-14,15+")
+  assert chosen(trained, seed=7) == settings(7, "0-14,15+")  # the run's own: nothing to note
+  assert chosen(trained, seed=3, age_bands="0-17,18+") == settings(
+    3, "0-17,18+", ("--seed=3 (the run's: 7)", "--age_bands=0-17,18+ (the run's: 0-14,15+)")
+  )
+  assert chosen(None) == settings(0, "0-17,18-39,40-59,60+")

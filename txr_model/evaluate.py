@@ -37,7 +37,6 @@ from absl import app
 from absl import flags
 from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 
 import txr_data  # noqa: F401  (registers the builders)
@@ -61,11 +60,14 @@ _DATA_DIR = flags.DEFINE_string(
 _SPLIT = flags.DEFINE_string(
   "split", "test", "Split to evaluate ('all' for every image); thresholds come from validation."
 )
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the bootstrap confidence interval.")
+_SEED = flags.DEFINE_integer(
+  "seed", None, "Seed of the bootstrap confidence intervals; default: the training run's."
+)
 _AGE_BANDS = flags.DEFINE_string(
   "age_bands",
-  metrics.AGE_BANDS,
-  "Age bands of the subgroups, in years: contiguous from 0, the last open-ended.",
+  None,
+  "Age bands of the subgroups, in years: contiguous from 0, the last open-ended; default: the"
+  f" training run's (without a run, {metrics.AGE_BANDS}).",
 )
 
 
@@ -133,10 +135,13 @@ def main(argv):
         f"No {os.path.join(path, run_dir.MODEL)}: point --model_dir at a txr-train output"
         " directory."
       )
+  chosen = run_config.evaluation_settings(trained, _SEED.value, _AGE_BANDS.value)
   try:
-    metrics.parse_age_bands(_AGE_BANDS.value)
+    metrics.parse_age_bands(chosen.age_bands)
   except ValueError as e:
-    raise app.UsageError(f"--age_bands={_AGE_BANDS.value}: {e}") from None
+    raise app.UsageError(f"--age_bands={chosen.age_bands}: {e}") from None
+  for note in chosen.overridden:  # Visibly: these figures will not be the run's own.
+    _tell(f"{note} overrides the training run's setting.")
   cli.check_built(dataset, data_dir)
   if not same_data:
     cli.check_built(trained.dataset, trained.data_dir)
@@ -148,25 +153,25 @@ def main(argv):
   try:
     with model_dir_lock.hold(lock_dir):
       _evaluate_and_tell(trained, fold, model_dir, model_dirs, cross_validation, dataset,
-                         data_dir, split)  # fmt: skip
+                         data_dir, split, chosen)  # fmt: skip
   except model_dir_lock.ModelDirInUseError as e:
     raise app.UsageError(str(e)) from None
 
 
 def _evaluate_and_tell(
-  trained, fold, model_dir, model_dirs, cross_validation, dataset, data_dir, split
+  trained, fold, model_dir, model_dirs, cross_validation, dataset, data_dir, split, chosen
 ):
   """Evaluates (each fold's model, or the one) and prints the report and where it went."""
   if cross_validation:
     out_dir = run_dir.evaluation_dir(model_dir, dataset, "cross_validation")
-    summary = _evaluate_folds(trained, model_dirs, out_dir)
+    summary = _evaluate_folds(trained, model_dirs, out_dir, chosen.seed, chosen.age_bands)
     report_files.write_json(os.path.join(out_dir, run_dir.CV_METRICS), summary)
     print(json.dumps(report_files.json_safe(summary), indent=2, sort_keys=True))
     _tell(f"{report_text.describe_cross_validation(summary)}\n  Outputs in {out_dir}")
     return
   elsewhere = data_dir if trained is None or data_dir != trained.data_dir else None
   out_dir = run_dir.evaluation_dir(model_dir, dataset, split, elsewhere)
-  report, key = _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir)
+  report, key = _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir, chosen)
   printed = {key: report[key], "protocol": report["protocol"]}
   print(json.dumps(report_files.json_safe(printed), indent=2, sort_keys=True))
   _tell(f"{report_text.describe_report(report, key)}\n  Outputs in {out_dir}")
@@ -177,7 +182,7 @@ def _tell(text):
   print(f"txr-evaluate: {text}", file=sys.stderr)
 
 
-def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir):
+def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir, chosen):
   """Evaluates one model; returns its report and the evaluated split's key in it."""
   model = keras.models.load_model(os.path.join(model_dir, run_dir.MODEL))
   size = model.input_shape[1]
@@ -207,7 +212,7 @@ def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir):
   key = "evaluated" if split == "validation" and evaluated != thresholds else split
   configs = evaluation.evaluation_configs({"validation": thresholds, key: evaluated})
   scored = evaluation.evaluate_split(
-    model, configs, key, _SEED.value, _run_info(model_dir), _AGE_BANDS.value
+    model, configs, key, chosen.seed, _run_info(model_dir), chosen.age_bands
   )
   energy = evaluation.lung_energy(os.path.join(model_dir, run_dir.EXPORT), evaluated)
   if energy is not None:  # A dataset with lung masks: is the model looking at the lungs?
@@ -216,9 +221,9 @@ def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir):
   return scored.report, key
 
 
-def _evaluate_folds(trained, model_dirs, out_dir):
+def _evaluate_folds(trained, model_dirs, out_dir, seed, age_bands):
   """Each fold's model on its held-out fold; the cross-validation summary."""
-  reports, labels, scores, datasets, filenames = {}, [], [], [], []
+  reports, fold_outs = {}, []
   for k, fold_dir in enumerate(model_dirs):
     model = keras.models.load_model(os.path.join(fold_dir, run_dir.MODEL))
     source = input_pipeline.InputConfig(
@@ -226,24 +231,12 @@ def _evaluate_folds(trained, model_dirs, out_dir):
     )
     splits = input_pipeline.run_splits(source, trained.folds, k)
     configs = evaluation.evaluation_configs({n: splits[n] for n in ("validation", "test")})
-    fold_out = run_dir.fold_dir(out_dir, k)
-    scored = evaluation.evaluate_split(
-      model, configs, "test", _SEED.value, _run_info(fold_dir), _AGE_BANDS.value
-    )
-    report_files.write_report(scored, "test", os.path.join(fold_out, run_dir.LOGS), fold_out)
+    fold_outs.append(run_dir.fold_dir(out_dir, k))
+    scored = evaluation.evaluate_split(model, configs, "test", seed, _run_info(fold_dir), age_bands)
+    write = (scored, "test", os.path.join(fold_outs[-1], run_dir.LOGS), fold_outs[-1])
+    report_files.write_report(*write)
     reports[run_dir.fold_name(k)] = scored.report["test"]
-    cases = scored.evaluated
-    labels.append(cases.labels)
-    scores.append(cases.scores)
-    datasets.append(cases.datasets)
-    filenames.append(cases.filenames)
-  labels, scores, datasets, filenames = (
-    np.concatenate(x) for x in (labels, scores, datasets, filenames)
-  )
-  groups = evaluation.attributes(datasets, filenames, trained.data_dir, _AGE_BANDS.value)
-  return evaluation.cross_validation_report(
-    reports, labels, scores, datasets, seed=_SEED.value, groups=groups
-  )
+  return evaluation.cross_validation_report(fold_outs, reports, trained.data_dir, seed, age_bands)
 
 
 def _run_info(model_dir):

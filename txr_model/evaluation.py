@@ -28,7 +28,9 @@ from txr_data import nlm_tb
 from txr_model import input_pipeline
 from txr_model import metrics
 from txr_model import model as model_lib
+from txr_model import report_files
 from txr_model import report_text
+from txr_model import run_dir
 
 # Images per batch when scoring a split: one device, one plain pass (evaluation_configs).
 BATCH_SIZE = 32
@@ -243,28 +245,41 @@ def attributes(datasets, filenames, data_dir: str, age_bands: str = metrics.AGE_
 
 
 def cross_validation_report(
-  fold_reports: dict, labels, scores, datasets, seed: int = 0, groups: dict | None = None
+  fold_dirs: list[str],
+  fold_reports: dict,
+  data_dir: str,
+  seed: int = 0,
+  age_bands: str = metrics.AGE_BANDS,
 ) -> dict:
   """A cross-validation's summary: per fold, mean +/- sd, and pooled out of fold.
 
+  The one way txr pools (txr-train --folds and txr-evaluate alike): every
+  image once, read back from each fold's test scores file, scored by the
+  fold model that did not train on it, at its fold's thresholds.
+
   Args:
+    fold_dirs: each fold's folder holding its `scores_test.csv`, in fold order.
     fold_reports: {'fold_<k>': that fold's summary on its held-out fold}.
-    labels: every case's label, all held-out folds together.
-    scores: each case's score from the fold model that did not train on it.
-    datasets: each case's dataset (per-dataset figures when there are several).
+    data_dir: where the datasets are (for each image's sex and age).
     seed: the bootstrap's seed.
-    groups: optional, {attribute: each case's group} (`attributes`): the
-      pooled summary's subgroups, each case at its fold's thresholds.
+    age_bands: the subgroups' age bands.
 
   Returns:
     {'folds', 'fold_aucs', 'mean', 'sd', 'pooled'}, JSON-ready.
   """
+  scored = [report_files.read_scores(run_dir.scores_path(d, "test")) for d in fold_dirs]
+  labels, scores, datasets, filenames = (np.concatenate(c) for c in zip(*scored, strict=True))
   reports = list(fold_reports.values())
   return {
     "folds": fold_reports,
     **metrics.cross_validation_summary([r["auc"] for r in reports]),
     "pooled": metrics.pooled_out_of_fold(
-      reports, labels, scores, seed=seed, groups=datasets, attributes=groups
+      reports,
+      labels,
+      scores,
+      seed=seed,
+      groups=datasets,
+      attributes=attributes(datasets, filenames, data_dir, age_bands),
     ),
   }
 

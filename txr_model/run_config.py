@@ -1,7 +1,8 @@
 """A training run's settings: made once from the flags, passed down, saved as JSON.
 
-txr-train writes `run_config.json` into --model_dir; txr-evaluate reads the
-dataset and data_dir back from it.
+The one source of what a run was: txr-train writes `run_config.json` (and, from
+the same values, `flags.cfg` for reruns) into --model_dir; txr-evaluate and
+txr-export-lite read it back (the dataset, data_dir, seed and age bands).
 """
 
 import dataclasses
@@ -10,7 +11,13 @@ import os
 
 import tensorflow as tf
 
+from txr_model import metrics
+from txr_model import run_dir
+
 FILE = "run_config.json"
+# Settings added since run_config.json was first written, with the value a run that did not
+# record them used: such a run's file still loads.
+ADDED = {"age_bands": metrics.AGE_BANDS}
 # Fields that say where a run reads and writes, not what it does.
 PLACES = ("data_dir", "manual_dir", "model_dir", "tpu")
 
@@ -49,6 +56,7 @@ class RunConfig:
   cache_features: bool
   cache_views: int
   steps_per_execution: int
+  age_bands: str
 
   @classmethod
   def from_flags(cls, flag_values) -> "RunConfig":
@@ -63,9 +71,24 @@ class RunConfig:
     return cls(**{f.name: flag_values[f.name].value for f in dataclasses.fields(cls)})
 
   def save(self, model_dir: str) -> None:
-    """Writes the config as JSON to `<model_dir>/run_config.json` (local or gs://)."""
+    """Writes `<model_dir>/run_config.json`, and `flags.cfg` with the same values (local or gs://).
+
+    flags.cfg reruns the run: txr-train --flagfile=<model_dir>/flags.cfg.
+    """
     with tf.io.gfile.GFile(os.path.join(model_dir, FILE), "w") as f:
       json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
+    with tf.io.gfile.GFile(os.path.join(model_dir, run_dir.FLAGFILE), "w") as f:
+      f.write(self.flagfile_text())
+
+  def flagfile_text(self) -> str:
+    """The settings as txr-train's flags, one per line (a None setting is left at its default)."""
+    lines = []
+    for name, value in dataclasses.asdict(self).items():
+      if value is None:
+        continue
+      text = str(value).lower() if isinstance(value, bool) else value
+      lines.append(f"--{name}={text}\n")
+    return "".join(lines)
 
   def differences(self, earlier: "RunConfig") -> list[str]:
     """The settings that shape a run's result in which `earlier` differs, as 'name: old -> new'.
@@ -96,7 +119,7 @@ class RunConfig:
     if not tf.io.gfile.exists(path):
       return None
     with tf.io.gfile.GFile(path) as f:
-      saved = json.load(f)
+      saved = {**ADDED, **json.load(f)}
     names = {f.name for f in dataclasses.fields(cls)}
     unknown, missing = sorted(set(saved) - names), sorted(names - set(saved))
     if unknown or missing:
@@ -106,3 +129,36 @@ class RunConfig:
         " release that wrote it, or train afresh."
       )
     return cls(**saved)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What shapes txr-evaluate's figures besides its data: the run's, unless a flag differs."""
+
+  seed: int
+  age_bands: str
+  overridden: tuple[str, ...] = ()  # 'name=value (the run's: value)' per flag that differs
+
+
+def evaluation_settings(trained: RunConfig | None, seed=None, age_bands=None) -> Settings:
+  """The evaluation's seed and age bands: the flags given, else the training run's.
+
+  Args:
+    trained: the run's config (None without one: txr's defaults).
+    seed: --seed, or None when not given.
+    age_bands: --age_bands, or None when not given.
+
+  Returns:
+    The settings, with each given flag that differs from the run's noted.
+  """
+  run = {"seed": 0, "age_bands": metrics.AGE_BANDS}
+  if trained is not None:
+    run = {name: getattr(trained, name) for name in run}
+  given = {"seed": seed, "age_bands": age_bands}
+  overridden = tuple(
+    f"--{name}={value} (the run's: {run[name]})"
+    for name, value in given.items()
+    if value is not None and value != run[name]
+  )
+  chosen = {name: run[name] if given[name] is None else given[name] for name in run}
+  return Settings(**chosen, overridden=overridden)

@@ -17,7 +17,6 @@ from absl import app
 from absl import flags
 from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -37,59 +36,51 @@ from txr_model import run_config
 from txr_model import run_dir
 from txr_model import strategy as strategy_lib
 
-_DATASET = flags.DEFINE_string(
+# The flags of a run's settings: RunConfig.from_flags reads each by its name (one field per
+# flag), so none needs a holder here.
+flags.DEFINE_string(
   "dataset",
   "shenzhen_cxr/512",
   "TFDS name/config to train on; join several with + (shenzhen_cxr/512+montgomery_cxr/512).",
 )
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (local or gs://).")
-_MANUAL_DIR = flags.DEFINE_string(
+flags.DEFINE_string("data_dir", None, "TFDS data dir (local or gs://).")
+flags.DEFINE_string(
   "manual_dir", None, "Source data for building the dataset if it is not built yet."
 )
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where outputs go (local or gs://).")
-_STRATEGY = flags.DEFINE_enum(
-  "strategy", "default", strategy_lib.STRATEGIES, "tf.distribute strategy."
-)
-_TPU = flags.DEFINE_string("tpu", "", "TPU name or grpc:// address; empty for a TPU VM.")
-_NUM_GPUS = flags.DEFINE_integer("num_gpus", -1, "GPUs to use; -1 for all visible.", lower_bound=-1)
-_NUM_CPU_DEVICES = flags.DEFINE_integer(
+flags.DEFINE_string("model_dir", None, "Where outputs go (local or gs://).")
+flags.DEFINE_enum("strategy", "default", strategy_lib.STRATEGIES, "tf.distribute strategy.")
+flags.DEFINE_string("tpu", "", "TPU name or grpc:// address; empty for a TPU VM.")
+flags.DEFINE_integer("num_gpus", -1, "GPUs to use; -1 for all visible.", lower_bound=-1)
+flags.DEFINE_integer(
   "num_cpu_devices", 1, "Split the CPU into this many logical devices.", lower_bound=1
 )
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 299, "Model input size in px.", lower_bound=75)
-_GLOBAL_BATCH_SIZE = flags.DEFINE_integer(
-  "global_batch_size", 32, "Batch size over all replicas.", lower_bound=1
-)
-_WEIGHTS = flags.DEFINE_string(
+flags.DEFINE_integer("image_size", 299, "Model input size in px.", lower_bound=75)
+flags.DEFINE_integer("global_batch_size", 32, "Batch size over all replicas.", lower_bound=1)
+flags.DEFINE_string(
   "weights", "imagenet", "Base weights: 'imagenet', a weights file path, or 'none'."
 )
-_MODE = flags.DEFINE_enum(
+flags.DEFINE_enum(
   "mode",
   "two_phase",
   model_lib.MODES,
   "two_phase: head on a frozen pretrained base, then the top blocks (needs --weights)."
   " end_to_end: every layer from the start, BatchNorm training (from scratch: --weights=none).",
 )
-_DROPOUT = flags.DEFINE_float("dropout", 0.2, "Dropout before the classifier.", 0.0, 0.99)
-_EPOCHS = flags.DEFINE_integer(
+flags.DEFINE_float("dropout", 0.2, "Dropout before the classifier.", 0.0, 0.99)
+flags.DEFINE_integer(
   "epochs", 5, "Epochs of phase 1 (head only), or of the one end_to_end phase.", lower_bound=1
 )
-_FINE_TUNE_EPOCHS = flags.DEFINE_integer(
+flags.DEFINE_integer(
   "fine_tune_epochs",
   5,
   "Epochs of phase 2 (top blocks unfrozen); 0 skips it. two_phase only.",
   lower_bound=0,
 )
-_FINE_TUNE_BLOCKS = flags.DEFINE_integer(
-  "fine_tune_blocks", 2, "Top inception blocks to unfreeze in phase 2.", 1, 11
-)
-_LEARNING_RATE = flags.DEFINE_float(
-  "learning_rate", 1e-3, "Peak learning rate of phase 1 (or of end_to_end).", 0.0
-)
-_FINE_TUNE_LEARNING_RATE = flags.DEFINE_float(
-  "fine_tune_learning_rate", 1e-5, "Peak learning rate of phase 2.", 0.0
-)
-_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 1e-3, "AdamW's decoupled weight decay.", 0.0)
-_WARMUP_EPOCHS = flags.DEFINE_float(
+flags.DEFINE_integer("fine_tune_blocks", 2, "Top inception blocks to unfreeze in phase 2.", 1, 11)
+flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate of phase 1 (or of end_to_end).", 0.0)
+flags.DEFINE_float("fine_tune_learning_rate", 1e-5, "Peak learning rate of phase 2.", 0.0)
+flags.DEFINE_float("weight_decay", 1e-3, "AdamW's decoupled weight decay.", 0.0)
+flags.DEFINE_float(
   "warmup_epochs", 1.0, "Linear learning-rate warm-up of each phase, in epochs.", 0.0
 )
 _OVERWRITE = flags.DEFINE_bool(
@@ -99,20 +90,20 @@ _OVERWRITE = flags.DEFINE_bool(
   " (backups, best checkpoint, model, export, reports) is removed first. Without it, a"
   " rerun resumes the earlier run, and is refused if its settings differ.",
 )
-_PATIENCE = flags.DEFINE_integer(
+flags.DEFINE_integer(
   "early_stopping_patience",
   0,
   "Stop a phase after this many epochs without a better validation AUC; 0: never.",
   lower_bound=0,
 )
-_MIXED_PRECISION = flags.DEFINE_enum(
+flags.DEFINE_enum(
   "mixed_precision",
   "auto",
   ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
   "Keras dtype policy; auto: bfloat16 on TPU, float16 on GPU, float32 on CPU.",
 )
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
-_FOLDS = flags.DEFINE_integer(
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer(
   "folds",
   0,
   "0: one run on the dataset's train/validation/test splits. K (3-10): K-fold"
@@ -123,19 +114,19 @@ _FOLDS = flags.DEFINE_integer(
   lower_bound=0,
   upper_bound=10,
 )
-_CACHE_FEATURES = flags.DEFINE_bool(
+flags.DEFINE_bool(
   "cache_features",
   False,
   "Phase 1 trains the head on pooled base features computed once (retrain.py's bottlenecks).",
 )
-_CACHE_VIEWS = flags.DEFINE_integer(
+flags.DEFINE_integer(
   "cache_views", 4, "Views per training image in the cache (view 0 unaugmented).", lower_bound=1
 )
-_STEPS_PER_EXECUTION = flags.DEFINE_integer(
+flags.DEFINE_integer(
   "steps_per_execution", 1, "Training steps per tf.function call (raise on TPU).", lower_bound=1
 )
 
-_AGE_BANDS = flags.DEFINE_string(
+flags.DEFINE_string(
   "age_bands",
   metrics.AGE_BANDS,
   "Age bands of the evaluation's subgroups, in years: contiguous from 0, the last open-ended.",
@@ -188,11 +179,6 @@ def _tpu_node_needs_gcs(values):
   if values["strategy"] != "tpu" or values["tpu"] in ("", "local"):
     return True
   return all(str(values[k]).startswith("gs://") for k in ("data_dir", "model_dir"))
-
-
-def _flagfile_text() -> str:
-  module = flags.FLAGS.find_module_defining_flag("model_dir")
-  return "".join(f.serialize() + "\n" for f in flags.FLAGS.get_flags_for_module(module))
 
 
 def main(argv):
@@ -298,9 +284,7 @@ def _run(config, strategy, builders, chief, work_dir):
   if _OVERWRITE.value:
     _start_afresh(work_dir)
   if chief:
-    with tf.io.gfile.GFile(os.path.join(model_dir, run_dir.FLAGFILE), "w") as f:
-      f.write(_flagfile_text())  # for reruns: --flagfile=<model_dir>/flags.cfg
-    config.save(model_dir)  # for txr-evaluate
+    config.save(model_dir)  # run_config.json for txr-evaluate, flags.cfg for reruns
   base = input_pipeline.InputConfig(
     dataset=config.dataset,
     data_dir=config.data_dir,
@@ -322,17 +306,12 @@ def _run(config, strategy, builders, chief, work_dir):
     if report:
       reports[run_dir.fold_name(k)] = report["test"]
   if chief:
-    # Every image once, scored by the fold model that did not train on it.
-    scored = [
-      report_files.read_scores(run_dir.scores_path(run_dir.fold_dir(model_dir, k), "test"))
-      for k in range(config.folds)
-    ]
-    labels, scores, datasets, filenames = (
-      np.concatenate(column) for column in zip(*scored, strict=True)
-    )
-    groups = evaluation.attributes(datasets, filenames, config.data_dir, _AGE_BANDS.value)
     summary = evaluation.cross_validation_report(
-      reports, labels, scores, datasets, seed=config.seed, groups=groups
+      [run_dir.fold_dir(model_dir, k) for k in range(config.folds)],
+      reports,
+      config.data_dir,
+      config.seed,
+      config.age_bands,
     )
     report_files.write_json(os.path.join(model_dir, run_dir.CV_METRICS), summary)
     print(f"txr-train: {report_text.describe_cross_validation(summary)}\n  Outputs in {model_dir}")
@@ -384,7 +363,7 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
     config.seed,
     {"weights": weights, **_recipe(config)},
     export_model=not config.folds,
-    age_bands=_AGE_BANDS.value,
+    age_bands=config.age_bands,
   )
 
 
