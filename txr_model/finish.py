@@ -11,6 +11,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from txr_model import dataset_attributes
 from txr_model import evaluation
 from txr_model import export
 from txr_model import input_pipeline
@@ -56,7 +57,7 @@ def finish_run(
   facts = {
     **(run_info or {}),
     "dataset_version": input_pipeline.dataset_version(configs["test"]),
-    "training_data": evaluation.split_counts(configs, age_bands),
+    "training_data": dataset_attributes.split_counts(configs, age_bands),
   }
   scored = evaluation.evaluate_split(model, configs, "test", seed, facts, age_bands)
   report = scored.report
