@@ -65,11 +65,13 @@ def test_a_rerun_with_other_settings_into_a_run_folder_is_refused_before_any_wor
   values(["txr-train", f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--seed=0"])
   model_dir.mkdir()
   run_config.RunConfig.from_flags(values).save(str(model_dir))
+  before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+  assert sorted(before) == ["flags.cfg", run_config.FILE]
   args = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--seed=7", "--epochs=8"]
   line = _error_line(_run("train", *args))
   assert "--epochs: 5 -> 8" in line and "--seed: 0 -> 7" in line
   assert "another --model_dir" in line and "--overwrite" in line
-  assert sorted(p.name for p in model_dir.iterdir()) == [run_config.FILE]  # nothing touched
+  assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before  # nothing touched
   assert not data_dir.exists()
 
 

@@ -34,34 +34,37 @@ def _predict_lite(*args):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-  """A float32 .tflite with txr's signature, its metadata and OOD statistics."""
+  """A float32 .tflite with txr's signature (converted by litert.convert), its metadata and OOD.
+
+  Also writes the float16 variant beside it, from the same conversion.
+  """
   import keras
-  import tensorflow as tf
 
   from txr_model import litert
+  from txr_model import model as model_lib
   from txr_model import ood
 
   keras.utils.set_random_seed(0)
   image = keras.Input((SIZE, SIZE, 1), dtype="uint8", name="image")
   x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(image)
   x = keras.layers.Conv2D(8, 3, activation="relu")(x)
-  pooled = keras.layers.GlobalAveragePooling2D()(x)
+  pooled = keras.layers.GlobalAveragePooling2D(name=model_lib.POOL)(x)
   probability = keras.layers.Dense(1, activation="sigmoid")(pooled)
-  net = keras.Model(image, {"probability": probability, "features": pooled})
-  flatbuffer = tf.lite.TFLiteConverter.from_keras_model(net).convert()
+  model = keras.Model(image, probability)  # txr's shape: uint8 gray in, P(TB) out
+  net = litert.network(model)
+  flatbuffers = litert.convert(model, ["float32", "float16"])
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (40, SIZE, SIZE, 1)).astype(np.uint8)
   features = net.predict(images, verbose=0)["features"]
   detector = ood.fit(features[:30], features[30:])
   export_dir = tmp_path_factory.mktemp("export")
-  meta = metadata(
-    variant="float32", image_size=SIZE, max_side=64, thresholds={contract.TRIAGE: 0.5},
-    ood_threshold=detector["threshold"],
-  )  # fmt: skip
-  files = contract.lite_files(str(export_dir), "float32")
-  litert.write_variant(files, meta, flatbuffer, detector)
-  path = export_dir / "model_float32.tflite"
-  return path, net
+  for variant, flatbuffer in flatbuffers.items():
+    meta = metadata(
+      variant=variant, image_size=SIZE, max_side=64, thresholds={contract.TRIAGE: 0.5},
+      ood_threshold=detector["threshold"],
+    )  # fmt: skip
+    litert.write_variant(contract.lite_files(str(export_dir), variant), meta, flatbuffer, detector)
+  return export_dir / "model_float32.tflite", net
 
 
 def _scans(tmp_path):
@@ -111,6 +114,22 @@ def test_rows_name_each_bad_file_and_the_others_are_scored(tiny_model, tmp_path)
   assert good["probability"] == pytest.approx(expected, abs=1e-5)
   assert good["label"] == ("abnormal" if expected >= 0.5 else "normal")
   assert 0.0 <= rows["f_good.jpg"]["probability"] <= 1.0
+
+
+def test_the_float32_and_float16_variants_score_as_keras_does(tiny_model):
+  from txr_lite import lite_model
+
+  path, net = tiny_model
+  images = np.random.default_rng(2).integers(0, 256, (6, SIZE, SIZE, 1)).astype(np.uint8)
+  expected = net.predict(images, verbose=0)
+  for variant, tolerance in (("float32", 1e-5), ("float16", 2e-3)):
+    loaded = lite_model.load(str(path).replace("float32", variant))
+    assert loaded.meta.variant == variant
+    probability, features = loaded.model.predict(images)
+    np.testing.assert_allclose(probability, expected["probability"][:, 0], atol=tolerance)
+    np.testing.assert_allclose(features, expected["features"], atol=tolerance * 10)
+    stored = {t["dtype"] for t in loaded.model._interpreter.get_tensor_details()}
+    assert (np.float16 in stored) == (variant == "float16")  # its weights in half precision
 
 
 def test_table_and_csv_print_every_row_and_the_threshold(tiny_model, tmp_path):

@@ -523,9 +523,13 @@ def test_groups_of_the_same_images_are_compared_once():
   out = metrics.subgroups(
     labels, scores, {"triage": 0.5}, {"sex": sexes, "age": ages}, n_resamples=200
   )
-  assert out["age"]["unknown"] == {"n": 60, "n_positive": int(labels[:60].sum()),
-                                   "too_few": False, "same_as": "sex unknown"}  # fmt: skip
-  assert out["sex"]["unknown"]["gaps"] is not None
+  assert out["age"]["unknown"] == {**out["sex"]["unknown"], "same_as": "sex unknown"}
+  assert out["sex"]["unknown"]["gaps"] is not None and "same_as" not in out["sex"]["unknown"]
+  compared = [e for by in out.values() for e in by.values() if e.get("gaps")]
+  tested = {id(t) for e in compared for t in e["gaps"]["tests"].values()}
+  assert len(compared) == 6 and len(tested) == 5 * 3  # the unknown films' tests once
+  out["sex"]["unknown"]["differs"] = "weaker"
+  assert [(a, g) for a, g, _ in metrics.differing(out)] == [("sex", "unknown")]  # named once
 
 
 def _demo_card_case(rng):

@@ -1,7 +1,5 @@
 """txr-predict's light parts: its copied constants, finding files, formatting; CLI flags."""
 
-import io
-import json
 import os
 import signal
 import subprocess
@@ -16,7 +14,6 @@ import pytest
 from txr_data.shenzhen_cxr import shenzhen_cxr_dataset_builder as shenzhen
 from txr_lite import contract
 from txr_lite import files as files_lib
-from txr_lite import rows
 from txr_model import predict
 
 
@@ -87,37 +84,6 @@ def test_unreadable_folders_and_names_that_are_not_utf8_are_rows_not_crashes(tmp
   assert unreadable == [{"file": str(scans / "locked"), "error": "cannot read: Permission denied"}]
   assert predict.read_image(found[0]) == png  # Read by its bytes.
   assert files_lib.display_name(found[0]).endswith("/r\\xe9sum\\xe9.png")
-
-
-RESULTS = [
-  {"file": "a.png", "probability": 0.91234, "label": "abnormal", "out_of_distribution": False,
-   "ood_score": 0.5},
-  {"file": "bad.png", "error": "not a PNG or JPEG file"},
-]  # fmt: skip
-
-
-def _printed(fmt, results=RESULTS):
-  out = io.StringIO()
-  printer = rows.Printer(fmt, [r["file"] for r in results], out)
-  lengths = []
-  for result in results:
-    printer.add(result)
-    lengths.append(len(out.getvalue()))
-  printer.close()
-  assert lengths[0] > 0 and lengths[1] > lengths[0]  # Each row is out before the next comes.
-  return out.getvalue()
-
-
-def test_prints_table_csv_and_json_row_by_row():
-  table = _printed("table").splitlines()
-  assert table[0].split() == ["file", "probability", "label", "out_of_distribution", "ood_score",
-                              "error"]  # fmt: skip
-  assert table[1].split() == ["a.png", "0.9123", "abnormal", "False", "0.5000"]
-  assert table[2].split()[0] == "bad.png" and table[2].endswith("not a PNG or JPEG file")
-  assert table[1].index("abnormal") == table[0].index("label")  # aligned
-  rows = _printed("csv").splitlines()
-  assert rows[1] == "a.png,0.9123,abnormal,False,0.5000,"
-  assert json.loads(_printed("json")) == RESULTS
 
 
 def _image_file(tmp_path, name, data):

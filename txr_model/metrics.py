@@ -730,9 +730,9 @@ def subgroups(labels, scores, thresholds, groups, *, seed=0, n_resamples=2000) -
   gap's Holm-adjusted p is below FAMILY_ALPHA, so the chance of naming any
   group where none differs stays near FAMILY_ALPHA per summary, not per gap.
   Groups of the same cases are compared once: a group holding exactly the
-  cases of an earlier one (such as sex and age both unknown) is marked
-  `same_as` it, and the other side of a two-way split gets its twin's gaps
-  with the sign turned.
+  cases of an earlier one (such as sex and age both unknown) gets its figures
+  and is marked `same_as` it (never named a second time), and the other side
+  of a two-way split gets its twin's gaps with the sign turned.
 
   Args:
     labels: 0/1 labels of the evaluated split.
@@ -746,22 +746,24 @@ def subgroups(labels, scores, thresholds, groups, *, seed=0, n_resamples=2000) -
 
   Returns:
     {attribute: {group: figures}}, JSON-ready; a group with too few cases has
-    only n, n_positive and too_few (True); a repeated one n, n_positive,
-    too_few and same_as ('attribute group').
+    only n, n_positive and too_few (True); a repeated one also has same_as
+    ('attribute group').
   """
   y, s = _check(labels, scores)
   compare_at = TRIAGE if TRIAGE in thresholds else next(iter(thresholds), None)
   called = s >= np.broadcast_to(thresholds[compare_at], y.shape) if compare_at else np.zeros_like(y)
-  out, seen, family, twins = {}, {}, [], []
+  out, seen, first, family, twins, repeats = {}, {}, {}, [], [], []
   for attribute, names in groups.items():
     for name, mask in _group_masks(names, y.size):
       yg, sg = y[mask], s[mask]
       entry = {"n": int(yg.size), "n_positive": int(yg.sum())}
       out.setdefault(attribute, {})[name] = entry
-      if mask.tobytes() in seen:
-        entry.update(too_few=not _enough(yg), same_as=seen[mask.tobytes()])
+      if mask.tobytes() in seen:  # Its figures are its twin's, filled in below.
+        repeats.append((entry, first[mask.tobytes()]))
+        entry["same_as"] = seen[mask.tobytes()]
         continue
       seen[mask.tobytes()] = f"{attribute} {name}"
+      first[mask.tobytes()] = entry
       if not _enough(yg):
         entry["too_few"] = True
         continue
@@ -805,6 +807,8 @@ def subgroups(labels, scores, thresholds, groups, *, seed=0, n_resamples=2000) -
     for entry in by_name.values():
       if entry.get("gaps"):
         _verdict(entry)
+  for entry, original in repeats:
+    entry.update({key: value for key, value in original.items() if key not in entry})
   return out
 
 
@@ -844,6 +848,6 @@ def differing(subgroup_figures: dict) -> list[tuple[str, str, dict]]:
     (attribute, name, entry)
     for attribute, by_name in subgroup_figures.items()
     for name, entry in by_name.items()
-    if entry.get("differs")
+    if entry.get("differs") and "same_as" not in entry
   ]
   return sorted(found, key=lambda item: min(t["value"] for t in item[2]["gaps"]["tests"].values()))
