@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 from conftest import REPO
+from conftest import TRAIN
 from conftest import dicom_bytes
 from conftest import run_ok
 import numpy as np
@@ -54,7 +55,7 @@ def test_outputs_and_export_match_the_keras_model(resumed_run):
   from txr_model import augmentation  # noqa: F401  (registers the Augment layer model.keras holds)
 
   model_dir, _, log = resumed_run
-  for name in ("flags.cfg", "model.keras", "export/saved_model.pb", "best.weights.h5"):
+  for name in ("flags.cfg", "model.keras", "export/saved_model.pb", "finished.json"):
     assert (model_dir / name).exists(), name
   assert list((model_dir / "logs").rglob("events.out.tfevents.*"))
   flagfile = (model_dir / "flags.cfg").read_text()
@@ -294,3 +295,29 @@ def test_contentless_images_are_refused_or_flagged_never_labelled(resumed_run, t
     assert refused or bool(out["out_of_distribution"][i]), name
     assert ("error" in results[i]) == refused and results[i].get("out_of_distribution", True)
   assert [("error" in r) for r in results] == [True, True, True, False, False, False]
+
+
+def test_a_finished_run_keeps_what_users_need_and_a_rerun_has_nothing_to_do(resumed_run):
+  import zipfile
+
+  import h5py
+
+  model_dir, _, _ = resumed_run
+  # Resuming is over: its state is gone; the best record stays beside the report.
+  for name in ("backup", "best.weights.h5", "feature_cache"):
+    assert not (model_dir / name).exists(), name
+  assert (model_dir / "best.weights.h5.json").exists()
+  with zipfile.ZipFile(model_dir / "model.keras") as keras_file:
+    with keras_file.open("model.weights.h5") as f, h5py.File(f) as weights:
+      assert "layers" in weights and "optimizer" not in weights  # no optimizer state
+  # The same command again (flags.cfg): nothing trained, evaluated or exported again, and
+  # what another command added to export/ (txr-export-lite's files) stays.
+  added = model_dir / "export" / "model_int8.json"
+  added.write_text("{}")
+  before = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file() and p.suffix != ".lock"}
+  out = run_ok([*TRAIN, f"--flagfile={model_dir / 'flags.cfg'}"])
+  assert "finished before (finished.json); nothing to do" in out.stderr
+  assert "Epoch " not in out.stdout and "Test AUC" in out.stdout  # the report, read back
+  after = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file() and p.suffix != ".lock"}
+  assert after == before
+  added.unlink()

@@ -470,6 +470,20 @@ def fit_end_to_end(run: Plan, model: keras.Model):
   )
 
 
+def save_model(model: keras.Model, path: str, keep_optimizer: bool = False) -> None:
+  """Saves `model` as a .keras file; without the optimizer's state unless `keep_optimizer`.
+
+  Every txr command loads it to predict, never to train on: the optimizer's
+  slots (AdamW keeps two per weight) would triple the file for nothing.
+  """
+  if keep_optimizer or model.optimizer is None:
+    model.save(path)
+    return
+  uncompiled = model.__class__.from_config(model.get_config())
+  uncompiled.set_weights(model.get_weights())
+  uncompiled.save(path)
+
+
 def restore_best(model: keras.Model, checkpoint: BestCheckpoint) -> str:
   """Loads the best checkpoint's weights into `model`, if there are any.
 

@@ -4,10 +4,15 @@
     flags.cfg                 the run's flags: rerun with --flagfile=<model_dir>/flags.cfg
     run_config.json           the RunConfig (run_config.FILE), read back by txr-evaluate
     .txr.lock                 the run's lock (model_dir_lock.FILE)
-    best.weights.h5[.json]    the best validation AUC's weights and their record
-    backup/<phase>/           each phase's BackupAndRestore (kept, so a restart skips it)
-    feature_cache/            --cache_features' bottleneck features
-    model.keras               the evaluated model (the best weights)
+    best.weights.h5[.json]    the best validation AUC's weights and their record (the weights
+                              removed when the run finishes: model.keras holds them)
+    backup/<phase>/           each phase's BackupAndRestore, for resuming (removed when the
+                              run finishes)
+    feature_cache/            --cache_features' bottleneck features (removed likewise)
+    model.keras               the evaluated model (the best weights; the optimizer's state
+                              only with --keep_optimizer)
+    finished.json             written once the run is evaluated and exported: a rerun of the
+                              same command then has nothing to do
     metrics.json              its report; scores_<split>.csv, roc.png, reliability.png beside it
     MODEL_CARD.md             the model card, from metrics.json (also in export/)
     logs/                     TensorBoard: training, and the evaluation under logs/evaluation/
@@ -26,6 +31,7 @@ import re
 
 FLAGFILE = "flags.cfg"
 BEST_WEIGHTS = "best.weights.h5"
+FINISHED = "finished.json"
 BACKUP = "backup"
 FEATURE_CACHE = "feature_cache"
 MODEL = "model.keras"

@@ -11,6 +11,7 @@ validation AUC. A killed run restarted with the same command continues where
 it stopped (BackupAndRestore). Outputs go to --model_dir.
 """
 
+import json
 import os
 
 from absl import app
@@ -130,6 +131,13 @@ flags.DEFINE_string(
   "age_bands",
   metrics.AGE_BANDS,
   "Age bands of the evaluation's subgroups, in years: contiguous from 0, the last open-ended.",
+)
+
+_KEEP_OPTIMIZER = flags.DEFINE_bool(
+  "keep_optimizer",
+  False,
+  "Keep the optimizer's state in model.keras (about twice the size), to go on training it"
+  " later with your own code; txr itself never needs it.",
 )
 
 _FLAGS = flags.FLAGS
@@ -344,20 +352,30 @@ def _prepare(builder, config, chief) -> None:
 def _train(config, strategy, chief, work_dir, model_dir, splits):
   """Trains on splits['train']; on the chief, saves the best weights, evaluates and exports.
 
-  Returns the evaluation report on the chief, None on other workers.
+  A run (or fold) that finished before is not trained, evaluated or exported
+  again: its outputs are in place (and what other commands added to export/
+  stays). Returns the evaluation report on the chief, None on other workers.
   """
+  finished = os.path.join(model_dir, run_dir.FINISHED)
+  if tf.io.gfile.exists(finished):
+    if not chief:
+      return None
+    logging.info("%s: finished before (%s); nothing to do.", model_dir, run_dir.FINISHED)
+    _remove_resume_state(work_dir)  # In case a kill came between the record and the removal.
+    with tf.io.gfile.GFile(os.path.join(model_dir, run_dir.METRICS)) as f:
+      return json.load(f)
   model, checkpoint = fitting.train_model(config, strategy, work_dir, splits)
   if not chief:
     return None  # Only the chief writes the final outputs.
   weights = fitting.restore_best(model, checkpoint)
   logging.info("Saving the weights of the %s", weights)
   path = os.path.join(model_dir, run_dir.MODEL)
-  model.save(path)
+  fitting.save_model(model, path, keep_optimizer=_KEEP_OPTIMIZER.value)
   logging.info("Wrote %s", path)
   # Evaluate what was saved on one device (no collectives, whatever the
   # strategy), fit the OOD detector, and export with the chosen threshold.
   # A fold's model serves its estimate; the deployable model is a run without --folds.
-  return finish.finish_run(
+  report = finish.finish_run(
     model_dir,
     splits,
     config.seed,
@@ -365,6 +383,23 @@ def _train(config, strategy, chief, work_dir, model_dir, splits):
     export_model=not config.folds,
     age_bands=config.age_bands,
   )
+  with tf.io.gfile.GFile(finished, "w") as f:
+    json.dump({"weights": weights}, f)
+  _remove_resume_state(work_dir)
+  return report
+
+
+def _remove_resume_state(work_dir):
+  """Removes what only resuming needed: the phases' backups, the best weights and the cache.
+
+  model.keras holds the best weights; their record (best.weights.h5.json) stays.
+  """
+  for name in (run_dir.BACKUP, run_dir.FEATURE_CACHE, run_dir.BEST_WEIGHTS):
+    path = os.path.join(work_dir, name)
+    if tf.io.gfile.isdir(path):
+      tf.io.gfile.rmtree(path)
+    elif tf.io.gfile.exists(path):
+      tf.io.gfile.remove(path)
 
 
 def _recipe(config) -> dict:
