@@ -301,6 +301,7 @@ def test_a_finished_run_keeps_what_users_need_and_a_rerun_has_nothing_to_do(resu
   import zipfile
 
   import h5py
+  import keras
 
   model_dir, _, _ = resumed_run
   # Resuming is over: its state is gone; the best record stays beside the report.
@@ -310,6 +311,12 @@ def test_a_finished_run_keeps_what_users_need_and_a_rerun_has_nothing_to_do(resu
   with zipfile.ZipFile(model_dir / "model.keras") as keras_file:
     with keras_file.open("model.weights.h5") as f, h5py.File(f) as weights:
       assert "layers" in weights and "optimizer" not in weights  # no optimizer state
+  # The export holds each weight once, and the OOD detector's mean and precision.
+  from txr_model import augmentation  # noqa: F401  (registers the Augment layer)
+
+  params = keras.models.load_model(model_dir / "model.keras").count_params()
+  stored = tf.train.list_variables(str(model_dir / "export" / "variables" / "variables"))
+  assert sum(int(np.prod(shape)) for _, shape in stored) <= params + 2048 + 2048**2 + 16
   # The same command again (flags.cfg): nothing trained, evaluated or exported again, and
   # what another command added to export/ (txr-export-lite's files) stays.
   added = model_dir / "export" / "model_int8.json"
