@@ -132,9 +132,9 @@ def _parity(export_dir: str, variants: dict, examples) -> dict:
 def _deployment_models(demo_dir: str, out_dir: str) -> dict:
   """The demo's weights at 299 px: a SavedModel and the three variants. {name: path}."""
   trained = keras.models.load_model(os.path.join(demo_dir, run_dir.MODEL))
-  model = model_lib.build_model(_DEPLOY_SIZE, "none", mode="end_to_end")
-  model.set_weights(trained.get_weights())
   info = run_config.RunConfig.load(demo_dir)
+  model = model_lib.build_model(_DEPLOY_SIZE, "none", mode="end_to_end", backbone=info.backbone)
+  model.set_weights(trained.get_weights())
   base = input_pipeline.InputConfig(info.dataset, info.data_dir, _DEPLOY_SIZE, 32)
   train = evaluation.evaluation_configs(input_pipeline.run_splits(base))["train"]
   images, _ = litert.read_images(train, limit=100)

@@ -168,6 +168,25 @@ def base_weights(tmp_path_factory):
   return os.fspath(path)
 
 
+@pytest.fixture(scope="session")
+def tiny_base_weights(tmp_path_factory):
+  """No-top MobileNetV3Small weights (random) at 32 px: the base of the mechanics tests' runs.
+
+  Strategies, resuming, folds and exports do not depend on the network, so the tests that
+  train through them use the smallest backbone at the smallest size it takes (TINY).
+  """
+  import keras
+
+  from txr_model import model as model_lib
+
+  path = tmp_path_factory.mktemp("weights") / "mobilenet_v3_small_notop.weights.h5"
+  keras.utils.set_random_seed(0)
+  spec = model_lib.BACKBONES["mobilenet_v3_small"]
+  base = spec.application(include_top=False, weights=None, input_shape=(32, 32, 3), **spec.kwargs)
+  base.save_weights(path)
+  return os.fspath(path)
+
+
 def train_flag_values():
   """txr-train's flags, copied into a FlagValues of their own.
 
@@ -188,7 +207,11 @@ def train_flag_values():
 
 
 TRAIN = [sys.executable, "-m", "txr_model.train"]
-TINY = ["--image_size=75", "--global_batch_size=8", "--fine_tune_blocks=1"]
+# The mechanics tests' runs: the smallest backbone at its smallest size (tiny_base_weights).
+TINY = [
+  "--backbone=mobilenet_v3_small", "--image_size=32", "--global_batch_size=8",
+  "--fine_tune_blocks=1",
+]  # fmt: skip
 
 
 def run_ok(args, env=None, timeout=600):
@@ -207,10 +230,10 @@ def _finished_epochs(metadata):
 
 
 @pytest.fixture(scope="session")
-def resumed_run(built_data_dir, base_weights, tmp_path_factory):
+def resumed_run(built_data_dir, tiny_base_weights, tmp_path_factory):
   """Trains two_phase, is killed -9 after a phase-1 epoch, and is rerun with the same command."""
   model_dir = tmp_path_factory.mktemp("model")
-  args = [*TRAIN, *TINY, f"--weights={base_weights}", f"--data_dir={built_data_dir}"]
+  args = [*TRAIN, *TINY, f"--weights={tiny_base_weights}", f"--data_dir={built_data_dir}"]
   args += [f"--model_dir={model_dir}"]
   args += ["--epochs=4", "--fine_tune_epochs=1"]
   metadata = model_dir / "backup" / "head" / "training_metadata.json"

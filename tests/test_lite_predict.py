@@ -205,3 +205,29 @@ def test_usage_errors_exit_2_with_one_line(tiny_model, tmp_path, case, message):
   assert out.returncode == 2, out.stderr
   assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
   assert out.stdout == ""  # Refused before any row is printed.
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_small", "densenet121"])
+def test_the_other_backbones_convert_and_score_as_keras_does(backbone):
+  """litert.convert and the interpreter with each backbone txr offers (InceptionV3's int8
+  export is checked on a trained model in test_learning.py)."""
+  import keras
+
+  from txr_lite import lite_model
+  from txr_model import litert
+  from txr_model import model as model_lib
+
+  keras.utils.set_random_seed(0)
+  model = model_lib.build_model(32, "none", mode="end_to_end", backbone=backbone)
+  head = model.get_layer(model_lib.CLASSIFIER)
+  rng = np.random.default_rng(0)
+  head.set_weights([rng.normal(0, 0.5, head.kernel.shape), np.zeros(1)])
+  images = rng.integers(0, 256, (8, 32, 32, 1)).astype(np.uint8)
+  variants = ["float32", "int8"] if backbone == "mobilenet_v3_small" else ["float32"]
+  flatbuffers = litert.convert(model, variants, calibration=images)
+  expected = model.predict(images, verbose=0)[:, 0]
+  for variant, flatbuffer in flatbuffers.items():
+    probability, features = lite_model.LiteModel(flatbuffer).predict(images)
+    assert features.shape == (8, model.get_layer(model_lib.POOL).output.shape[-1])
+    tolerance = 1e-4 if variant == "float32" else 0.1  # int8 outputs come in steps of 1/256
+    np.testing.assert_allclose(probability, expected, atol=tolerance)

@@ -144,3 +144,42 @@ def test_as_float32_serves_a_mixed_precision_model_in_float32(model):
   assert model_lib.as_float32(model) is model  # Already float32: nothing to do.
   image = np.random.default_rng(0).integers(0, 256, (1, 75, 75, 1), dtype=np.uint8)
   np.testing.assert_allclose(served(image), model(image), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+  "backbone, blocks", [("densenet121", 5), ("mobilenet_v3_small", 11), ("inception_v3", 11)]
+)
+def test_each_backbone_has_its_blocks_and_fine_tunes_the_top_one(backbone, blocks):
+  size = model_lib.BACKBONES[backbone].min_size
+  model = model_lib.build_model(size, "none", mode="end_to_end", backbone=backbone)
+  base = model_lib.base_of(model)
+  ends = model_lib.block_ends(base)
+  assert len(ends) == blocks == model_lib.NUM_BLOCKS[backbone]
+  names = [layer.name for layer in base.layers]
+  assert ends[-1] == names[-1] and sorted(ends, key=names.index) == ends  # in order, to the top
+  assert model_lib.unfreeze_top_blocks(model, 1) > 0
+  top = names.index(ends[-2]) + 1
+  assert not any(layer.trainable for layer in base.layers[:top])
+  assert any(layer.trainable for layer in base.layers[top:])
+  assert not any(
+    layer.trainable for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)
+  )
+  with pytest.raises(ValueError, match=f"expected 1 to {blocks}"):
+    model_lib.unfreeze_top_blocks(model, blocks + 1)
+  x = np.zeros((1, size, size, 1), np.uint8)
+  assert model_lib.feature_maps(model)(x).shape[-1] == model.get_layer("pool").output.shape[-1]
+  with pytest.raises(ValueError, match=f"{backbone} needs {size} or more"):
+    model_lib.build_model(size - 1, "none", mode="end_to_end", backbone=backbone)
+
+
+def test_each_backbone_gets_its_own_input_scaling():
+  """keras.applications' preprocess_input for each, inside the model, from uint8 gray."""
+  x = np.broadcast_to(np.array([0, 51, 255], "uint8")[:, None, None, None], (3, 32, 32, 1))
+  for backbone in ("densenet121", "mobilenet_v3_small"):
+    model = model_lib.build_model(32, "none", mode="end_to_end", backbone=backbone)
+    base = model_lib.base_of(model)
+    fed = keras.Model(model.input, model.get_layer(index=model.layers.index(base) - 1).output)
+    rgb = np.repeat(x.astype("float32"), 3, axis=-1)
+    mode = "torch" if backbone == "densenet121" else "tf"
+    expected = keras.applications.imagenet_utils.preprocess_input(rgb, mode=mode)
+    np.testing.assert_allclose(fed(x).numpy(), expected, atol=1e-4)

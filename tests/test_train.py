@@ -1,7 +1,7 @@
 """The trainer as users run it, in subprocesses: strategies, cross-validation, usage errors.
 
-Heavy (all but the flag validators): each test starts TensorFlow processes, most of them
-tracing InceptionV3 (75 px).
+Heavy (all but the flag validators): each test starts TensorFlow processes; they train
+MobileNetV3Small at 32 px (conftest.TINY): what they check does not depend on the network.
 """
 
 import json
@@ -25,11 +25,11 @@ import keras, numpy as np, tensorflow as tf
 from txr_model import input_pipeline as ip, model as m
 strategy = s.get_strategy("mirrored")
 assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
-config = ip.InputConfig("shenzhen_cxr/512", {data_dir!r}, 75, 8, training=True,
+config = ip.InputConfig("shenzhen_cxr/512", {data_dir!r}, 32, 8, training=True,
                         drop_remainder=True, repeat=True)
 ds = ip.distributed_dataset(strategy, config)
 with strategy.scope():
-  model = m.build_model(75, {weights!r})
+  model = m.build_model(32, {weights!r}, backbone="mobilenet_v3_small")
   model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
 before = [w.numpy().copy() for w in model.trainable_weights]
 loss = model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0).history["loss"][0]
@@ -40,8 +40,8 @@ print("replicas", strategy.num_replicas_in_sync, "loss", loss)
 
 
 @pytest.mark.heavy
-def test_mirrored_strategy_over_two_logical_cpus(built_data_dir, base_weights):
-  script = MIRRORED.format(data_dir=built_data_dir, weights=base_weights)
+def test_mirrored_strategy_over_two_logical_cpus(built_data_dir, tiny_base_weights):
+  script = MIRRORED.format(data_dir=built_data_dir, weights=tiny_base_weights)
   out = run_ok([sys.executable, "-c", script])
   assert "replicas 2 loss" in out.stdout
 
@@ -77,9 +77,11 @@ def _workers(args_for, n=2):
 
 
 @pytest.mark.heavy
-def test_multi_worker_training_with_the_real_entry_point(built_data_dir, base_weights, tmp_path):
+def test_multi_worker_training_with_the_real_entry_point(
+  built_data_dir, tiny_base_weights, tmp_path
+):
   args = [*TRAIN, *TINY, "--strategy=multi_worker_mirrored", f"--data_dir={built_data_dir}"]
-  args += [f"--weights={base_weights}"]
+  args += [f"--weights={tiny_base_weights}"]
   # The head phase on cached features, phase 2 on images: both under the strategy.
   args += [f"--model_dir={tmp_path}", "--epochs=1", "--fine_tune_epochs=1", "--cache_features"]
   results = _workers(lambda i: args)
@@ -130,7 +132,10 @@ def test_keras_patch_is_needed_on_this_version():
 @pytest.mark.parametrize(
   "flags,message",
   [
-    (["--image_size=50"], "image_size"),
+    (["--image_size=50"], "--image_size=50: inception_v3 needs 75 or more"),
+    (["--image_size=31", "--backbone=mobilenet_v3_small"], "image_size"),
+    (["--backbone=densenet121", "--fine_tune_blocks=6"], "densenet121 has 5 blocks"),
+    (["--backbone=resnet50"], "backbone"),
     (["--strategy=warp"], "strategy"),
     (["--strategy=tpu", "--tpu=my-tpu"], "gs://"),
     (["--folds=2"], "--folds needs 3 or more"),
@@ -173,10 +178,12 @@ def test_missing_data_dir_is_a_usage_error(tmp_path):
 
 
 @pytest.mark.heavy
-def test_cross_validation_over_both_sites_then_txr_evaluate(built_data_dir, base_weights, tmp_path):
+def test_cross_validation_over_both_sites_then_txr_evaluate(
+  built_data_dir, tiny_base_weights, tmp_path
+):
   # Both embedded samples at once (64 Shenzhen + 20 Montgomery images), in 3 folds.
   args = [*TRAIN, *TINY, f"--data_dir={built_data_dir}", f"--model_dir={tmp_path}"]
-  args += [f"--weights={base_weights}", "--dataset=shenzhen_cxr/512+montgomery_cxr/512"]
+  args += [f"--weights={tiny_base_weights}", "--dataset=shenzhen_cxr/512+montgomery_cxr/512"]
   out = run_ok(args + ["--folds=3", "--epochs=1", "--fine_tune_epochs=0"])
   assert "3-fold cross-validation AUC" in out.stdout and "Pooled out-of-fold: AUC" in out.stdout
   # One epoch of 3 steps: the first loss is log 2 (the classifier starts at zero).

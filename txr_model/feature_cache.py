@@ -3,7 +3,7 @@
 With the base frozen, the pooled InceptionV3 features of each training image
 (a fixed number of augmented views) are computed once, stored with
 tf.data.Dataset.save, and the head trains on them. The cache key covers the
-dataset version, split, image size, weights, views, seed and dtype policy, so a
+backbone, dataset version, split, image size, weights, views, seed and dtype policy, so a
 change to any of them never reuses stale features.
 """
 
@@ -38,9 +38,12 @@ def _weights_id(weights: str) -> str:
   return digest.hexdigest()
 
 
-def cache_key(config: input_pipeline.InputConfig, weights: str, views: int) -> dict:
+def cache_key(
+  config: input_pipeline.InputConfig, weights: str, views: int, backbone: str = "inception_v3"
+) -> dict:
   """Everything the cached features depend on."""
   return {
+    "backbone": backbone,
     "dataset": config.dataset,
     "version": input_pipeline.dataset_version(config),
     "split": config.split,
@@ -68,7 +71,7 @@ def cached_features(
   Computed on first use on this process's default device and stored under
   `cache_dir`; later calls (and later epochs) only read them.
   """
-  key = cache_key(config, weights, views)
+  key = cache_key(config, weights, views, model_lib.base_of(model).name)
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
   path = os.path.join(cache_dir, f"{config.split}-{digest}")
   done = path + ".json"  # Written last: a cache without it is incomplete.

@@ -349,7 +349,12 @@ def train_model(
   run = plan(config, strategy, work_dir, splits)
   with strategy.scope():
     model = model_lib.build_model(
-      config.image_size, config.weights, config.dropout, config.mode, seed=config.seed
+      config.image_size,
+      config.weights,
+      config.dropout,
+      config.mode,
+      seed=config.seed,
+      backbone=config.backbone,
     )
     compile_phase(run, model, config.learning_rate, config.epochs)
   if config.mode == "end_to_end":

@@ -1,5 +1,6 @@
-"""The classifier: an InceptionV3 base and a sigmoid head for P(TB), two ways to train it."""
+"""The classifier: a Keras application's base and a sigmoid head for P(TB), two ways to train it."""
 
+import dataclasses
 import os
 import tempfile
 
@@ -9,24 +10,87 @@ import tensorflow as tf
 
 from txr_model import augmentation
 
-# InceptionV3's top-level blocks end in layers mixed0 ... mixed10.
-NUM_BLOCKS = 11
-NOTOP_WEIGHTS = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # Layer names: the one place they are spelled (Keras names the base itself).
-AUGMENT, SCALE, TO_RGB = "augment", "scale", "gray_to_rgb"
-BASE, POOL, DROPOUT, CLASSIFIER = "inception_v3", "pool", "dropout", "tb_probability"
+AUGMENT, SCALE, TO_RGB, NORMALIZE = "augment", "scale", "gray_to_rgb", "normalize"
+POOL, DROPOUT, CLASSIFIER = "pool", "dropout", "tb_probability"
 MODES = ("two_phase", "end_to_end")
 # From scratch, BatchNorm must track the changing activations within a few
 # dozen steps (a demo epoch has about 30): Keras's default 0.99 lags for hundreds.
 END_TO_END_BATCHNORM_MOMENTUM = 0.9
 
 
-def _local_weights(weights: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  """A Keras application as txr's base: how it is built, fed and fine-tuned.
+
+  Attributes:
+    application: the keras.applications constructor.
+    min_size: the smallest input side it takes.
+    notop_weights: the file name of its ImageNet no-top weights (Keras's cache name).
+    mean: per RGB channel, subtracted after scaling to [0, 1] ('torch'
+      preprocessing), or None for [-1, 1] scaling ('tf' preprocessing).
+    std: per RGB channel, divided by after `mean`.
+    kwargs: more arguments for `application`.
+  """
+
+  application: object
+  min_size: int
+  notop_weights: str
+  mean: tuple | None = None
+  std: tuple | None = None
+  kwargs: dict = dataclasses.field(default_factory=dict)
+
+
+# Each application's own input scaling (keras.applications.<name>.preprocess_input) is done
+# inside the model: InceptionV3 and MobileNetV3 take [-1, 1], DenseNet ImageNet's mean and std.
+BACKBONES = {
+  "inception_v3": Backbone(
+    keras.applications.InceptionV3, 75, "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+  ),
+  "densenet121": Backbone(
+    keras.applications.DenseNet121,
+    32,
+    "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+  ),
+  "mobilenet_v3_small": Backbone(
+    keras.applications.MobileNetV3Small,
+    32,
+    "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+    kwargs={"include_preprocessing": False},  # txr scales to [-1, 1] itself, as for the others
+  ),
+}
+DEFAULT_BACKBONE = "inception_v3"
+# Each backbone's number of blocks (`block_ends`): the most --fine_tune_blocks can unfreeze.
+NUM_BLOCKS = {"inception_v3": 11, "densenet121": 5, "mobilenet_v3_small": 11}
+
+
+def block_ends(base: keras.Model) -> list[str]:
+  """The names of the layers that end each top-level block of a base, first to last.
+
+  Fine-tuning unfreezes whole blocks from the top: InceptionV3's 11 'mixed'
+  blocks, DenseNet121's 5 dense blocks (each with its transition), and
+  MobileNetV3Small's 11 inverted residual blocks (the last with the top conv).
+  """
+  names = [layer.name for layer in base.layers]
+  if "mixed10" in names:
+    return [f"mixed{i}" for i in range(11)]
+  if "pool4_pool" in names:
+    return ["pool1", "pool2_pool", "pool3_pool", "pool4_pool", names[-1]]
+  ends = []
+  for i in range(11):
+    prefix = "expanded_conv_" if i == 0 else f"expanded_conv_{i}_"
+    ends.append(f"{prefix}add" if f"{prefix}add" in names else f"{prefix}project_bn")
+  return ends[:-1] + [names[-1]]
+
+
+def _local_weights(weights: str, notop_weights: str) -> str:
   """Checks a weights file exists (local or gs://) and returns a local copy's path."""
   if not tf.io.gfile.exists(weights):
     raise FileNotFoundError(
-      f"--weights={weights}: no such file. Pass a Keras InceptionV3 no-top weights"
-      f" file (e.g. {NOTOP_WEIGHTS} or a .weights.h5), 'imagenet' or 'none'."
+      f"--weights={weights}: no such file. Pass the backbone's Keras no-top weights"
+      f" file (e.g. {notop_weights} or a .weights.h5), 'imagenet' or 'none'."
     )
   if "://" not in weights:
     return weights
@@ -36,23 +100,28 @@ def _local_weights(weights: str) -> str:
 
 
 def build_model(
-  image_size: int, weights: str, dropout: float = 0.2, mode: str = "two_phase", seed: int = 0
+  image_size: int,
+  weights: str,
+  dropout: float = 0.2,
+  mode: str = "two_phase",
+  seed: int = 0,
+  backbone: str = DEFAULT_BACKBONE,
 ) -> keras.Model:
-  """uint8 gray -> augment -> [-1, 1] RGB -> InceptionV3 (no top) -> pool -> dropout -> sigmoid.
+  """uint8 gray -> augment -> scaled RGB -> the backbone (no top) -> pool -> dropout -> sigmoid.
 
   The model takes uint8 grayscale images [size, size, 1], as the input
-  pipeline and the export produce them, and does the cast, the [-1, 1]
-  scaling InceptionV3 expects and the gray-to-RGB copy itself (the keras-io
-  transfer-learning guide's preprocessing layer). So no caller re-implements
-  it, and an accelerator receives 1 byte per pixel instead of 12 (float32 x 3).
-  The random augmentation is its first layer (`augmentation.Augment`): it runs
-  in the training step on the accelerator, and not at all outside training.
-  Its output is float32 under mixed precision. The classifier's kernel starts at zero, so the
-  first prediction is 0.5 (loss log 2) whatever the scale of the base's
-  features, pretrained or random.
+  pipeline and the export produce them, and does the cast, the backbone's own
+  input scaling and the gray-to-RGB copy itself (the keras-io transfer-learning
+  guide's preprocessing layer). So no caller re-implements it, and an
+  accelerator receives 1 byte per pixel instead of 12 (float32 x 3). The
+  random augmentation is its first layer (`augmentation.Augment`): it runs in
+  the training step on the accelerator, and not at all outside training. Its
+  output is float32 under mixed precision. The classifier's kernel starts at
+  zero, so the first prediction is 0.5 (loss log 2) whatever the scale of the
+  base's features, pretrained or random.
 
   Args:
-    image_size: input height and width, at least 75.
+    image_size: input height and width, at least the backbone's `min_size`.
     weights: 'imagenet' (downloaded by Keras once into ~/.keras/models),
       a local or gs:// path to a no-top weights file, or 'none' (random init).
     dropout: dropout rate before the classifier.
@@ -61,15 +130,21 @@ def build_model(
       it needs pretrained weights. 'end_to_end' trains every layer, BatchNorm
       in training mode with momentum 0.9: from scratch with weights='none'.
     seed: the seed of the augmentation's random stream.
+    backbone: a name in BACKBONES.
 
   Returns:
     The uncompiled Keras model.
 
   Raises:
-    ValueError: a bad mode, or 'two_phase' with random weights.
+    ValueError: a bad mode, backbone or size, or 'two_phase' with random weights.
   """
   if mode not in MODES:
     raise ValueError(f"--mode={mode!r}: expected one of {', '.join(MODES)}.")
+  if backbone not in BACKBONES:
+    raise ValueError(f"--backbone={backbone!r}: expected one of {', '.join(BACKBONES)}.")
+  spec = BACKBONES[backbone]
+  if image_size < spec.min_size:
+    raise ValueError(f"--image_size={image_size}: {backbone} needs {spec.min_size} or more.")
   if mode == "two_phase" and weights.lower() == "none":
     raise ValueError(
       "--mode=two_phase needs pretrained --weights: a frozen random base gives the head"
@@ -80,18 +155,21 @@ def build_model(
   elif weights == "imagenet":
     base_weights = "imagenet"
   else:
-    base_weights = _local_weights(weights)
+    base_weights = _local_weights(weights, spec.notop_weights)
   try:
-    base = keras.applications.InceptionV3(
-      include_top=False, weights=base_weights, input_shape=(image_size, image_size, 3)
+    base = spec.application(
+      include_top=False,
+      weights=base_weights,
+      input_shape=(image_size, image_size, 3),
+      **spec.kwargs,
     )
   except Exception as e:  # Keras raises a bare Exception on a failed fetch.
     if base_weights != "imagenet" or "URL fetch failure" not in str(e):
       raise
     raise RuntimeError(
-      f"--weights=imagenet: could not download {NOTOP_WEIGHTS} ({e}). Without"
+      f"--weights=imagenet: could not download {spec.notop_weights} ({e}). Without"
       " internet, download it on another machine and pass --weights=/path/to/"
-      f"{NOTOP_WEIGHTS} (or put it in ~/.keras/models/), or train from scratch"
+      f"{spec.notop_weights} (or put it in ~/.keras/models/), or train from scratch"
       " with --mode=end_to_end --weights=none."
     ) from e
   if mode == "end_to_end":
@@ -105,16 +183,23 @@ def build_model(
     base.trainable = False
   inputs = keras.Input((image_size, image_size, 1), dtype="uint8", name="image")
   x = augmentation.Augment(seed, name=AUGMENT)(inputs)
-  x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=SCALE)(x)
-  x = keras.layers.Concatenate(name=TO_RGB)([x, x, x])
+  if spec.mean is None:
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=SCALE)(x)
+    x = keras.layers.Concatenate(name=TO_RGB)([x, x, x])
+  else:
+    x = keras.layers.Rescaling(1 / 255.0, name=SCALE)(x)
+    x = keras.layers.Concatenate(name=TO_RGB)([x, x, x])
+    x = keras.layers.Normalization(
+      mean=list(spec.mean), variance=[v**2 for v in spec.std], name=NORMALIZE
+    )(x)
   x = base(x)
   x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
   x = keras.layers.Dropout(dropout, name=DROPOUT)(x)
   outputs = keras.layers.Dense(
     1, activation="sigmoid", kernel_initializer="zeros", dtype="float32", name=CLASSIFIER
   )(x)
-  logging.info("InceptionV3 at %d px, weights=%s, mode=%s", image_size, weights, mode)
-  return keras.Model(inputs, outputs, name="txr_inception_v3")
+  logging.info("%s at %d px, weights=%s, mode=%s", backbone, image_size, weights, mode)
+  return keras.Model(inputs, outputs, name=f"txr_{backbone}")
 
 
 def as_float32(model: keras.Model) -> keras.Model:
@@ -151,18 +236,22 @@ def as_float32(model: keras.Model) -> keras.Model:
 
 
 def base_of(model: keras.Model) -> keras.Model:
-  """Returns the InceptionV3 base of a `build_model` model."""
-  return model.get_layer(BASE)
+  """Returns the backbone of a `build_model` model (its one nested model)."""
+  return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
 def feature_maps(model: keras.Model) -> keras.Model:
   """Returns the sub-model from images to the base's last feature maps (for Grad-CAM).
+
+  The augmentation layer is left out: the maps are the base's whatever `training` says.
 
   Args:
     model: a `build_model` model.
   """
   x = model.get_layer(SCALE)(model.input)
   x = model.get_layer(TO_RGB)([x, x, x])
+  if any(layer.name == NORMALIZE for layer in model.layers):
+    x = model.get_layer(NORMALIZE)(x)
   return keras.Model(model.input, base_of(model)(x))
 
 
@@ -189,24 +278,26 @@ def head(model: keras.Model) -> keras.Model:
 
 
 def unfreeze_top_blocks(model: keras.Model, num_blocks: int) -> int:
-  """Makes the top `num_blocks` inception blocks trainable; BatchNorm stays frozen.
+  """Makes the top `num_blocks` blocks of the base trainable; BatchNorm stays frozen.
 
   BatchNorm layers stay non-trainable, which in Keras 3 is what keeps them in
   inference mode (their pretrained statistics) under `fit`'s training=True.
 
   Args:
     model: a `build_model(mode='two_phase')` model.
-    num_blocks: 1 to 11; 11 unfreezes the whole base.
+    num_blocks: 1 to the base's number of blocks (`block_ends`); all of them
+      unfreezes the whole base.
 
   Returns:
     The number of trainable base layers.
   """
-  if not 1 <= num_blocks <= NUM_BLOCKS:
-    raise ValueError(f"fine_tune_blocks={num_blocks}: expected 1 to {NUM_BLOCKS}.")
   base = base_of(model)
+  ends = block_ends(base)
+  if not 1 <= num_blocks <= len(ends):
+    raise ValueError(f"fine_tune_blocks={num_blocks}: expected 1 to {len(ends)}.")
   base.trainable = True
   names = [layer.name for layer in base.layers]
-  first = 0 if num_blocks == NUM_BLOCKS else names.index(f"mixed{NUM_BLOCKS - 1 - num_blocks}") + 1
+  first = 0 if num_blocks == len(ends) else names.index(ends[-1 - num_blocks]) + 1
   for i, layer in enumerate(base.layers):
     layer.trainable = i >= first and not isinstance(layer, keras.layers.BatchNormalization)
   return sum(layer.trainable for layer in base.layers)

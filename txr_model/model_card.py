@@ -40,7 +40,8 @@ def render(report: dict) -> str:
     *_front_matter(result, evaluated, run),
     "# txr: tuberculosis screening on chest X-rays",
     "",
-    "An InceptionV3 classifier that scores a frontal chest X-ray for signs of tuberculosis"
+    f"A {_BACKBONE_NAMES.get(run.get('backbone', 'inception_v3'), run.get('backbone'))}"
+    " classifier that scores a frontal chest X-ray for signs of tuberculosis"
     " (P(abnormal)), trained and evaluated with txr. Every figure below comes from this"
     " evaluation's metrics.json.",
     "",
@@ -130,6 +131,7 @@ def _training(run: dict) -> list[str]:
     lines.append("The training data's counts were not recorded in this metrics.json.")
   lines += ["", "## Training recipe", ""]
   recipe = [
+    ("backbone", run.get("backbone")),
     ("mode", run.get("mode")),
     ("initial weights", run.get("weights_init")),
     ("image size (px)", run.get("image_size")),
@@ -187,6 +189,14 @@ def _gap_cell(test: dict | None) -> str:
     f"{_f(test['value'], sign=True)} ({_f(low, sign=True)} to {_f(high, sign=True)}),"
     f" p {_f(test['p_holm'])}"
   )
+
+
+# How the card names each backbone (a run from before --backbone was InceptionV3).
+_BACKBONE_NAMES = {
+  "inception_v3": "InceptionV3",
+  "densenet121": "DenseNet-121",
+  "mobilenet_v3_small": "MobileNetV3-Small",
+}
 
 
 def _subgroups(result: dict) -> list[str]:

@@ -17,7 +17,7 @@ from txr_model import run_dir
 FILE = "run_config.json"
 # Settings added since run_config.json was first written, with the value a run that did not
 # record them used: such a run's file still loads.
-ADDED = {"age_bands": metrics.AGE_BANDS}
+ADDED = {"age_bands": metrics.AGE_BANDS, "backbone": "inception_v3"}
 # Fields that say where a run reads and writes, not what it does.
 PLACES = ("data_dir", "manual_dir", "model_dir", "tpu")
 
@@ -37,6 +37,7 @@ class RunConfig:
   tpu: str
   num_gpus: int
   num_cpu_devices: int
+  backbone: str
   image_size: int
   global_batch_size: int
   mode: str

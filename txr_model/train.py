@@ -55,7 +55,16 @@ flags.DEFINE_integer("num_gpus", -1, "GPUs to use; -1 for all visible.", lower_b
 flags.DEFINE_integer(
   "num_cpu_devices", 1, "Split the CPU into this many logical devices.", lower_bound=1
 )
-flags.DEFINE_integer("image_size", 299, "Model input size in px.", lower_bound=75)
+flags.DEFINE_enum(
+  "backbone",
+  model_lib.DEFAULT_BACKBONE,
+  list(model_lib.BACKBONES),
+  "The Keras application under the head: inception_v3 (the default), densenet121 (the best"
+  " published Shenzhen results), mobilenet_v3_small (small and fast, for a laptop).",
+)
+flags.DEFINE_integer(
+  "image_size", 299, "Model input size in px (inception_v3: 75 or more; others 32).", lower_bound=32
+)
 flags.DEFINE_integer("global_batch_size", 32, "Batch size over all replicas.", lower_bound=1)
 flags.DEFINE_string(
   "weights", "imagenet", "Base weights: 'imagenet', a weights file path, or 'none'."
@@ -164,6 +173,26 @@ def _parses(parse, text) -> bool:
 )
 def _two_phase_needs_pretrained_weights(values):
   return not (values["mode"] == "two_phase" and values["weights"].lower() == "none")
+
+
+@flags.multi_flags_validator(["backbone", "image_size"], "--image_size is too small.")
+def _size_fits_the_backbone(values):
+  least = model_lib.BACKBONES[values["backbone"]].min_size
+  if values["image_size"] < least:
+    raise flags.ValidationError(
+      f"--image_size={values['image_size']}: {values['backbone']} needs {least} or more."
+    )
+  return True
+
+
+@flags.multi_flags_validator(["backbone", "fine_tune_blocks"], "Too many --fine_tune_blocks.")
+def _blocks_fit_the_backbone(values):
+  blocks = model_lib.NUM_BLOCKS[values["backbone"]]
+  if values["fine_tune_blocks"] > blocks:
+    raise flags.ValidationError(
+      f"--fine_tune_blocks={values['fine_tune_blocks']}: {values['backbone']} has {blocks} blocks."
+    )
+  return True
 
 
 @flags.multi_flags_validator(
@@ -404,7 +433,7 @@ def _remove_resume_state(work_dir):
 
 def _recipe(config) -> dict:
   """What the model card says of how the model was trained, from the run's config."""
-  fields = ("dataset", "mode", "image_size", "epochs", "seed", "folds")
+  fields = ("dataset", "backbone", "mode", "image_size", "epochs", "seed", "folds")
   recipe = {name: getattr(config, name) for name in fields}
   recipe["weights_init"] = config.weights
   if config.mode == "two_phase":
