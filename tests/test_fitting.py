@@ -298,3 +298,23 @@ def test_a_kill_during_the_best_checkpoints_save_leaves_weights_and_record_that_
   new_weights = (tmp_path / run_dir.BEST_WEIGHTS).read_bytes() != old_weights
   assert restarted.record["epoch"] == (2 if new_weights else 1), (cut_after, restarted.record)
   assert new_weights == (cut_after == "weights_rename")
+
+
+def test_a_phase_that_diverged_goes_on_from_the_best_epoch_or_stops_saying_why(tmp_path):
+  """TerminateOnNaN stops a phase with NaN weights: fine-tuning must never start from them."""
+  run = types.SimpleNamespace(work_dir=str(tmp_path), steps=2, val_steps=None, config=_NO_STOP)
+  model = _fixed_model()
+  x = np.array([[-1.0], [1.0], [-2.0], [2.0]], "float32")
+  data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 0, 1], "float32"))).batch(2)
+  checkpoint = fitting.BestCheckpoint(str(tmp_path / run_dir.BEST_WEIGHTS))
+  fitting.fit_phase(run, "head", model, 0, 2, data.repeat(), data, [checkpoint])
+  best = [w.copy() for w in model.get_weights()]
+  fitting.recover_from_divergence(model, checkpoint, "head")  # finite: nothing to do
+  model.set_weights([np.full_like(w, np.nan) for w in best])
+  fitting.recover_from_divergence(model, checkpoint, "head")
+  for a, b in zip(model.get_weights(), best, strict=True):
+    np.testing.assert_array_equal(a, b)
+  model.set_weights([np.full_like(w, np.nan) for w in best])
+  nothing = fitting.BestCheckpoint(str(tmp_path / "none.weights.h5"))
+  with pytest.raises(FloatingPointError, match="lower --learning_rate"):
+    fitting.recover_from_divergence(model, nothing, "head")

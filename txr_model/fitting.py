@@ -14,6 +14,7 @@ import os
 
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 from txr_model import feature_cache
@@ -362,8 +363,35 @@ def train_model(
   else:
     fit_head(run, model)
     if config.fine_tune_epochs:
+      recover_from_divergence(model, run.checkpoint, "head")  # never fine-tune NaN weights
       fine_tune(run, model)
+  recover_from_divergence(model, run.checkpoint, "last")
   return model, run.checkpoint
+
+
+def recover_from_divergence(model: keras.Model, checkpoint: BestCheckpoint, phase: str) -> None:
+  """After a phase TerminateOnNaN stopped: go on from the best epoch, or stop saying what to do.
+
+  Args:
+    model: the model after the phase.
+    checkpoint: the run's best checkpoint.
+    phase: the phase's name, for the messages.
+
+  Raises:
+    FloatingPointError: the weights are not finite and no epoch was checkpointed.
+  """
+  if all(np.isfinite(w).all() for w in model.get_weights()):
+    return
+  if not checkpoint.record:
+    raise FloatingPointError(
+      f"The {phase} phase diverged (a NaN loss) before any epoch was checkpointed: lower"
+      " --learning_rate (or --fine_tune_learning_rate) and train afresh with --overwrite."
+    )
+  logging.warning(
+    "The %s phase diverged (a NaN loss): going on from the best epoch so far (%d).",
+    phase, checkpoint.record["epoch"],
+  )  # fmt: skip
+  model.load_weights(checkpoint.path)
 
 
 def compile_phase(run: Plan, model: keras.Model, learning_rate: float, epochs: int) -> None:
