@@ -41,11 +41,11 @@ def test_best_checkpoint_keeps_its_best_score_across_a_restart(tmp_path):
   model = _model()
   first = fitting.BestCheckpoint(path)
   first.set_model(model)
-  first.on_epoch_end(0, {"val_auc": 0.8, "val_loss": 0.5})
+  first.on_epoch_end(0, {"val_auc": 0.8, "val_bce": 0.5})
   saved = [w.copy() for w in model.get_weights()]
   assert json.loads((tmp_path / "best.weights.h5.json").read_text()) == {
     "val_auc": 0.8,
-    "val_loss": 0.5,
+    "val_bce": 0.5,
     "epoch": 1,
   }
   # A restarted process: a worse epoch must not overwrite the checkpoint.
@@ -53,13 +53,13 @@ def test_best_checkpoint_keeps_its_best_score_across_a_restart(tmp_path):
   resumed = fitting.BestCheckpoint(path)
   resumed.set_model(model)
   assert resumed.record["val_auc"] == 0.8
-  resumed.on_epoch_end(3, {"val_auc": 0.7, "val_loss": 0.1})
-  resumed.on_epoch_end(3, {"val_auc": 0.8, "val_loss": 0.6})  # a tie, but a higher loss
+  resumed.on_epoch_end(3, {"val_auc": 0.7, "val_bce": 0.1})
+  resumed.on_epoch_end(3, {"val_auc": 0.8, "val_bce": 0.6})  # a tie, but a higher loss
   model.load_weights(path)
   for a, b in zip(model.get_weights(), saved, strict=True):
     np.testing.assert_array_equal(a, b)
-  resumed.on_epoch_end(4, {"val_auc": 0.9, "val_loss": 0.4})
-  assert resumed.record == {"val_auc": 0.9, "val_loss": 0.4, "epoch": 5}
+  resumed.on_epoch_end(4, {"val_auc": 0.9, "val_bce": 0.4})
+  assert resumed.record == {"val_auc": 0.9, "val_bce": 0.4, "epoch": 5}
 
 
 def test_a_validation_auc_tie_goes_to_the_lower_loss_even_after_a_restart(tmp_path):
@@ -67,13 +67,13 @@ def test_a_validation_auc_tie_goes_to_the_lower_loss_even_after_a_restart(tmp_pa
   model = _model()
   first = fitting.BestCheckpoint(path)
   first.set_model(model)
-  first.on_epoch_end(1, {"val_auc": 1.0, "val_loss": 0.6})  # AUC saturates early...
-  first.on_epoch_end(2, {"val_auc": 1.0, "val_loss": 0.3})  # ...while the loss still falls
+  first.on_epoch_end(1, {"val_auc": 1.0, "val_bce": 0.6})  # AUC saturates early...
+  first.on_epoch_end(2, {"val_auc": 1.0, "val_bce": 0.3})  # ...while the loss still falls
   assert first.record["epoch"] == 3
   model.set_weights([w + 1 for w in model.get_weights()])
   resumed = fitting.BestCheckpoint(path)
   resumed.set_model(model)
-  resumed.on_epoch_end(3, {"val_auc": 1.0, "val_loss": 0.2})
+  resumed.on_epoch_end(3, {"val_auc": 1.0, "val_bce": 0.2})
   assert resumed.record["epoch"] == 4
   restored = _model()
   restored.load_weights(path)
@@ -108,6 +108,11 @@ def test_weight_zero_padding_does_not_count_in_the_validation_metrics():
   assert history["val_auc"][0] == pytest.approx(0.75, abs=1e-3)
   assert history["val_accuracy"][0] == pytest.approx(0.5)
   assert history["val_precision"][0] == pytest.approx(0.5)  # the blanks are not false positives
+  # The loss over the four real images, whatever the blanks: Keras's val_loss divides by six.
+  p = 1 / (1 + np.exp(-x[:4, 0]))
+  real = float(np.mean(-(y[:4] * np.log(p) + (1 - y[:4]) * np.log(1 - p))))
+  assert history["val_bce"][0] == pytest.approx(real, rel=1e-4)
+  assert history["val_loss"][0] != pytest.approx(real, rel=1e-2)
   # Training data have no weights: their metrics are still computed, over every example.
   assert history["auc"][0] == pytest.approx(0.75, abs=1e-3) and history["accuracy"][0] == 0.5
 
@@ -273,7 +278,7 @@ def test_a_kill_during_the_best_checkpoints_save_leaves_weights_and_record_that_
   model = _model()
   first = fitting.BestCheckpoint(path)
   first.set_model(model)
-  first.on_epoch_end(0, {"val_auc": 0.7, "val_loss": 0.6})
+  first.on_epoch_end(0, {"val_auc": 0.7, "val_bce": 0.6})
   old_weights = (tmp_path / run_dir.BEST_WEIGHTS).read_bytes()
   model.set_weights([w + 1 for w in model.get_weights()])
   renames = []
@@ -291,7 +296,7 @@ def test_a_kill_during_the_best_checkpoints_save_leaves_weights_and_record_that_
       model.save_weights(first.partial, overwrite=True)
     else:
       with pytest.raises(KeyboardInterrupt):
-        first.on_epoch_end(1, {"val_auc": 0.9, "val_loss": 0.3})
+        first.on_epoch_end(1, {"val_auc": 0.9, "val_bce": 0.3})
   finally:
     tf.io.gfile.rename = real_rename
   restarted = fitting.BestCheckpoint(path)
