@@ -110,6 +110,9 @@ def test_a_passing_storage_error_is_retried_and_a_lasting_one_stops_the_run(tmp_
     real_write(p, record)
 
   monkeypatch.setattr(model_dir_lock, "_write", flaky)
+  # The stop is a KeyboardInterrupt raised by Python's own SIGINT handler, as in a txr-train
+  # process; a library loaded earlier in this test process may have put another in its place.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
   with model_dir_lock.lease(path, "--model_dir=x", **FAST):
     failures.append(3)  # three failed heartbeats in a row, well inside stale_s / 2
     deadline = time.monotonic() + 30  # a loaded machine schedules the heartbeat late
@@ -121,3 +124,4 @@ def test_a_passing_storage_error_is_retried_and_a_lasting_one_stops_the_run(tmp_
       failures[0] = 10**6  # the storage stays down: the run must stop before a takeover
       for _ in range(600):  # stale_s / 2 = 1 s of failures stops it; 30 s allows for load
         time.sleep(0.05)
+  signal.signal(signal.SIGINT, previous)
