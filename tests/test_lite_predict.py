@@ -207,10 +207,14 @@ def test_usage_errors_exit_2_with_one_line(tiny_model, tmp_path, case, message):
   assert out.stdout == ""  # Refused before any row is printed.
 
 
-@pytest.mark.parametrize("backbone", ["mobilenet_v3_small", "densenet121"])
-def test_the_other_backbones_convert_and_score_as_keras_does(backbone):
-  """litert.convert and the interpreter with each backbone txr offers (InceptionV3's int8
-  export is checked on a trained model in test_learning.py)."""
+def test_the_small_backbone_converts_and_scores_as_keras_does():
+  """litert.convert and the interpreter with MobileNetV3-Small, float32 and int8.
+
+  InceptionV3's int8 export is checked on a trained model in test_learning.py. DenseNet-121's
+  float32 conversion passed the same check (within 1e-4), in 44 to 83 s: too slow to run in
+  every suite for what the other two already exercise.
+  """
+  backbone = "mobilenet_v3_small"
   import keras
 
   from txr_lite import lite_model
@@ -223,8 +227,7 @@ def test_the_other_backbones_convert_and_score_as_keras_does(backbone):
   rng = np.random.default_rng(0)
   head.set_weights([rng.normal(0, 0.5, head.kernel.shape), np.zeros(1)])
   images = rng.integers(0, 256, (8, 32, 32, 1)).astype(np.uint8)
-  variants = ["float32", "int8"] if backbone == "mobilenet_v3_small" else ["float32"]
-  flatbuffers = litert.convert(model, variants, calibration=images)
+  flatbuffers = litert.convert(model, ["float32", "int8"], calibration=images)
   expected = model.predict(images, verbose=0)[:, 0]
   for variant, flatbuffer in flatbuffers.items():
     probability, features = lite_model.LiteModel(flatbuffer).predict(images)
