@@ -204,13 +204,19 @@ def test_a_phase_that_stopped_early_is_not_trained_again_after_a_restart(tmp_pat
   assert fitting.Backup(str(other)).final_epoch(4) == 4 and _fit(other, 4)[0] == 2
 
 
-def test_a_phase_is_backed_up_under_its_name_and_restore_best_loads_the_best(tmp_path):
+def _head_phase_with_a_best_checkpoint(tmp_path):
+  """Two epochs of a `head` phase on separable data, checkpointed: (model, checkpoint, history)."""
   run = types.SimpleNamespace(work_dir=str(tmp_path), steps=2, val_steps=None, config=_NO_STOP)
   model = _fixed_model()
   x = np.array([[-1.0], [1.0], [-2.0], [2.0]], "float32")
   data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 0, 1], "float32"))).batch(2)
   checkpoint = fitting.BestCheckpoint(str(tmp_path / run_dir.BEST_WEIGHTS))
   history = fitting.fit_phase(run, "head", model, 0, 2, data.repeat(), data, [checkpoint])
+  return model, checkpoint, history
+
+
+def test_a_phase_is_backed_up_under_its_name_and_restore_best_loads_the_best(tmp_path):
+  model, checkpoint, history = _head_phase_with_a_best_checkpoint(tmp_path)
   assert history.epoch == [0, 1] and checkpoint.record["epoch"] == 1  # AUC 1 from epoch 1
   assert (tmp_path / run_dir.BACKUP / "head" / "training_metadata.json").exists()
   best = [w.copy() for w in model.get_weights()]
@@ -307,12 +313,7 @@ def test_a_kill_during_the_best_checkpoints_save_leaves_weights_and_record_that_
 
 def test_a_phase_that_diverged_goes_on_from_the_best_epoch_or_stops_saying_why(tmp_path):
   """TerminateOnNaN stops a phase with NaN weights: fine-tuning must never start from them."""
-  run = types.SimpleNamespace(work_dir=str(tmp_path), steps=2, val_steps=None, config=_NO_STOP)
-  model = _fixed_model()
-  x = np.array([[-1.0], [1.0], [-2.0], [2.0]], "float32")
-  data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 0, 1], "float32"))).batch(2)
-  checkpoint = fitting.BestCheckpoint(str(tmp_path / run_dir.BEST_WEIGHTS))
-  fitting.fit_phase(run, "head", model, 0, 2, data.repeat(), data, [checkpoint])
+  model, checkpoint, _ = _head_phase_with_a_best_checkpoint(tmp_path)
   best = [w.copy() for w in model.get_weights()]
   fitting.recover_from_divergence(model, checkpoint, "head")  # finite: nothing to do
   model.set_weights([np.full_like(w, np.nan) for w in best])

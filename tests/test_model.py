@@ -154,7 +154,7 @@ def test_each_backbone_has_its_blocks_and_fine_tunes_the_top_one(backbone, block
   model = model_lib.build_model(size, "none", mode="end_to_end", backbone=backbone)
   base = model_lib.base_of(model)
   ends = model_lib.block_ends(base)
-  assert len(ends) == blocks == model_lib.NUM_BLOCKS[backbone]
+  assert len(ends) == blocks == model_lib.BACKBONES[backbone].blocks
   names = [layer.name for layer in base.layers]
   assert ends[-1] == names[-1] and sorted(ends, key=names.index) == ends  # in order, to the top
   assert model_lib.unfreeze_top_blocks(model, 1) > 0

@@ -27,6 +27,8 @@ class Backbone:
     application: the keras.applications constructor.
     min_size: the smallest input side it takes.
     notop_weights: the file name of its ImageNet no-top weights (Keras's cache name).
+    blocks: its top-level blocks (`block_ends`): the most --fine_tune_blocks
+      can unfreeze, known before a model is built (the flags check it).
     mean: per RGB channel, subtracted after scaling to [0, 1] ('torch'
       preprocessing), or None for [-1, 1] scaling ('tf' preprocessing).
     std: per RGB channel, divided by after `mean`.
@@ -36,6 +38,7 @@ class Backbone:
   application: object
   min_size: int
   notop_weights: str
+  blocks: int
   mean: tuple | None = None
   std: tuple | None = None
   kwargs: dict = dataclasses.field(default_factory=dict)
@@ -45,12 +48,16 @@ class Backbone:
 # inside the model: InceptionV3 and MobileNetV3 take [-1, 1], DenseNet ImageNet's mean and std.
 BACKBONES = {
   "inception_v3": Backbone(
-    keras.applications.InceptionV3, 75, "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    keras.applications.InceptionV3,
+    75,
+    "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    blocks=11,
   ),
   "densenet121": Backbone(
     keras.applications.DenseNet121,
     32,
     "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    blocks=5,
     mean=(0.485, 0.456, 0.406),
     std=(0.229, 0.224, 0.225),
   ),
@@ -58,12 +65,11 @@ BACKBONES = {
     keras.applications.MobileNetV3Small,
     32,
     "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+    blocks=11,
     kwargs={"include_preprocessing": False},  # txr scales to [-1, 1] itself, as for the others
   ),
 }
 DEFAULT_BACKBONE = "inception_v3"
-# Each backbone's number of blocks (`block_ends`): the most --fine_tune_blocks can unfreeze.
-NUM_BLOCKS = {"inception_v3": 11, "densenet121": 5, "mobilenet_v3_small": 11}
 
 
 def block_ends(base: keras.Model) -> list[str]:

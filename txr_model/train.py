@@ -187,7 +187,7 @@ def _size_fits_the_backbone(values):
 
 @flags.multi_flags_validator(["backbone", "fine_tune_blocks"], "Too many --fine_tune_blocks.")
 def _blocks_fit_the_backbone(values):
-  blocks = model_lib.NUM_BLOCKS[values["backbone"]]
+  blocks = model_lib.BACKBONES[values["backbone"]].blocks
   if values["fine_tune_blocks"] > blocks:
     raise flags.ValidationError(
       f"--fine_tune_blocks={values['fine_tune_blocks']}: {values['backbone']} has {blocks} blocks."
