@@ -52,9 +52,13 @@ RECIPE = [  # configs/demo.cfg's recipe, without its paths and epochs
   "--mode=end_to_end", "--weights=none", "--image_size=75", "--global_batch_size=16",
   "--learning_rate=1e-3", "--weight_decay=1e-3", "--dropout=0.3", "--mixed_precision=float32",
 ]  # fmt: skip
-_EPOCH_LINE = re.compile(
-  r"^\d+/\d+ .* - loss: ([0-9.]+) .* - val_auc: ([0-9.]+) - val_loss: ([0-9.e+]+)", re.M
-)
+_EPOCH_LINE = re.compile(r"^\d+/\d+ - \d+s - .*$", re.M)  # Keras's verbose=2 line of an epoch
+_VALUE = re.compile(r"(\w+): ([0-9.e+-]+)")
+
+
+def epoch_logs(log: str) -> list[dict[str, float]]:
+  """{metric: value} of each epoch line Keras printed, whatever metrics and order it has."""
+  return [{k: float(v) for k, v in _VALUE.findall(line)} for line in _EPOCH_LINE.findall(log)]
 
 
 def _archive(name: str) -> str:
@@ -90,13 +94,15 @@ def _run(name: str, seed: int) -> dict:
     raise SystemExit(f"txr-train failed for {name} seed {seed}")
   with open(os.path.join(out, "train.log"), "w") as f:
     f.write(done.stdout + done.stderr)
-  epochs = _EPOCH_LINE.findall(done.stdout + done.stderr)
+  epochs = epoch_logs(done.stdout + done.stderr)
+  if not epochs:
+    raise SystemExit(f"No epoch lines in {out}/train.log: has Keras's log format changed?")
   with open(os.path.join(out, "model", "metrics.json")) as f:
     test = json.load(f)["test"]
-  losses, val_aucs = [float(e[0]) for e in epochs], [float(e[1]) for e in epochs]
+  losses, val_aucs = [e["loss"] for e in epochs], [e["val_auc"] for e in epochs]
   return {
     "set": name, "seed": seed, "loss": losses, "val_auc": val_aucs,
-    "val_loss": [float(e[2]) for e in epochs],
+    "val_loss": [e["val_loss"] for e in epochs],
     "takeoff_epoch": takeoff(val_aucs), "test_auc": test["auc"], "test_auc_ci95": test["auc_ci95"],
     "test_n": test["n"], "seconds": round(time.time() - start),
   }  # fmt: skip

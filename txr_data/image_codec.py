@@ -268,3 +268,74 @@ def normalise_png(
   if needs_resize:
     image = geometry.shrink(image, max_side)
   return tf.io.encode_png(image).numpy()
+
+
+def _check_size(width: int, height: int, name: str) -> None:
+  """The size rules `png_info` applies, for a JPEG or DICOM film."""
+  if width * height > MAX_PIXELS or not width * height:
+    raise BadImageError(
+      f"{name}: refusing a {width} x {height} image (limit {MAX_PIXELS} pixels); this is not a"
+      " chest X-ray."
+    )
+  if max(width, height) > MAX_ASPECT * min(width, height):
+    raise BadImageError(
+      f"{name}: refusing a {width} x {height} image: a chest X-ray's sides are within"
+      f" 1:{MAX_ASPECT}; crop it to the chest or remove it."
+    )
+
+
+def _encoded(image: tf.Tensor, max_side: int | None) -> bytes:
+  if max_side is not None:
+    image = geometry.shrink(image, max_side)
+  return tf.io.encode_png(image).numpy()
+
+
+def normalise_jpeg(data: bytes, name: str, max_side: int | None = None) -> bytes:
+  """A JPEG film as an upright 8-bit grayscale PNG, its longest side <= `max_side`.
+
+  Decoded to luma with libjpeg's accurate integer DCT and oriented by its EXIF
+  block, as the serving graph and txr-predict-lite read a JPEG.
+
+  Raises:
+    BadImageError: naming the file, when it cannot be used.
+  """
+  if not data.startswith(JPEG_SIGNATURE):
+    raise BadImageError(f"{name}: not a JPEG file (wrong signature); re-export it as JPEG or PNG.")
+  try:
+    height, width, _ = (int(v) for v in tf.io.extract_jpeg_shape(data).numpy())
+    _check_size(width, height, name)
+    image = tf.io.decode_jpeg(data, channels=1, dct_method="INTEGER_ACCURATE")
+  except tf.errors.OpError as e:
+    raise BadImageError(f"{name}: cannot decode JPEG ({e.message}); re-copy it.") from e
+  image = geometry.orient(image, image_rules.exif_orientation(data, False))
+  return _encoded(image, max_side)
+
+
+def normalise_dicom(data: bytes, name: str, max_side: int | None = None) -> bytes:
+  """A DICOM film's pixels as an 8-bit grayscale PNG, its longest side <= `max_side`.
+
+  The pixels are txr_lite.dicom's (modality and VOI LUTs, stored depth,
+  MONOCHROME1 inverted): what txr-predict and txr-predict-lite score.
+
+  Raises:
+    BadImageError: naming the file, when it cannot be used (pydicom missing included).
+  """
+  from txr_lite import dicom  # Only DICOM needs pydicom.
+
+  try:
+    gray = dicom.to_gray(data, MAX_PIXELS)
+  except ValueError as e:
+    raise BadImageError(f"{name}: {e}; re-export it or remove it.") from None
+  _check_size(gray.shape[1], gray.shape[0], name)
+  return _encoded(tf.constant(gray[..., None]), max_side)
+
+
+def normalise(data: bytes, name: str, kind: str, max_side: int | None = None) -> bytes:
+  """A film of `kind` ('png', 'jpeg' or 'dicom') as the builders store images."""
+  if kind == "png":
+    return normalise_png(data, name, max_side)
+  if kind == "jpeg":
+    return normalise_jpeg(data, name, max_side)
+  if kind == "dicom":
+    return normalise_dicom(data, name, max_side)
+  raise ValueError(f"{name}: unknown kind {kind!r}")

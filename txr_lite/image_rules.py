@@ -2,9 +2,13 @@
 
 The one source of these values for txr_data.image_codec (the builders),
 txr_model.decode and txr_model.ood (the serving graph) and txr_lite.preprocess
-(txr-predict-lite), and where both look for metadata. It imports nothing, so
-any of them can use it.
+(txr-predict-lite), and where both look for metadata (`segment`, and
+`exif_orientation`, the pure-Python EXIF reader of txr-predict-lite and the
+local_cxr builder). It imports only the standard library, so any of them can
+use it.
 """
+
+import struct
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"  # Start of image, then the first segment's marker byte.
@@ -104,3 +108,51 @@ def inflated_size(idat, expected: int) -> tuple[int, bool]:
     if size > expected:
       break
   return size, inflater.eof
+
+
+def segment(data: bytes, is_png: bool, png_kind: bytes, jpeg_marker: int, jpeg_prefix: bytes):
+  """A metadata block's (offset, length), walking the file as decode.py's `_segment` does.
+
+  The one walk of the pure-Python readers: txr-predict-lite's and the local_cxr builder's.
+
+  Returns:
+    (the body's offset, its length); (-1, 0) when there is none.
+  """
+  size = len(data)
+  pos, offset, length = (8 if is_png else 2), -1, 0
+  for _ in range(MAX_SEGMENTS):
+    if pos + 8 > size:
+      break
+    head = data[pos : pos + 4].ljust(4, b"\0")
+    if is_png:
+      kind = data[pos + 4 : pos + 8]
+      body = struct.unpack(">i", head)[0]  # The graph's int32: a length over 2**31 is negative.
+      found = kind == png_kind
+      stop = found or kind in (b"IDAT", b"IEND") or body < 0
+      at, following = pos + 8, pos + 12 + body
+    else:
+      body = head[2] * 256 + head[3] - 2
+      found = head[1] == jpeg_marker and data[pos + 4 : pos + 4 + len(jpeg_prefix)] == jpeg_prefix
+      stop = found or head[0] != 0xFF or head[1] in (0xDA, 0xD9) or body < 0
+      at, following = pos + 4, pos + 4 + body
+    if found:
+      offset, length = at, body
+    if stop or following + 8 > size:
+      break
+    pos = following
+  return offset, length
+
+
+def exif_orientation(data: bytes, is_png: bool) -> int:
+  """The EXIF orientation (1-8) of a PNG's eXIf chunk or a JPEG's EXIF APP1; 1 if none."""
+  offset, length = segment(data, is_png, b"eXIf", 0xE1, b"Exif\0\0")
+  if offset < 0:
+    return 1
+  exif = data[offset : offset + length]
+  orientation = 1
+  for marker in ORIENTATION_ENTRIES:
+    at = exif.find(marker)
+    if at >= 0:
+      value = exif[at + len(marker)] if at + len(marker) < len(exif) else 0
+      orientation = value if 1 <= value <= 8 else orientation
+  return orientation

@@ -84,7 +84,8 @@ def prepare(data: bytes, image_size: int, max_side: int | None) -> Prepared:
   except Exception:  # Pillow raises many types for truncated or corrupt data.
     raise ValueError(ERRORS["decode"]) from None
   colourfulness = 0.0 if rgb is None else colourfulness_of(rgb[::4, ::4])
-  return _finish(gray, _orientation(data, is_png), colourfulness, image_size, max_side)
+  orientation = image_rules.exif_orientation(data, is_png)
+  return _finish(gray, orientation, colourfulness, image_size, max_side)
 
 
 def prepare_array(gray: np.ndarray, image_size: int, max_side: int | None) -> Prepared:
@@ -342,54 +343,8 @@ def _bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
   return top + (bottom - top) * dy[:, None]
 
 
-def _segment(data: bytes, is_png: bool, png_kind: bytes, jpeg_marker: int, jpeg_prefix: bytes):
-  """A metadata block's (offset, length), walking the file as decode.py's `_segment` does.
-
-  Returns:
-    (the body's offset, its length); (-1, 0) when there is none.
-  """
-  size = len(data)
-  pos, offset, length = (8 if is_png else 2), -1, 0
-  for _ in range(image_rules.MAX_SEGMENTS):
-    if pos + 8 > size:
-      break
-    head = data[pos : pos + 4].ljust(4, b"\0")
-    if is_png:
-      kind = data[pos + 4 : pos + 8]
-      body = struct.unpack(">i", head)[0]  # The graph's int32: a length over 2**31 is negative.
-      found = kind == png_kind
-      stop = found or kind in (b"IDAT", b"IEND") or body < 0
-      at, following = pos + 8, pos + 12 + body
-    else:
-      body = head[2] * 256 + head[3] - 2
-      found = head[1] == jpeg_marker and data[pos + 4 : pos + 4 + len(jpeg_prefix)] == jpeg_prefix
-      stop = found or head[0] != 0xFF or head[1] in (0xDA, 0xD9) or body < 0
-      at, following = pos + 4, pos + 4 + body
-    if found:
-      offset, length = at, body
-    if stop or following + 8 > size:
-      break
-    pos = following
-  return offset, length
-
-
-def _orientation(data: bytes, is_png: bool) -> int:
-  """The EXIF orientation (1-8) of a PNG's eXIf chunk or a JPEG's EXIF APP1; 1 if none."""
-  offset, length = _segment(data, is_png, b"eXIf", 0xE1, b"Exif\0\0")
-  if offset < 0:
-    return 1
-  exif = data[offset : offset + length]
-  orientation = 1
-  for marker in image_rules.ORIENTATION_ENTRIES:
-    at = exif.find(marker)
-    if at >= 0:
-      value = exif[at + len(marker)] if at + len(marker) < len(exif) else 0
-      orientation = value if 1 <= value <= 8 else orientation
-  return orientation
-
-
 def _significant_bits(data: bytes) -> int:
   """A PNG's sBIT depth (its colour bytes' largest, never alpha's), or 0 without sBIT."""
-  offset, length = _segment(data, True, b"sBIT", 0, b"")
+  offset, length = image_rules.segment(data, True, b"sBIT", 0, b"")
   channels = image_rules.colour_samples(data[25])  # IHDR's colour type
   return max(data[offset : offset + min(max(length, 0), channels)], default=0) if offset >= 0 else 0
