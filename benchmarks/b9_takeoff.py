@@ -84,7 +84,7 @@ def _run(name: str, seed: int) -> dict:
   done = subprocess.run(
     [sys.executable, "-m", "txr_model.train", *RECIPE, *_TRAIN_FLAGS.value]
     + [f"--epochs={_EPOCHS.value}", f"--seed={seed}", f"--manual_dir={_archive(name)}"]
-    + [f"--data_dir={out}/data", f"--model_dir={out}/model"],
+    + [f"--data_dir={out}/data", f"--model_dir={out}/model", "--overwrite"],  # never resume
     capture_output=True,
     text=True,
     check=False,

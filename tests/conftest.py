@@ -56,34 +56,9 @@ def png_bytes(array, convert: str | None = None) -> bytes:
 
 def dicom_bytes(pixels, **attributes) -> bytes:
   """A single-frame grayscale DICOM file (Digital X-Ray) holding `pixels` (uint16)."""
-  import io
+  from txr_data.local_cxr import synthetic
 
-  import numpy as np
-  import pydicom
-  from pydicom.dataset import Dataset
-  from pydicom.dataset import FileMetaDataset
-  from pydicom.uid import ExplicitVRLittleEndian
-
-  meta = FileMetaDataset()
-  meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-  meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-  meta.TransferSyntaxUID = ExplicitVRLittleEndian
-  ds = Dataset()
-  ds.file_meta = meta
-  ds.SOPClassUID = meta.MediaStorageSOPClassUID
-  ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-  ds.Modality = "DX"
-  ds.Rows, ds.Columns = pixels.shape
-  ds.SamplesPerPixel = 1
-  ds.PhotometricInterpretation = "MONOCHROME2"
-  ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-  ds.PixelRepresentation = 0
-  for key, value in attributes.items():
-    setattr(ds, key, value)
-  ds.PixelData = pixels.astype(np.uint16).tobytes()
-  buf = io.BytesIO()
-  ds.save_as(buf, enforce_file_format=True)
-  return buf.getvalue()
+  return synthetic.dicom_bytes(pixels, **attributes)
 
 
 def metadata(**changes):

@@ -7,10 +7,12 @@ pytest-xdist (`--dist loadfile`) runs a file on one worker, so the run trains on
 
 import io
 import json
+import os
 import subprocess
 import sys
 
 from conftest import REPO
+from conftest import TINY
 from conftest import TRAIN
 from conftest import dicom_bytes
 from conftest import run_ok
@@ -330,3 +332,54 @@ def test_a_finished_run_keeps_what_users_need_and_a_rerun_has_nothing_to_do(resu
   after = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file() and p.suffix != ".lock"}
   assert after == before
   added.unlink()
+
+
+def test_a_sites_own_films_evaluated_then_fine_tuned_from_the_run(resumed_run, tmp_path):
+  """local_cxr end to end: txr-evaluate on every film of a site, then txr-train --init_from."""
+  import keras
+
+  from txr_data.local_cxr import synthetic as site_synthetic
+  from txr_model import augmentation  # noqa: F401  (registers the Augment layer)
+
+  parent, _, _ = resumed_run
+  raw, data_dir = tmp_path / "raw", tmp_path / "data"
+  truth = site_synthetic.write_site(os.fspath(raw), 40, "csv", "png", seed=3)
+  tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
+  run_ok([tfds_cli, "build", "txr_data/local_cxr", f"--manual_dir={raw}",
+          f"--data_dir={data_dir}", "--config=512"])  # fmt: skip
+  printed = _evaluate(parent, "--dataset=local_cxr/512", f"--data_dir={data_dir}", "--split=all")
+  assert printed["all"]["n"] == len(truth)
+  assert printed["all"]["n_positive"] == sum(row["label"] for row in truth)
+  (folder,) = (parent / "evaluation").glob("local_cxr_512_all*")
+  report = json.loads((folder / "metrics.json").read_text())
+  assert {"site", "view", "sex", "age"} <= set(report["all"]["subgroups"])
+  child = tmp_path / "child"
+  args = [*TRAIN, *TINY, f"--init_from={parent}", "--dataset=local_cxr/512",
+          f"--data_dir={data_dir}", "--mode=end_to_end", "--weights=none", "--epochs=1",
+          "--learning_rate=0", "--weight_decay=0"]  # fmt: skip
+  # Another image size than the parent's is refused before anything is made.
+  refused = subprocess.run([*args, "--image_size=48", f"--model_dir={child}"], cwd=REPO,
+                           capture_output=True, text=True)  # fmt: skip
+  assert refused.returncode == 2 and not child.exists()
+  assert "its model is mobilenet_v3_small at 32 px, this run's mobilenet_v3_small at 48 px" in (
+    refused.stderr
+  )
+  run_ok([*args, f"--model_dir={child}"])
+  # With a learning rate of 0 every trained weight is the parent's: the run started from it
+  # (a new head starts at zero). BatchNorm's moving statistics do move in training mode.
+  mine = keras.models.load_model(child / "model.keras")
+  theirs = keras.models.load_model(parent / "model.keras")
+  kernel = theirs.get_layer("tb_probability").kernel.numpy()
+  assert np.abs(kernel).max() > 0
+  theirs_by_path = {w.path: w.numpy() for w in theirs.weights}
+  assert len(theirs_by_path) == len(theirs.weights)
+  for weight in mine.trainable_weights:
+    np.testing.assert_array_equal(weight.numpy(), theirs_by_path[weight.path], err_msg=weight.path)
+  config = json.loads((child / "run_config.json").read_text())
+  report = json.loads((child / "metrics.json").read_text())
+  assert config["init_from"] == str(parent)
+  assert report["run"]["init_from"]["run"] == str(parent)
+  assert report["run"]["init_from"]["dataset"] == "shenzhen_cxr/512"
+  card = (child / "MODEL_CARD.md").read_text()
+  assert f"initial weights: the model of the run at {parent}" in card
+  assert "fine-tuned from (the parent run's dataset): shenzhen_cxr/512" in card

@@ -105,7 +105,7 @@ def _trained_run(model_dir, data_dir, dataset=BOTH):
     dataset=dataset, data_dir=data_dir, manual_dir=None, model_dir=str(model_dir),
     strategy="default", tpu="", num_gpus=-1, num_cpu_devices=1, image_size=75,
     age_bands="0-17,18-39,40-59,60+", backbone="inception_v3",
-    global_batch_size=8, mode="end_to_end", weights="none", dropout=0.2, epochs=1,
+    global_batch_size=8, mode="end_to_end", weights="none", init_from="", dropout=0.2, epochs=1,
     fine_tune_epochs=0, fine_tune_blocks=1, learning_rate=1e-3, fine_tune_learning_rate=1e-5,
     weight_decay=1e-3, warmup_epochs=1.0, early_stopping_patience=0, mixed_precision="float32",
     seed=0, folds=0, cache_features=False, cache_views=1, steps_per_execution=1,

@@ -1,5 +1,7 @@
 """The model: weights, modes, freezing, BatchNorm, the head's start and preprocessing."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -183,3 +185,20 @@ def test_each_backbone_gets_its_own_input_scaling():
     mode = "torch" if backbone == "densenet121" else "tf"
     expected = keras.applications.imagenet_utils.preprocess_input(rgb, mode=mode)
     np.testing.assert_allclose(fed(x).numpy(), expected, atol=1e-4)
+
+
+def test_init_from_starts_every_layer_from_a_finished_runs_model(tmp_path):
+  """--init_from: base and head from the parent, even in two_phase without --weights."""
+  keras.utils.set_random_seed(1)
+  parent = model_lib.build_model(32, "none", mode="end_to_end", backbone="mobilenet_v3_small")
+  head = parent.get_layer(model_lib.CLASSIFIER)
+  head.kernel.assign(np.full(head.kernel.shape, 0.25, np.float32))  # A fresh head's is 0.
+  path = os.fspath(tmp_path / "model.keras")
+  parent.save(path)
+  child = model_lib.build_model(
+    32, "none", mode="two_phase", backbone="mobilenet_v3_small", init_from=path
+  )
+  for mine, theirs in zip(child.weights, parent.weights, strict=True):
+    np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+  with pytest.raises(ValueError):  # Another backbone's weights do not fit.
+    model_lib.build_model(75, "none", mode="end_to_end", init_from=path)

@@ -12,14 +12,18 @@ from txr_data import nlm_tb
 from txr_model import input_pipeline
 from txr_model import metrics
 
+# Text features that name a group (local_cxr's `site`: a programme's clinics).
+TEXT_GROUPS = ("site",)
+
 
 def _grouping_features(features) -> dict:
-  """{name: feature} of a dataset's features that group its images: age, classes, booleans."""
+  """{name: feature} of a dataset's features that group its images: age, classes, booleans, site."""
   out = {}
   for name, feature in features.items():
     is_class = isinstance(feature, tfds.features.ClassLabel)
     is_scalar = feature.shape == () and (name == "age" or feature.np_dtype == np.bool_)
-    if name != "label" and (is_class or is_scalar):
+    is_text = name in TEXT_GROUPS and isinstance(feature, tfds.features.Text)
+    if name != "label" and (is_class or is_scalar or is_text):
       out[name] = feature
   return out
 
@@ -29,8 +33,9 @@ def attributes(datasets, filenames, data_dir: str, age_bands: str = metrics.AGE_
 
   The attributes: 'sex' and any other class feature (its class names), 'age'
   (its band, `metrics.parse_age_bands`; 'unknown' where not recorded), any
-  boolean feature ('true'/'false'), and 'site' (the dataset) when the cases
-  come from several. A dataset without an attribute puts its cases in
+  boolean feature ('true'/'false'), and 'site': the dataset when the cases
+  come from several, else a dataset's own `site` text (local_cxr's clinics;
+  'unknown' where empty). A dataset without an attribute puts its cases in
   'unknown'. Every split of each dataset is read (a cross-validation fold
   mixes them), images left undecoded.
 
@@ -64,6 +69,8 @@ def attributes(datasets, filenames, data_dir: str, age_bands: str = metrics.AGE_
           values[feature] = str(metrics.age_bands_of([value], bands)[0])
         elif isinstance(spec, tfds.features.ClassLabel):
           values[feature] = spec.int2str(int(value))
+        elif isinstance(spec, tfds.features.Text):
+          values[feature] = value.decode() or metrics.UNKNOWN
         else:
           values[feature] = str(bool(value)).lower()
       found[(name, ex["image/filename"].decode())] = values

@@ -368,6 +368,7 @@ def train_model(
       config.mode,
       seed=config.seed,
       backbone=config.backbone,
+      init_from=config.init_from and os.path.join(config.init_from, run_dir.MODEL),
     )
     compile_phase(run, model, config.learning_rate, config.epochs)
   if config.mode == "end_to_end":

@@ -112,6 +112,7 @@ def build_model(
   mode: str = "two_phase",
   seed: int = 0,
   backbone: str = DEFAULT_BACKBONE,
+  init_from: str | None = None,
 ) -> keras.Model:
   """uint8 gray -> augment -> scaled RGB -> the backbone (no top) -> pool -> dropout -> sigmoid.
 
@@ -137,6 +138,9 @@ def build_model(
       in training mode with momentum 0.9: from scratch with weights='none'.
     seed: the seed of the augmentation's random stream.
     backbone: a name in BACKBONES.
+    init_from: a model.keras of the same backbone and size whose weights (every
+      layer's) the model starts from, `weights` then unused: fine-tuning a
+      finished run.
 
   Returns:
     The uncompiled Keras model.
@@ -151,7 +155,9 @@ def build_model(
   spec = BACKBONES[backbone]
   if image_size < spec.min_size:
     raise ValueError(f"--image_size={image_size}: {backbone} needs {spec.min_size} or more.")
-  if mode == "two_phase" and weights.lower() == "none":
+  if init_from:
+    weights = "none"  # Every weight comes from init_from below.
+  elif mode == "two_phase" and weights.lower() == "none":
     raise ValueError(
       "--mode=two_phase needs pretrained --weights: a frozen random base gives the head"
       " nothing to learn. Train from scratch with --mode=end_to_end --weights=none."
@@ -205,7 +211,10 @@ def build_model(
     1, activation="sigmoid", kernel_initializer="zeros", dtype="float32", name=CLASSIFIER
   )(x)
   logging.info("%s at %d px, weights=%s, mode=%s", backbone, image_size, weights, mode)
-  return keras.Model(inputs, outputs, name=f"txr_{backbone}")
+  model = keras.Model(inputs, outputs, name=f"txr_{backbone}")
+  if init_from:
+    model.load_weights(init_from)
+  return model
 
 
 def as_float32(model: keras.Model) -> keras.Model:

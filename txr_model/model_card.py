@@ -134,6 +134,7 @@ def _training(run: dict) -> list[str]:
     ("backbone", run.get("backbone")),
     ("mode", run.get("mode")),
     ("initial weights", run.get("weights_init")),
+    ("fine-tuned from (the parent run's dataset)", (run.get("init_from") or {}).get("dataset")),
     ("image size (px)", run.get("image_size")),
     ("epochs (phase 1, or the one end-to-end phase)", run.get("epochs")),
     ("fine-tuning epochs (phase 2)", run.get("fine_tune_epochs")),

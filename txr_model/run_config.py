@@ -17,7 +17,7 @@ from txr_model import run_dir
 FILE = "run_config.json"
 # Settings added since run_config.json was first written, with the value a run that did not
 # record them used: such a run's file still loads.
-ADDED = {"age_bands": metrics.AGE_BANDS, "backbone": "inception_v3"}
+ADDED = {"age_bands": metrics.AGE_BANDS, "backbone": "inception_v3", "init_from": ""}
 # Fields that say where a run reads and writes, not what it does.
 PLACES = ("data_dir", "manual_dir", "model_dir", "tpu")
 
@@ -42,6 +42,7 @@ class RunConfig:
   global_batch_size: int
   mode: str
   weights: str
+  init_from: str
   dropout: float
   epochs: int
   fine_tune_epochs: int

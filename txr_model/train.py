@@ -69,6 +69,13 @@ flags.DEFINE_integer("global_batch_size", 32, "Batch size over all replicas.", l
 flags.DEFINE_string(
   "weights", "imagenet", "Base weights: 'imagenet', a weights file path, or 'none'."
 )
+flags.DEFINE_string(
+  "init_from",
+  "",
+  "A finished txr-train run folder (local or gs://) whose whole model, base and head, this run"
+  " starts from instead of --weights: fine-tuning on a site's own films. Its backbone and"
+  " image size must be this run's.",
+)
 flags.DEFINE_enum(
   "mode",
   "two_phase",
@@ -167,12 +174,14 @@ def _parses(parse, text) -> bool:
 
 
 @flags.multi_flags_validator(
-  ["mode", "weights"],
-  "--mode=two_phase needs pretrained --weights (imagenet or a file): a frozen random base gives"
-  " the head nothing to learn. From scratch, use --mode=end_to_end --weights=none.",
+  ["mode", "weights", "init_from"],
+  "--mode=two_phase needs pretrained --weights (imagenet or a file) or --init_from: a frozen"
+  " random base gives the head nothing to learn. From scratch, use --mode=end_to_end"
+  " --weights=none.",
 )
 def _two_phase_needs_pretrained_weights(values):
-  return not (values["mode"] == "two_phase" and values["weights"].lower() == "none")
+  pretrained = values["weights"].lower() != "none" or values["init_from"]
+  return values["mode"] != "two_phase" or bool(pretrained)
 
 
 @flags.multi_flags_validator(["backbone", "image_size"], "--image_size is too small.")
@@ -228,6 +237,8 @@ def main(argv):
   cli.check_folder_flag("model_dir", config.model_dir)
   if not _OVERWRITE.value:
     _check_same_recipe(config)
+  if config.init_from:
+    _check_parent(config)
   try:
     names = input_pipeline.dataset_names(config.dataset)
   except ValueError as e:
@@ -290,6 +301,31 @@ def _check_same_recipe(config):
       " under the new settings. Give another --model_dir, or pass --overwrite to train afresh"
       " there."
     )
+
+
+def _check_parent(config):
+  """Refuses an --init_from that is not a finished run with this run's backbone and image size."""
+  parent = config.init_from
+  try:
+    earlier = run_config.RunConfig.load(parent)
+  except ValueError as e:
+    raise app.UsageError(f"--init_from={parent}: {e}") from None
+  if earlier is None:
+    raise app.UsageError(
+      f"--init_from={parent}: no {run_config.FILE} there; give the --model_dir of a finished"
+      " txr-train run."
+    )
+  if (earlier.backbone, earlier.image_size) != (config.backbone, config.image_size):
+    raise app.UsageError(
+      f"--init_from={parent}: its model is {earlier.backbone} at {earlier.image_size} px, this"
+      f" run's {config.backbone} at {config.image_size} px; pass --backbone={earlier.backbone}"
+      f" --image_size={earlier.image_size}, or start from another run."
+    )
+  if not tf.io.gfile.exists(os.path.join(parent, run_dir.MODEL)):
+    where = "a cross-validation run: give a run without --folds" if earlier.folds else (
+      "it has not finished: rerun its command to finish it"
+    )  # fmt: skip
+    raise app.UsageError(f"--init_from={parent}: no {run_dir.MODEL} there ({where}).")
 
 
 def _start_afresh(work_dir):
@@ -436,6 +472,11 @@ def _recipe(config) -> dict:
   fields = ("dataset", "backbone", "mode", "image_size", "epochs", "seed", "folds")
   recipe = {name: getattr(config, name) for name in fields}
   recipe["weights_init"] = config.weights
+  if config.init_from:
+    parent = run_config.RunConfig.load(config.init_from)
+    recipe["weights_init"] = f"the model of the run at {config.init_from}"
+    recipe["init_from"] = {"run": config.init_from, "dataset": parent.dataset,
+                           "seed": parent.seed, "mode": parent.mode}  # fmt: skip
   if config.mode == "two_phase":
     recipe["fine_tune_epochs"] = config.fine_tune_epochs
   return recipe
