@@ -250,3 +250,134 @@ class Metadata:
           " or from another export). Copy the .tflite, .json and .ood.npz of one export together,"
           " or export again with txr-export-lite."
         )
+
+
+SITE_PROFILE_FORMAT = 1
+SITE_PROFILE_KIND = "txr_site_profile"
+
+
+def model_fingerprint(path: str, remote=None) -> str:
+  """'sha256:<hex>' of a model's own files, which a site profile is bound to.
+
+  A `.tflite` file's bytes, or a SavedModel folder's saved_model.pb and
+  variables/ (not what other commands add to export/).
+
+  Args:
+    path: the .tflite file or the export folder (local, or with `remote` gs://).
+    remote: for paths with '://', a module with `GFile`, `listdir` and `isdir` (`tf.io.gfile`).
+
+  Raises:
+    OSError: when a file cannot be read.
+  """
+  fs = remote if "://" in path and remote is not None else None
+  opener = fs.GFile if fs else open
+  isdir = fs.isdir if fs else os.path.isdir
+
+  def read(p):
+    with opener(p, "rb") as f:
+      return f.read()
+
+  if not isdir(path):
+    return "sha256:" + digest(read(path))
+  variables = os.path.join(path, "variables")
+  names = sorted(n.rstrip("/") for n in (fs.listdir if fs else os.listdir)(variables))
+  parts = [("saved_model.pb", os.path.join(path, "saved_model.pb"))]
+  parts += [(f"variables/{n}", os.path.join(variables, n)) for n in names]
+  return "sha256:" + digest(b"".join(f"{n}\0{digest(read(p))}\n".encode() for n, p in parts))
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteProfile:
+  """A threshold chosen on a site's own films (txr-calibrate), for one model.
+
+  Attributes:
+    model: the model's fingerprint (`model_fingerprint`) and its path when calibrated.
+    threshold: P(TB) at or above which a film is read abnormal at this site.
+    rule: how the threshold was chosen, in words.
+    n: films calibrated on; n_abnormal of them abnormal.
+    n_abnormal: see n.
+    prevalence: the programme's stated share of people screened with TB.
+    sensitivity: [estimate, 95% low, high] at the threshold, on the site's films.
+    specificity: likewise.
+    expected_abnormal_share: [estimate, low, high] of people screened read
+      abnormal at the prevalence (the bounds from the two CIs).
+    date: when it was made (YYYY-MM-DD).
+    scores: the scores file it was made from.
+    format: SITE_PROFILE_FORMAT.
+    kind: SITE_PROFILE_KIND.
+  """
+
+  model: dict
+  threshold: float
+  rule: str
+  n: int
+  n_abnormal: int
+  prevalence: float
+  sensitivity: list
+  specificity: list
+  expected_abnormal_share: list
+  date: str
+  scores: str = ""
+  format: int = SITE_PROFILE_FORMAT
+  kind: str = SITE_PROFILE_KIND
+
+  def to_json(self) -> str:
+    """The profile file's text."""
+    return json.dumps(dataclasses.asdict(self), indent=2)
+
+  @classmethod
+  def from_json(cls, text: str, source: str) -> "SiteProfile":
+    """Reads and checks a site profile.
+
+    Raises:
+      MetadataError: one line naming `source`, what is wrong and what to do.
+    """
+    again = "make it again with txr-calibrate"
+    try:
+      raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise MetadataError(f"{source}: not JSON ({e}); {again}.") from None
+    if not isinstance(raw, dict) or raw.get("kind") != SITE_PROFILE_KIND:
+      raise MetadataError(f"{source}: not a txr site profile; {again}.")
+    if raw.get("format") != SITE_PROFILE_FORMAT:
+      raise MetadataError(
+        f"{source}: site profile format {raw.get('format')!r}; this txr reads"
+        f" {SITE_PROFILE_FORMAT}: {again}."
+      )
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+    if required - raw.keys() or raw.keys() - names:
+      raise MetadataError(f"{source}: missing or unknown fields; {again}.")
+    profile = cls(**raw)
+    threshold = profile.threshold
+    if (not isinstance(threshold, (int, float)) or isinstance(threshold, bool)
+        or not 0 <= threshold <= 1 or not math.isfinite(threshold)):  # fmt: skip
+      raise MetadataError(f"{source}: threshold {threshold!r} is not a probability; {again}.")
+    share = profile.expected_abnormal_share
+    if not (isinstance(share, list) and len(share) == 3 and all(
+        isinstance(v, (int, float)) and 0 <= v <= 1 for v in share)):  # fmt: skip
+      raise MetadataError(f"{source}: expected_abnormal_share is not [share, low, high]; {again}.")
+    if not str(profile.model.get("fingerprint", "")).startswith("sha256:"):
+      raise MetadataError(f"{source}: no model fingerprint; {again}.")
+    return profile
+
+  def check_model(self, fingerprint: str, model: str, source: str) -> None:
+    """Refuses a model other than the one this profile was made for.
+
+    Raises:
+      MetadataError: naming both fingerprints.
+    """
+    if fingerprint != self.model["fingerprint"]:
+      raise MetadataError(
+        f"{source} was made for another model ({self.model['fingerprint'][:19]}..., at"
+        f" {self.model.get('path', '?')}), not {model} ({fingerprint[:19]}...): a threshold"
+        " holds only for the scores of the model it was chosen with. Calibrate this model"
+        " with txr-calibrate."
+      )
+
+  def rule_text(self) -> str:
+    """The predictors' closing line with a site profile."""
+    return (
+      f"label: abnormal when probability >= {self.threshold:.4f} (this site's threshold: "
+      f"{self.rule}, on {self.n} films, {self.n_abnormal} abnormal, made {self.date})"
+    )

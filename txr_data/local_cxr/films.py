@@ -36,20 +36,18 @@ import tensorflow as tf
 
 from txr_data import image_codec
 from txr_data import nlm_tb
+from txr_lite import site_labels
 
-CSV_NAME = "labels.csv"
+CSV_NAME = site_labels.CSV_NAME
 LAYOUTS = ("csv", "folders", "suffix")
 CSV_COLUMNS = ("file", "label", "subject", "sex", "age", "site", "date", "view")
 FILM_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".dcm": "dicom"}
-CLASS_FOLDERS = {"normal": 0, "abnormal": 1, "tb": 1}
-LABEL_WORDS = {"0": 0, "normal": 0, "1": 1, "abnormal": 1, "tb": 1}
 SEXES = {"f": "female", "female": "female", "m": "male", "male": "male"}
 UNKNOWN_SEX = ("", "o", "u", "other", "unknown")
 # DICOM ViewPosition's frontal and lateral terms; anything else is 'other'.
 VIEWS = ("PA", "AP", "LL", "RL", "other", "unknown")
 _AGE = re.compile(r"^(\d{1,3})\s*([YMWD]?)$", re.I)
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
-_SUFFIX = re.compile(r"^(.+)_([01])$")
 _SHOWN = 3  # Examples a warning names.
 
 
@@ -81,17 +79,6 @@ class Film:
   site: str = ""
   date: str = ""
   view: str = "unknown"
-
-
-def parse_label(value: str, where: str) -> int:
-  """0 or 1 from '0', '1', 'normal', 'abnormal' or 'tb' (any case); ValueError naming `where`."""
-  label = LABEL_WORDS.get(value.strip().lower())
-  if label is None:
-    raise ValueError(
-      f"{where}: label {value!r} is neither normal nor abnormal; write 0, 1, normal, abnormal"
-      " or tb."
-    )
-  return label
 
 
 def parse_sex(value: str, where: str) -> str:
@@ -149,25 +136,6 @@ def kind_of(path: str) -> str | None:
     return "dicom" if f.read(132)[128:] == b"DICM" else None
 
 
-def label_from_folders(name: str) -> int | None:
-  """The label a class folder in `name`'s path gives (`lungs/Normal/x.png` -> 0), or None.
-
-  Raises:
-    ValueError: when two class folders on the path disagree.
-  """
-  labels = {CLASS_FOLDERS[part.lower()] for part in name.split("/")[:-1]
-            if part.lower() in CLASS_FOLDERS}  # fmt: skip
-  if len(labels) > 1:
-    raise ValueError(f"{name}: it is under both a normal and an abnormal folder; move it.")
-  return labels.pop() if labels else None
-
-
-def label_from_suffix(name: str) -> int | None:
-  """The label of an NLM-style name (`..._0.png` normal, `..._1.png` abnormal), or None."""
-  match = _SUFFIX.match(os.path.splitext(os.path.basename(name))[0])
-  return int(match[2]) if match else None
-
-
 def _subject_from_name(name: str) -> str:
   """A film's subject when nothing names its patient.
 
@@ -176,7 +144,7 @@ def _subject_from_name(name: str) -> str:
   caught, as the NLM builders catch it; any other film is its own patient
   (its path without the extension).
   """
-  match = _SUFFIX.match(os.path.splitext(os.path.basename(name))[0])
+  match = site_labels.suffix_match(name)
   return match[1] if match else os.path.splitext(name)[0]
 
 
@@ -296,11 +264,11 @@ def find(root: str) -> tuple[str, list[Film]]:
   if tf.io.gfile.exists(csv_path):
     layout, known = "csv", _from_csv(csv_path, files)
   else:
-    by_folder = {name: label_from_folders(name) for name in files}
+    by_folder = {name: site_labels.label_from_folders(name) for name in files}
     layout = "folders" if any(v is not None for v in by_folder.values()) else "suffix"
     known = {}
     for name in sorted(files):
-      label = by_folder[name] if layout == "folders" else label_from_suffix(name)
+      label = by_folder[name] if layout == "folders" else site_labels.label_from_suffix(name)
       if label is None:
         raise ValueError(
           f"{files[name][0]}: no label: put it under a normal/ or abnormal/ folder"
@@ -308,7 +276,7 @@ def find(root: str) -> tuple[str, list[Film]]:
           else f"{files[name][0]}: expected a name ending _0 (normal) or _1 (abnormal), or a"
           f" {CSV_NAME} or class folders beside it; rename it, or add it to a {CSV_NAME}."
         )
-      suffix = label_from_suffix(name)
+      suffix = site_labels.label_from_suffix(name)
       if suffix is not None and suffix != label:
         raise ValueError(
           f"{files[name][0]}: filed under {nlm_tb.LABELS[label]} but its name ends"
@@ -343,9 +311,9 @@ def _from_csv(csv_path: str, files: dict[str, tuple[str, str]]) -> dict[str, dic
       continue
     if name in known:
       raise ValueError(f"{where}: {name} is listed twice; keep one row per film.")
-    label = parse_label(row["label"], where)
-    other = label_from_folders(name)
-    other = label_from_suffix(name) if other is None else other
+    label = site_labels.parse_label(row["label"], where)
+    other = site_labels.label_from_folders(name)
+    other = site_labels.label_from_suffix(name) if other is None else other
     if other is not None and other != label:
       disagree.append(f"{name}: {nlm_tb.LABELS[label]} in the CSV, {nlm_tb.LABELS[other]} by name")
     known[name] = {**_parsed(row, where), "label": label}
