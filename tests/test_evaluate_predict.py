@@ -383,3 +383,48 @@ def test_a_sites_own_films_evaluated_then_fine_tuned_from_the_run(resumed_run, t
   card = (child / "MODEL_CARD.md").read_text()
   assert f"initial weights: the model of the run at {parent}" in card
   assert "fine-tuned from (the parent run's dataset): shenzhen_cxr/512" in card
+
+
+def test_predict_with_a_site_profile_and_intake_checks(resumed_run, tmp_path):
+  """txr-calibrate on the export's own scores, txr-predict --site, a lateral DICOM refused."""
+  import csv
+
+  from txr_lite import calibrate
+
+  model_dir, _, _ = resumed_run
+  export = model_dir / "export"
+  films = tmp_path / "films"
+  rng = np.random.default_rng(99)
+  for i in range(16):
+    folder = films / ["normal", "abnormal"][i % 2]
+    folder.mkdir(parents=True, exist_ok=True)
+    film = synthetic.chest_xray(rng, abnormal=bool(i % 2))
+    (folder / f"f{i}.png").write_bytes(_png(film[..., None]))
+  base = [sys.executable, "-m", "txr_model.predict", f"--export_dir={export}"]
+  (tmp_path / "scores.csv").write_text(run_ok([*base, "--format=csv", str(films)]).stdout)
+  assert calibrate.main([f"--scores={tmp_path / 'scores.csv'}", f"--model={export}",
+                         "--prevalence=0.1", f"--out={tmp_path / 'site'}",
+                         "--target_sensitivity=0.5"]) == 0  # fmt: skip
+  profile = json.loads((tmp_path / "site" / "site_profile.json").read_text())
+  lateral = synthetic.chest_xray(np.random.default_rng(7), abnormal=True)
+  (films / "lateral.dcm").write_bytes(dicom_bytes(np.uint16(lateral) * 16, ViewPosition="LL"))
+  site = f"--site={tmp_path / 'site' / 'site_profile.json'}"
+  out = subprocess.run([*base, site, "--format=csv", str(films)], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+  assert out.returncode == 1  # the refused film counts as failed
+  rows = {r["file"].rsplit("/", 1)[1]: r for r in csv.DictReader(out.stdout.splitlines())}
+  assert rows["lateral.dcm"]["error"].startswith("refused (lateral view): ViewPosition LL")
+  assert rows["lateral.dcm"]["probability"] == ""
+  for name, row in rows.items():
+    if name != "lateral.dcm":
+      expected = "abnormal" if float(row["probability"]) >= profile["threshold"] else "normal"
+      assert row["label"] == expected, name
+  assert "txr-predict: 17 file(s): 16 scored," in out.stderr
+  assert "(lateral view: 1)" in out.stderr and "this site's profile expects" in out.stderr
+  # A profile of another model is refused in one line, naming both fingerprints.
+  (tmp_path / "other.json").write_text(
+    (tmp_path / "site" / "site_profile.json").read_text().replace("sha256:", "sha256:0")
+  )
+  other = subprocess.run([*base, f"--site={tmp_path / 'other.json'}", str(films)], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+  assert other.returncode == 2 and "was made for another model" in other.stderr

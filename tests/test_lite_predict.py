@@ -234,3 +234,49 @@ def test_the_small_backbone_converts_and_scores_as_keras_does():
     assert features.shape == (8, model.get_layer(model_lib.POOL).output.shape[-1])
     tolerance = 1e-4 if variant == "float32" else 0.1  # int8 outputs come in steps of 1/256
     np.testing.assert_allclose(probability, expected, atol=tolerance)
+
+
+def test_a_site_profile_labels_at_its_threshold_and_intake_refuses_a_child(tiny_model, tmp_path):
+  """txr-calibrate on the variant's own scores, then --site; a child's DICOM is refused."""
+  import csv
+
+  from conftest import dicom_bytes
+
+  path, _ = tiny_model
+  films = tmp_path / "films"
+  rng = np.random.default_rng(2)
+  for i in range(12):
+    folder = films / ["normal", "abnormal"][i % 2]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"f{i}.png").write_bytes(png_bytes(rng.integers(0, 256, (80, 70), np.uint8)))
+  scored = _predict_lite(f"--model={path}", "--format=csv", films)
+  assert scored.returncode == 0, scored.stderr
+  (tmp_path / "scores.csv").write_text(scored.stdout)
+  from txr_lite import calibrate
+
+  assert calibrate.main([f"--scores={tmp_path / 'scores.csv'}", f"--model={path}",
+                         "--prevalence=0.2", f"--out={tmp_path / 'site'}",
+                         "--target_sensitivity=0.5"]) == 0  # fmt: skip
+  profile = json.loads((tmp_path / "site" / "site_profile.json").read_text())
+  child = films / "normal" / "child.dcm"
+  child.write_bytes(dicom_bytes(rng.integers(0, 4096, (80, 70)), PatientAge="008Y"))
+  out = _predict_lite(f"--model={path}", f"--site={tmp_path / 'site' / 'site_profile.json'}",
+                      "--format=csv", films)  # fmt: skip
+  rows = {r["file"].rsplit("/", 1)[1]: r for r in csv.DictReader(out.stdout.splitlines())}
+  assert rows["child.dcm"]["probability"] == ""  # never a score
+  assert rows["child.dcm"]["error"].startswith("refused (under the minimum age): patient aged 8")
+  for name, row in rows.items():
+    if name != "child.dcm":
+      expected = "abnormal" if float(row["probability"]) >= profile["threshold"] else "normal"
+      assert row["label"] == expected, name
+  assert "txr-predict-lite: 13 file(s): 12 scored," in out.stderr
+  assert "refused 1 (7.7%) (under the minimum age: 1)." in out.stderr
+  assert "this site's profile expects" in out.stderr
+  table = _predict_lite(f"--model={path}", f"--site={tmp_path / 'site' / 'site_profile.json'}",
+                        "--min_age=0", films)  # fmt: skip
+  assert "child.dcm" in table.stdout and "this site's threshold" in table.stdout
+  assert "refused 0 (0.0%)" in table.stderr  # --min_age=0: no age check
+  # A profile made for another model (the float16 variant's file) is refused, naming both.
+  other = _predict_lite(f"--model={path.with_name('model_float16.tflite')}",
+                        f"--site={tmp_path / 'site' / 'site_profile.json'}", films)  # fmt: skip
+  assert other.returncode == 2 and "was made for another model" in other.stderr

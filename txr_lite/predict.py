@@ -19,17 +19,25 @@ import sys
 from txr_lite import contract
 from txr_lite import files as files_lib
 from txr_lite import image_rules
+from txr_lite import intake
 from txr_lite import lite_model
 from txr_lite import preprocess
 from txr_lite import rows
 
 
-def predict_files(variant: lite_model.Variant, paths: list[str]):
+def predict_files(
+  variant: lite_model.Variant,
+  paths: list[str],
+  site: contract.SiteProfile | None = None,
+  min_age: int = intake.MIN_AGE,
+):
   """Yields one result dict per file, in order, as each is scored.
 
   Args:
     variant: the loaded LiteRT variant (`lite_model.load`).
     paths: the files to classify.
+    site: a site profile whose threshold labels the films, or None (the variant's).
+    min_age: DICOM films of younger patients are refused (0: no age check).
 
   Yields:
     {'file', 'probability', 'label', 'out_of_distribution', 'ood_score'} or
@@ -43,6 +51,9 @@ def predict_files(variant: lite_model.Variant, paths: list[str]):
       if is_dicom:
         from txr_lite import dicom  # Only DICOM users need pydicom.
 
+        refused = intake.refusal(data, min_age)
+        if refused:
+          raise ValueError(refused)
         gray = dicom.to_gray(data, image_rules.MAX_PIXELS)
         prepared = preprocess.prepare_array(gray, meta.image_size, meta.max_side)
       else:
@@ -56,7 +67,9 @@ def predict_files(variant: lite_model.Variant, paths: list[str]):
     probability = float(probability[0])
     result.update(
       probability=probability,
-      label=contract.LABELS[int(meta.label(probability))],
+      label=contract.LABELS[
+        int(probability >= site.threshold if site else meta.label(probability))
+      ],
       out_of_distribution=bool(
         meta.out_of_distribution(score, prepared.colourfulness, prepared.aspect)
       ),
@@ -75,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
     "--threads", type=int, default=None, help="CPU threads for the interpreter (default: all)."
   )
+  parser.add_argument(
+    "--site", help="A site_profile.json of txr-calibrate: label at this site's threshold."
+  )
+  parser.add_argument(
+    "--min_age", type=int, default=intake.MIN_AGE,
+    help="Refuse DICOM films of patients younger than this (PatientAge); 0: no age check.",
+  )  # fmt: skip
   parser.add_argument("paths", nargs="+", metavar="FILE_OR_FOLDER")
   args = parser.parse_args(argv)
   if not os.path.isfile(args.model) or not args.model.endswith(".tflite"):
@@ -87,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(str(e))
   except ValueError as e:  # The interpreter's own refusal of a .tflite it cannot load.
     parser.error(f"{args.model}: {str(e).splitlines()[0]}; export again with txr-export-lite.")
+  site = None
+  if args.site:
+    try:
+      with open(args.site, "rb") as f:
+        site = contract.SiteProfile.from_json(f.read(), args.site)
+      site.check_model(contract.model_fingerprint(args.model), args.model, args.site)
+    except OSError as e:
+      parser.error(f"--site={args.site}: {files_lib.reason(e)}")
+    except contract.MetadataError as e:
+      parser.error(str(e))
   files, unreadable = files_lib.find_images(args.paths)
   if not files and not unreadable:
     parser.error(files_lib.no_images(args.paths))
@@ -94,15 +124,21 @@ def main(argv: list[str] | None = None) -> int:
   def print_rows() -> int:
     printer = rows.Printer(args.format, files + [r["file"] for r in unreadable])
     failed = 0
-    for result in itertools.chain(unreadable, predict_files(variant, files)):
+    predicted = predict_files(variant, files, site, args.min_age)
+    for result in itertools.chain(unreadable, predicted):
       printer.add(result)
       failed += "error" in result
     printer.close()
     if args.format == "table":
-      print(variant.meta.rule_text(), flush=True)
+      print((site or variant.meta).rule_text(), flush=True)
+    summary.append(printer.summary)
     return failed
 
-  return rows.run_rows("txr-predict-lite", len(files) + len(unreadable), print_rows)
+  summary = []  # The printer's, once the rows are printed.
+  return rows.run_rows(
+    "txr-predict-lite", len(files) + len(unreadable), print_rows,
+    lambda: summary[0].lines("txr-predict-lite", site and site.expected_abnormal_share),
+  )  # fmt: skip
 
 
 def run():

@@ -7,6 +7,8 @@ import os
 import sys
 
 from txr_lite import files
+from txr_lite import intake
+from txr_lite import site_calibration
 
 COLUMNS = ["file", "probability", "label", "out_of_distribution", "ood_score", "error"]
 
@@ -23,6 +25,7 @@ class Printer:
       out: where to print.
     """
     self.fmt, self.out, self.count = fmt, out, 0
+    self.summary = Summary()
     # Fixed up front, so rows can print before all are known.
     self.widths = {c: max(len(c), 8) for c in COLUMNS[:-1]}
     self.widths["file"] = max(len(files.display_name(f)) for f in ["file", *names])
@@ -48,6 +51,7 @@ class Printer:
         'ood_score'} or {'file', 'error'}.
     """
     self.count += 1
+    self.summary.add(result)
     result = {**result, "file": files.display_name(result["file"])}
     if self.fmt == "json":
       self._print(("," if self.count > 1 else "") + "\n" + json.dumps(result), end="")
@@ -69,7 +73,69 @@ class Printer:
       self._print("\n]")
 
 
-def run_rows(command: str, total: int, print_rows) -> int:
+class Summary:
+  """What a predictor saw, counted row by row, for its closing line on stderr.
+
+  The share read abnormal is what WHO asks programmes to monitor after go-live.
+  """
+
+  def __init__(self):
+    """Starts the counts at zero."""
+    self.scored = self.abnormal = self.ood = 0
+    self.refused: dict[str, int] = {}
+
+  def add(self, result: dict) -> None:
+    """Counts one printed result."""
+    error = result.get("error")
+    if error:
+      reason = "unreadable or not a usable image"
+      if error.startswith(intake.REFUSED):
+        reason = error[len(intake.REFUSED) : error.index(")")]
+      self.refused[reason] = self.refused.get(reason, 0) + 1
+      return
+    self.scored += 1
+    self.abnormal += result.get("label") == "abnormal"
+    self.ood += bool(result.get("out_of_distribution"))
+
+  def lines(self, command: str, expected: list | None = None) -> list[str]:
+    """The closing line (and, with a site profile's expected share, a warning if it drifts).
+
+    Args:
+      command: the predictor's name.
+      expected: the profile's [share, low, high] read abnormal, or None.
+    """
+    total = self.scored + sum(self.refused.values())
+
+    def pct(n, of):
+      return f"{n} ({100 * n / of:.1f}%)" if of else str(n)
+
+    refused = sum(self.refused.values())
+    line = (
+      f"{command}: {total} file(s): {self.scored} scored, {pct(self.abnormal, self.scored)} read"
+      f" abnormal, {pct(self.ood, self.scored)} flagged out of distribution; refused"
+      f" {pct(refused, total)}"
+    )
+    if refused:
+      line += " (" + ", ".join(f"{r}: {n}" for r, n in sorted(self.refused.items())) + ")"
+    out = [line + "."]
+    if expected is not None and self.scored:
+      share, low, high = expected
+      seen_low, seen_high = site_calibration.wilson(self.abnormal, self.scored)
+      out.append(
+        f"{command}: this site's profile expects {share:.1%} read abnormal (bounds {low:.1%}-"
+        f"{high:.1%}); here {self.abnormal / self.scored:.1%} (95% CI {seen_low:.1%}-"
+        f"{seen_high:.1%})."
+      )
+      if seen_high < low or seen_low > high:
+        out.append(
+          f"{command}: warning: the share read abnormal is outside what the site profile"
+          " expects: the population or the equipment may have changed; calibrate again"
+          " (txr-calibrate)."
+        )
+    return out
+
+
+def run_rows(command: str, total: int, print_rows, closing=None) -> int:
   """Runs `print_rows` (it returns how many files failed); the predictors' exit code.
 
   Piped into `head`, stops quietly, as Unix tools do; a failed file is counted
@@ -79,6 +145,7 @@ def run_rows(command: str, total: int, print_rows) -> int:
     command: the command's name, for the summary line.
     total: how many rows there are.
     print_rows: prints the rows; returns how many failed.
+    closing: returns the lines to print on stderr after the rows (the summary).
 
   Returns:
     1 if any file failed or the reader went away, else 0.
@@ -88,6 +155,8 @@ def run_rows(command: str, total: int, print_rows) -> int:
   except BrokenPipeError:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit.
     return 1
+  for line in closing() if closing else ():
+    print(line, file=sys.stderr)
   if failed:
     print(f"{command}: {failed} of {total} file(s) failed.", file=sys.stderr)
   return 1 if failed else 0

@@ -22,6 +22,7 @@ import tensorflow as tf
 from txr_lite import contract
 from txr_lite import files as files_lib
 from txr_lite import image_rules
+from txr_lite import intake
 from txr_lite import rows
 from txr_model import cli
 from txr_model import overlay
@@ -30,6 +31,13 @@ _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "The export/ folder of a t
 _FORMAT = flags.DEFINE_enum("format", "table", ["table", "json", "csv"], "Output format.")
 _EXPLAIN = flags.DEFINE_bool("explain", False, "Write a Grad-CAM overlay PNG per image.")
 _EXPLAIN_DIR = flags.DEFINE_string("explain_dir", "txr_explain", "Where --explain writes.")
+_SITE = flags.DEFINE_string(
+  "site", None, "A site_profile.json of txr-calibrate: label at this site's threshold."
+)
+_MIN_AGE = flags.DEFINE_integer(
+  "min_age", intake.MIN_AGE,
+  "Refuse DICOM films of patients younger than this (PatientAge); 0: no age check.", lower_bound=0,
+)  # fmt: skip
 _BATCH_SIZE = flags.DEFINE_integer(
   "batch_size", 8, "Images per call to the model; rows print as each batch ends.", lower_bound=1
 )
@@ -43,11 +51,12 @@ def find_images(paths: list[str]) -> tuple[list[str], list[dict]]:
   return files_lib.find_images(paths, remote=tf.io.gfile)
 
 
-def read_image(path: str) -> bytes:
+def read_image(path: str, min_age: int = intake.MIN_AGE) -> bytes:
   """The bytes to send to the model: a PNG/JPEG as stored, a DICOM converted to PNG.
 
   Args:
     path: a local or gs:// file.
+    min_age: a DICOM film of a younger patient is refused (0: no age check).
 
   Returns:
     Encoded PNG or JPEG bytes.
@@ -59,12 +68,16 @@ def read_image(path: str) -> bytes:
   if is_dicom:
     from txr_model import dicom  # Only DICOM users need pydicom.
 
+    refused = intake.refusal(data, min_age)
+    if refused:
+      raise ValueError(refused)
     return dicom.to_png(data, image_rules.MAX_PIXELS)
   return data
 
 
 def predict_files(export_dir: str, files: list[str], explain_dir: str | None = None,
-                  batch_size: int = 8):  # fmt: skip
+                  batch_size: int = 8, site: contract.SiteProfile | None = None,
+                  min_age: int = intake.MIN_AGE):  # fmt: skip
   """Yields one result dict per file, in order, a batch at a time.
 
   A failed file has an `error` instead of outputs: a file that cannot be read
@@ -75,6 +88,8 @@ def predict_files(export_dir: str, files: list[str], explain_dir: str | None = N
     files: the files to classify.
     explain_dir: where to write Grad-CAM overlays, or None.
     batch_size: images per call to the model.
+    site: a site profile whose threshold labels the films, or None (the export's).
+    min_age: DICOM films of younger patients are refused (0: no age check).
 
   Yields:
     {'file', 'probability', 'label', 'out_of_distribution', 'ood_score'} or
@@ -90,7 +105,7 @@ def predict_files(export_dir: str, files: list[str], explain_dir: str | None = N
     for path in files[start : start + batch_size]:
       results.append({"file": path})
       try:
-        batch.append((results[-1], read_image(path)))
+        batch.append((results[-1], read_image(path, min_age)))
       except (OSError, ValueError, tf.errors.OpError) as e:
         results[-1]["error"] = str(getattr(e, "message", e)).splitlines()[0]
     if batch:
@@ -104,7 +119,9 @@ def predict_files(export_dir: str, files: list[str], explain_dir: str | None = N
           continue
         result.update(
           probability=float(out["probability"][i]),
-          label=contract.LABELS[int(out["label"][i])],
+          label=contract.LABELS[
+            int(float(out["probability"][i]) >= site.threshold if site else out["label"][i])
+          ],
           out_of_distribution=bool(out["out_of_distribution"][i]),
           ood_score=float(out["ood_score"][i]),
         )
@@ -133,11 +150,28 @@ def main(argv):
   if not files and not unreadable:
     raise app.UsageError(files_lib.no_images(paths))
   explain_dir = _EXPLAIN_DIR.value if _EXPLAIN.value else None
+  site = read_site(_SITE.value, _EXPORT_DIR.value) if _SITE.value else None
+  summary = []  # The printer's, once the rows are printed.
   return rows.run_rows(
     "txr-predict",
     len(files) + len(unreadable),
-    lambda: _print_results(files, unreadable, explain_dir, meta),
+    lambda: _print_results(files, unreadable, explain_dir, meta, site, summary),
+    lambda: summary[0].lines("txr-predict", site and site.expected_abnormal_share),
   )
+
+
+def read_site(path: str, export_dir: str) -> contract.SiteProfile:
+  """A site profile, checked to be this export's; a usage error otherwise."""
+  try:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      site = contract.SiteProfile.from_json(f.read(), path)
+    fingerprint = contract.model_fingerprint(export_dir, remote=tf.io.gfile)
+    site.check_model(fingerprint, export_dir, path)
+  except (OSError, tf.errors.OpError) as e:
+    raise app.UsageError(f"--site={path}: {getattr(e, 'message', e)}") from None
+  except contract.MetadataError as e:
+    raise app.UsageError(str(e)) from None
+  return site
 
 
 def read_metadata(export_dir: str) -> contract.Metadata:
@@ -158,17 +192,19 @@ def read_metadata(export_dir: str) -> contract.Metadata:
     raise app.UsageError(str(e)) from None
 
 
-def _print_results(files, unreadable, explain_dir, meta: contract.Metadata) -> int:
+def _print_results(files, unreadable, explain_dir, meta, site, summary) -> int:
   """Prints the unreadable folders' rows, then each file's; returns how many failed."""
   printer = rows.Printer(_FORMAT.value, files + [r["file"] for r in unreadable])
   failed = 0
-  predicted = predict_files(_EXPORT_DIR.value, files, explain_dir, _BATCH_SIZE.value)
+  predicted = predict_files(_EXPORT_DIR.value, files, explain_dir, _BATCH_SIZE.value, site,
+                            _MIN_AGE.value)  # fmt: skip
   for result in itertools.chain(unreadable, predicted):  # Row by row, as each batch ends.
     printer.add(result)
     failed += "error" in result
   printer.close()
   if _FORMAT.value == "table":
-    print(meta.rule_text(), flush=True)
+    print((site or meta).rule_text(), flush=True)
+  summary.append(printer.summary)
   return failed
 
 

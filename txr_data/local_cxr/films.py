@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from txr_data import image_codec
 from txr_data import nlm_tb
+from txr_lite import intake
 from txr_lite import site_labels
 
 CSV_NAME = site_labels.CSV_NAME
@@ -46,7 +47,6 @@ SEXES = {"f": "female", "female": "female", "m": "male", "male": "male"}
 UNKNOWN_SEX = ("", "o", "u", "other", "unknown")
 # DICOM ViewPosition's frontal and lateral terms; anything else is 'other'.
 VIEWS = ("PA", "AP", "LL", "RL", "other", "unknown")
-_AGE = re.compile(r"^(\d{1,3})\s*([YMWD]?)$", re.I)
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
 _SHOWN = 3  # Examples a warning names.
 
@@ -92,18 +92,16 @@ def parse_sex(value: str, where: str) -> str:
 
 
 def parse_age(value: str, where: str) -> int:
-  """Whole years from '45', '045Y', '018M', '003W' or '010D' (DICOM's PatientAge); -1 if empty."""
+  """Whole years from '45', '045Y', '018M', '003W' or '400D' (DICOM's PatientAge); -1 if empty."""
   value = value.strip()
   if not value:
     return -1
-  match = _AGE.match(value)
-  if not match:
+  years = intake.age_years(value)
+  if years is None:
     raise ValueError(
       f"{where}: age {value!r}: write whole years (45) or DICOM's form (045Y, 018M, 003W),"
       " or leave it empty."
     )
-  number, unit = int(match[1]), match[2].upper() or "Y"
-  years = number // {"Y": 1, "M": 12, "W": 52, "D": 365}[unit]
   return nlm_tb.age_or_unknown(years)
 
 
