@@ -49,7 +49,7 @@ def tiny_model(tmp_path_factory):
   x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(image)
   x = keras.layers.Conv2D(8, 3, activation="relu")(x)
   pooled = keras.layers.GlobalAveragePooling2D(name=model_lib.POOL)(x)
-  probability = keras.layers.Dense(1, activation="sigmoid")(pooled)
+  probability = keras.layers.Dense(1, activation="sigmoid", name=model_lib.CLASSIFIER)(pooled)
   model = keras.Model(image, probability)  # txr's shape: uint8 gray in, P(TB) out
   net = litert.network(model)
   flatbuffers = litert.convert(model, ["float32", "float16"])
@@ -208,32 +208,52 @@ def test_usage_errors_exit_2_with_one_line(tiny_model, tmp_path, case, message):
 
 
 def test_the_small_backbone_converts_and_scores_as_keras_does():
-  """litert.convert and the interpreter with MobileNetV3-Small, float32 and int8.
+  """litert.convert and the interpreter with MobileNetV3-Small, and its heat maps against Grad-CAM.
 
-  InceptionV3's int8 export is checked on a trained model in test_learning.py. DenseNet-121's
-  float32 conversion passed the same check (within 1e-4), in 44 to 83 s: too slow to run in
-  every suite for what the other two already exercise.
+  At 96 px its last feature maps are 3 x 3, so a heat map has places to point to (at
+  InceptionV3's 75 px, or MobileNetV3's 32, they are 1 x 1: a uniform map). InceptionV3's
+  int8 export is checked on a trained model in test_learning.py. DenseNet-121's float32
+  conversion passed the same check (within 1e-4), in 44 to 83 s: too slow to run in every
+  suite for what the other two already exercise.
   """
-  backbone = "mobilenet_v3_small"
+  backbone, size = "mobilenet_v3_small", 96
   import keras
 
+  from txr_lite import heatmap
   from txr_lite import lite_model
+  from txr_model import export
   from txr_model import litert
   from txr_model import model as model_lib
 
   keras.utils.set_random_seed(0)
-  model = model_lib.build_model(32, "none", mode="end_to_end", backbone=backbone)
+  model = model_lib.build_model(size, "none", mode="end_to_end", backbone=backbone)
   head = model.get_layer(model_lib.CLASSIFIER)
   rng = np.random.default_rng(0)
-  head.set_weights([rng.normal(0, 0.5, head.kernel.shape), np.zeros(1)])
-  images = rng.integers(0, 256, (8, 32, 32, 1)).astype(np.uint8)
+  images = rng.integers(0, 256, (8, size, size, 1)).astype(np.uint8)
+  # A kernel that spreads the logits (a random base's pooled features are small).
+  pooled = model_lib.feature_extractor(model).predict(images, verbose=0)
+  kernel = rng.normal(0, 3 / (pooled.std() * np.sqrt(pooled.shape[-1])), head.kernel.shape)
+  head.set_weights([kernel, np.zeros(1)])
   flatbuffers = litert.convert(model, ["float32", "int8"], calibration=images)
   expected = model.predict(images, verbose=0)[:, 0]
-  for variant, flatbuffer in flatbuffers.items():
-    probability, features = lite_model.LiteModel(flatbuffer).predict(images)
-    assert features.shape == (8, model.get_layer(model_lib.POOL).output.shape[-1])
-    tolerance = 1e-4 if variant == "float32" else 0.1  # int8 outputs come in steps of 1/256
-    np.testing.assert_allclose(probability, expected, atol=tolerance)
+  # The SavedModel's `explain` signature computes these (Grad-CAM, with a gradient).
+  grad_cam, _ = export.grad_cam(model, model_lib.feature_maps(model), images)
+  float32 = lite_model.LiteModel(flatbuffers["float32"])
+  probability, features, maps = float32.predict(images, class_maps=True)
+  assert features.shape == (8, model.get_layer(model_lib.POOL).output.shape[-1])
+  np.testing.assert_allclose(probability, expected, atol=1e-4)
+  lite = [heatmap.heatmap(m, size) for m in maps]
+  pairs = zip(lite, grad_cam.numpy(), strict=True)
+  correlations = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in pairs if b.max() > 0]
+  assert len(correlations) >= 4 and min(correlations) >= 0.9, correlations
+  # A film read abnormal has evidence somewhere (its mean class map is its logit, > 0 with
+  # the bias at 0): its heat map is not blank.
+  top = int(np.argmax(probability))
+  assert probability[top] > 0.5 and lite[top].max() > 0.99
+  # int8 converts with every op in int8, class_map included (a random base's int8 scores
+  # say little: test_learning.py checks them on a trained model).
+  int8 = lite_model.LiteModel(flatbuffers["int8"]).predict(images, class_maps=True)
+  assert ((int8[0] >= 0) & (int8[0] <= 1)).all() and int8[2][0].shape == maps[0].shape
 
 
 def test_a_site_profile_labels_at_its_threshold_and_intake_refuses_a_child(tiny_model, tmp_path):
@@ -280,3 +300,28 @@ def test_a_site_profile_labels_at_its_threshold_and_intake_refuses_a_child(tiny_
   other = _predict_lite(f"--model={path.with_name('model_float16.tflite')}",
                         f"--site={tmp_path / 'site' / 'site_profile.json'}", films)  # fmt: skip
   assert other.returncode == 2 and "was made for another model" in other.stderr
+
+
+def test_explain_writes_a_heat_map_overlay_per_scored_film(tiny_model, tmp_path):
+  from PIL import Image
+
+  from txr_lite import heatmap
+  from txr_lite import lite_model
+  from txr_lite import preprocess
+
+  path, net = tiny_model
+  scans, film = _scans(tmp_path)
+  out = _predict_lite(f"--model={path}", "--explain", f"--explain_dir={tmp_path / 'maps'}",
+                      "--format=json", scans)  # fmt: skip
+  rows = {r["file"].rsplit("/", 1)[1]: r for r in json.loads(out.stdout)}
+  written = sorted(p.name for p in (tmp_path / "maps").iterdir())
+  assert written == ["a_good.png.gradcam.png", "f_good.jpg.gradcam.png"]  # scored films only
+  assert rows["a_good.png"]["explanation"].endswith("a_good.png.gradcam.png")
+  assert Image.open(tmp_path / "maps" / written[0]).size == (SIZE, SIZE)
+  # The map is the network's class activation map, as Keras computes it.
+  pixels = preprocess.prepare(png_bytes(film), SIZE, 64).image
+  _, _, (lite_map,) = lite_model.LiteModel(str(path)).predict(pixels[None], class_maps=True)
+  keras_map = net.predict(pixels[None], verbose=0)["class_map"][0, ..., 0]
+  np.testing.assert_allclose(lite_map, keras_map, atol=1e-4)
+  heat = heatmap.heatmap(lite_map, SIZE)
+  assert heat.shape == (SIZE, SIZE) and 0 <= heat.min() and heat.max() <= 1

@@ -59,23 +59,35 @@ class LiteModel:
     self._scale, self._zero_point = spec["quantization"]
     self.image_size = int(spec["shape"][1])
 
-  def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  @property
+  def has_class_map(self) -> bool:
+    """Whether the network has the 'class_map' output heat maps are drawn from."""
+    return "class_map" in self._runner.get_output_details()
+
+  def predict(self, images: np.ndarray, class_maps: bool = False):
     """P(TB) [n] and pooled features [n, d] of uint8 gray images [n, size, size, 1].
 
     Pixel values are what the Keras model takes (0-255); a quantized input is
     quantized with the parameters calibration gave it.
+
+    Args:
+      images: the images.
+      class_maps: also return the class activation maps [n, h, w] (`heatmap.py`).
     """
     x = np.asarray(images, np.float32)
     if self._scale:  # A quantized input (an unquantized uint8 one has scale 0).
       info = np.iinfo(self._dtype)
       x = np.clip(np.round(x / self._scale) + self._zero_point, info.min, info.max)
-    probabilities, features = [], []
+    probabilities, features, maps = [], [], []
     for one in x.astype(self._dtype):  # One at a time: the interpreter's fastest path on a CPU.
       out = self._runner(**{self._input: one[None]})
       probabilities.append(out["probability"][0, 0])
       features.append(out["features"][0])
+      if class_maps:
+        maps.append(np.asarray(out["class_map"][0, ..., 0], np.float32))
     d = 0 if not features else features[0].shape[-1]
-    return np.asarray(probabilities, np.float64), np.asarray(features, np.float32).reshape(-1, d)
+    result = np.asarray(probabilities, np.float64), np.asarray(features, np.float32).reshape(-1, d)
+    return (*result, maps) if class_maps else result
 
 
 def detector_bytes(detector: dict) -> bytes:

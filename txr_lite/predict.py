@@ -1,6 +1,7 @@
 r"""Classifies chest X-ray files with a LiteRT export, without TensorFlow (txr-predict-lite).
 
   txr-predict-lite --model=run/export/model_int8.tflite scans/ one.png [--format=json]
+      [--site=site_profile.json] [--min_age=15] [--explain]
 
 Prints what txr-predict prints, row by row: per file, P(TB), the label at the
 variant's own threshold (chosen on validation with its own scores), the
@@ -18,6 +19,7 @@ import sys
 
 from txr_lite import contract
 from txr_lite import files as files_lib
+from txr_lite import heatmap
 from txr_lite import image_rules
 from txr_lite import intake
 from txr_lite import lite_model
@@ -30,6 +32,7 @@ def predict_files(
   paths: list[str],
   site: contract.SiteProfile | None = None,
   min_age: int = intake.MIN_AGE,
+  explain_dir: str | None = None,
 ):
   """Yields one result dict per file, in order, as each is scored.
 
@@ -38,12 +41,14 @@ def predict_files(
     paths: the files to classify.
     site: a site profile whose threshold labels the films, or None (the variant's).
     min_age: DICOM films of younger patients are refused (0: no age check).
+    explain_dir: where to write a heat-map overlay PNG per scored film, or None.
 
   Yields:
     {'file', 'probability', 'label', 'out_of_distribution', 'ood_score'} or
     {'file', 'error'} per file.
   """
   meta = variant.meta
+  written = set()
   for path in paths:
     result = {"file": path}
     try:
@@ -62,7 +67,10 @@ def predict_files(
       result["error"] = str(e).splitlines()[0]
       yield result
       continue
-    probability, features = variant.model.predict(prepared.image[None])
+    if explain_dir:
+      probability, features, (class_map,) = variant.model.predict(prepared.image[None], True)
+    else:
+      probability, features = variant.model.predict(prepared.image[None])
     score = float(variant.detector.scores(features)[0])
     probability = float(probability[0])
     result.update(
@@ -75,6 +83,16 @@ def predict_files(
       ),
       ood_score=score,
     )
+    if explain_dir:
+      # scan.png and scan.jpg, or two folders' scan.png, must not overwrite each other.
+      name = os.path.basename(path) + ".gradcam.png"
+      while name in written:
+        name = f"{len(written)}_{name}"
+      written.add(name)
+      result["explanation"] = os.path.join(explain_dir, name)
+      heat = heatmap.heatmap(class_map, meta.image_size)
+      with open(result["explanation"], "wb") as f:
+        f.write(heatmap.png(heatmap.overlay(prepared.image, heat)))
     yield result
 
 
@@ -95,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     "--min_age", type=int, default=intake.MIN_AGE,
     help="Refuse DICOM films of patients younger than this (PatientAge); 0: no age check.",
   )  # fmt: skip
+  parser.add_argument(
+    "--explain", action="store_true", help="Write a heat-map overlay PNG per scored film."
+  )
+  parser.add_argument("--explain_dir", default="txr_explain", help="Where --explain writes.")
   parser.add_argument("paths", nargs="+", metavar="FILE_OR_FOLDER")
   args = parser.parse_args(argv)
   if not os.path.isfile(args.model) or not args.model.endswith(".tflite"):
@@ -107,6 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(str(e))
   except ValueError as e:  # The interpreter's own refusal of a .tflite it cannot load.
     parser.error(f"{args.model}: {str(e).splitlines()[0]}; export again with txr-export-lite.")
+  if args.explain:
+    if not variant.model.has_class_map:
+      parser.error(
+        f"{args.model} has no class_map output (exported by an earlier txr): export again with"
+        " txr-export-lite for heat maps."
+      )
+    try:
+      os.makedirs(args.explain_dir, exist_ok=True)
+    except OSError as e:
+      parser.error(f"--explain_dir={args.explain_dir}: {files_lib.reason(e)}")
   site = None
   if args.site:
     try:
@@ -124,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
   def print_rows() -> int:
     printer = rows.Printer(args.format, files + [r["file"] for r in unreadable])
     failed = 0
-    predicted = predict_files(variant, files, site, args.min_age)
+    explain_dir = args.explain_dir if args.explain else None
+    predicted = predict_files(variant, files, site, args.min_age, explain_dir)
     for result in itertools.chain(unreadable, predicted):
       printer.add(result)
       failed += "error" in result

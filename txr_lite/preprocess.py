@@ -311,7 +311,7 @@ def resize_to_square(image: np.ndarray, image_size: int) -> np.ndarray:
   size = np.float32(image_size)
   ratio = max(width / size, height / size)
   resized_height, resized_width = height / ratio, width / ratio
-  resized = _bilinear(image, int(np.floor(resized_height)), int(np.floor(resized_width)))
+  resized = bilinear(image, int(np.floor(resized_height)), int(np.floor(resized_width)))
   resized = np.clip(np.round(resized), 0, 255).astype(np.uint8)
   top = max(0, int((size - resized_height) / np.float32(2)))
   left = max(0, int((size - resized_width) / np.float32(2)))
@@ -320,7 +320,7 @@ def resize_to_square(image: np.ndarray, image_size: int) -> np.ndarray:
   return out
 
 
-def _bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+def bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
   """`tf.image.resize(image, [height, width])` of [h, w]: float32, TF's interpolation order."""
 
   def weights(n_in, n_out):

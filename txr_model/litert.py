@@ -39,10 +39,24 @@ CALIBRATION_IMAGES = 300  # Post-training quantization needs a few hundred (TF's
 
 
 def network(model: keras.Model) -> keras.Model:
-  """The float32 model with two named outputs: 'probability' [n, 1] and 'features' [n, d]."""
+  """The float32 model with named outputs 'probability' [n, 1], 'features' [n, d], 'class_map'.
+
+  'class_map' [n, h, w, 1] is the base's last feature maps weighted by the
+  classifier's kernel (the class activation map). The head is global pooling
+  then one dense layer, so this is, up to a positive factor, the Grad-CAM of
+  the SavedModel's `explain` signature, with no gradient: txr-predict-lite
+  draws its heat maps from it in numpy.
+  """
   served = model_lib.as_float32(model)
-  pooled = served.get_layer(model_lib.POOL).output
-  return keras.Model(served.input, {"probability": served.output, "features": pooled})
+  pool = served.get_layer(model_lib.POOL)
+  head = served.get_layer(model_lib.CLASSIFIER)
+  weighted = keras.layers.Dense(1, use_bias=False, name="class_map")
+  class_map = weighted(pool.input)
+  weighted.set_weights([head.get_weights()[0]])
+  return keras.Model(
+    served.input,
+    {"probability": served.output, "features": pool.output, "class_map": class_map},
+  )
 
 
 def convert(model: keras.Model, variants, calibration: np.ndarray | None = None) -> dict:
