@@ -54,3 +54,23 @@ def test_the_exit_code_counts_failed_files_and_a_gone_reader_ends_quietly(
   assert rows.run_rows("txr-x", 3, gone) == 1
   assert [fd for _, fd in silenced] == [stdout.fileno()]  # Python's flush at exit is quiet
   stdout.close()
+
+
+def test_score_percent_adds_the_0_to_100_column():
+  import io
+
+  from txr_lite import rows
+
+  out = io.StringIO()
+  printer = rows.Printer("csv", ["a.png", "b.png"], out=out, score="percent")
+  printer.add({"file": "a.png", "probability": 0.8766, "label": "abnormal",
+               "out_of_distribution": False, "ood_score": 0.2})  # fmt: skip
+  printer.add({"file": "b.png", "error": "not a PNG, JPEG or DICOM file"})
+  lines = out.getvalue().splitlines()
+  assert lines[0] == "file,probability,score,label,out_of_distribution,ood_score,error"
+  assert lines[1] == "a.png,0.8766,87.7,abnormal,False,0.2000,"
+  assert lines[2] == 'b.png,,,,,,"not a PNG, JPEG or DICOM file"'
+  assert printer.summary.lines("txr-predict") == [
+    "txr-predict: 2 file(s): 1 scored, 1 (100.0%) read abnormal, 0 (0.0%) flagged out of"
+    " distribution; refused 1 (50.0%) (unreadable or not a usable image: 1)."
+  ]

@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     help="Refuse DICOM films of patients younger than this (PatientAge); 0: no age check.",
   )  # fmt: skip
   parser.add_argument(
+    "--score", choices=rows.SCORES, default="probability",
+    help="percent: also print P(TB) x 100 as `score`, the 0-100 scale CAD tools report.",
+  )  # fmt: skip
+  parser.add_argument(
     "--explain", action="store_true", help="Write a heat-map overlay PNG per scored film."
   )
   parser.add_argument("--explain_dir", default="txr_explain", help="Where --explain writes.")
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(files_lib.no_images(args.paths))
 
   def print_rows() -> int:
-    printer = rows.Printer(args.format, files + [r["file"] for r in unreadable])
+    printer = rows.Printer(args.format, files + [r["file"] for r in unreadable], score=args.score)
     failed = 0
     explain_dir = args.explain_dir if args.explain else None
     predicted = predict_files(variant, files, site, args.min_age, explain_dir)

@@ -11,36 +11,42 @@ from txr_lite import intake
 from txr_lite import site_calibration
 
 COLUMNS = ["file", "probability", "label", "out_of_distribution", "ood_score", "error"]
+# --score=percent adds P(TB) x 100 as `score`: the 0-100 scale CAD tools report.
+PERCENT_COLUMN = "score"
+SCORES = ("probability", "percent")
 
 
 class Printer:
   """Prints results as they come, as an aligned table, CSV or a JSON array."""
 
-  def __init__(self, fmt: str, names: list[str], out=sys.stdout):
+  def __init__(self, fmt: str, names: list[str], out=sys.stdout, score: str = "probability"):
     """Starts the output.
 
     Args:
       fmt: 'table', 'csv' or 'json'.
       names: every file that will be printed (sets the table's first column).
       out: where to print.
+      score: 'percent' adds a `score` column, P(TB) x 100 (one of SCORES).
     """
     self.fmt, self.out, self.count = fmt, out, 0
+    self.percent = score == "percent"
+    self.columns = [*COLUMNS[:2], PERCENT_COLUMN, *COLUMNS[2:]] if self.percent else COLUMNS
     self.summary = Summary()
     # Fixed up front, so rows can print before all are known.
-    self.widths = {c: max(len(c), 8) for c in COLUMNS[:-1]}
+    self.widths = {c: max(len(c), 8) for c in self.columns[:-1]}
     self.widths["file"] = max(len(files.display_name(f)) for f in ["file", *names])
     if fmt == "json":
       self._print("[", end="")
     elif fmt == "csv":
-      self._print(",".join(COLUMNS))
+      self._print(",".join(self.columns))
     else:
-      self._row({c: c for c in COLUMNS})
+      self._row({c: c for c in self.columns})
 
   def _print(self, text, end="\n"):
     print(text, end=end, file=self.out, flush=True)
 
   def _row(self, row):
-    line = "  ".join(str(row[c]).ljust(self.widths[c]) for c in COLUMNS[:-1])
+    line = "  ".join(str(row[c]).ljust(self.widths[c]) for c in self.columns[:-1])
     self._print(f"{line}  {row['error']}".rstrip())
 
   def add(self, result: dict) -> None:
@@ -53,16 +59,18 @@ class Printer:
     self.count += 1
     self.summary.add(result)
     result = {**result, "file": files.display_name(result["file"])}
+    if self.percent and "probability" in result:
+      result[PERCENT_COLUMN] = round(100 * result["probability"], 1)
     if self.fmt == "json":
       self._print(("," if self.count > 1 else "") + "\n" + json.dumps(result), end="")
       return
-    row = {c: result.get(c, "") for c in COLUMNS}
+    row = {c: result.get(c, "") for c in self.columns}
     for key in ("probability", "ood_score"):
       if isinstance(row[key], float):
         row[key] = f"{row[key]:.4f}"
     if self.fmt == "csv":
       buf = io.StringIO()
-      csv.DictWriter(buf, COLUMNS, lineterminator="").writerow(row)
+      csv.DictWriter(buf, self.columns, lineterminator="").writerow(row)
       self._print(buf.getvalue())
     else:
       self._row(row)

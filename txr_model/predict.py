@@ -31,6 +31,10 @@ _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "The export/ folder of a t
 _FORMAT = flags.DEFINE_enum("format", "table", ["table", "json", "csv"], "Output format.")
 _EXPLAIN = flags.DEFINE_bool("explain", False, "Write a Grad-CAM overlay PNG per image.")
 _EXPLAIN_DIR = flags.DEFINE_string("explain_dir", "txr_explain", "Where --explain writes.")
+_SCORE = flags.DEFINE_enum(
+  "score", "probability", rows.SCORES,
+  "percent: also print P(TB) x 100 as `score`, the 0-100 scale CAD tools report.",
+)  # fmt: skip
 _SITE = flags.DEFINE_string(
   "site", None, "A site_profile.json of txr-calibrate: label at this site's threshold."
 )
@@ -194,7 +198,8 @@ def read_metadata(export_dir: str) -> contract.Metadata:
 
 def _print_results(files, unreadable, explain_dir, meta, site, summary) -> int:
   """Prints the unreadable folders' rows, then each file's; returns how many failed."""
-  printer = rows.Printer(_FORMAT.value, files + [r["file"] for r in unreadable])
+  printer = rows.Printer(_FORMAT.value, files + [r["file"] for r in unreadable],
+                         score=_SCORE.value)  # fmt: skip
   failed = 0
   predicted = predict_files(_EXPORT_DIR.value, files, explain_dir, _BATCH_SIZE.value, site,
                             _MIN_AGE.value)  # fmt: skip
