@@ -335,7 +335,7 @@ def test_a_finished_run_keeps_what_users_need_and_a_rerun_has_nothing_to_do(resu
 
 
 def test_a_sites_own_films_evaluated_then_fine_tuned_from_the_run(resumed_run, tmp_path):
-  """local_cxr end to end: txr-evaluate on every film of a site, then txr-train --init_from."""
+  """local_cxr end to end: txr-train --init_from on a site's films, txr-evaluate on all of them."""
   import keras
 
   from txr_data.local_cxr import synthetic as site_synthetic
@@ -344,15 +344,6 @@ def test_a_sites_own_films_evaluated_then_fine_tuned_from_the_run(resumed_run, t
   parent, _, _ = resumed_run
   raw, data_dir = tmp_path / "raw", tmp_path / "data"
   truth = site_synthetic.write_site(os.fspath(raw), 40, "csv", "png", seed=3)
-  tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
-  run_ok([tfds_cli, "build", "txr_data/local_cxr", f"--manual_dir={raw}",
-          f"--data_dir={data_dir}", "--config=512"])  # fmt: skip
-  printed = _evaluate(parent, "--dataset=local_cxr/512", f"--data_dir={data_dir}", "--split=all")
-  assert printed["all"]["n"] == len(truth)
-  assert printed["all"]["n_positive"] == sum(row["label"] for row in truth)
-  (folder,) = (parent / "evaluation").glob("local_cxr_512_all*")
-  report = json.loads((folder / "metrics.json").read_text())
-  assert {"site", "view", "sex", "age"} <= set(report["all"]["subgroups"])
   child = tmp_path / "child"
   args = [*TRAIN, *TINY, f"--init_from={parent}", "--dataset=local_cxr/512",
           f"--data_dir={data_dir}", "--mode=end_to_end", "--weights=none", "--epochs=1",
@@ -364,7 +355,14 @@ def test_a_sites_own_films_evaluated_then_fine_tuned_from_the_run(resumed_run, t
   assert "its model is mobilenet_v3_small at 32 px, this run's mobilenet_v3_small at 48 px" in (
     refused.stderr
   )
-  run_ok([*args, f"--model_dir={child}"])
+  run_ok([*args, f"--manual_dir={raw}", f"--model_dir={child}"])  # builds local_cxr/512 first
+  # The parent on every film of the site, built by that run.
+  printed = _evaluate(parent, "--dataset=local_cxr/512", f"--data_dir={data_dir}", "--split=all")
+  assert printed["all"]["n"] == len(truth)
+  assert printed["all"]["n_positive"] == sum(row["label"] for row in truth)
+  (folder,) = (parent / "evaluation").glob("local_cxr_512_all*")
+  report = json.loads((folder / "metrics.json").read_text())
+  assert {"site", "view", "sex", "age"} <= set(report["all"]["subgroups"])
   # With a learning rate of 0 every trained weight is the parent's: the run started from it
   # (a new head starts at zero). BatchNorm's moving statistics do move in training mode.
   mine = keras.models.load_model(child / "model.keras")
@@ -401,7 +399,13 @@ def test_predict_with_a_site_profile_and_intake_checks(resumed_run, tmp_path):
     film = synthetic.chest_xray(rng, abnormal=bool(i % 2))
     (folder / f"f{i}.png").write_bytes(_png(film[..., None]))
   base = [sys.executable, "-m", "txr_model.predict", f"--export_dir={export}"]
-  (tmp_path / "scores.csv").write_text(run_ok([*base, "--format=csv", str(films)]).stdout)
+  from txr_lite import rows as rows_lib
+
+  paths = sorted(str(p) for p in films.rglob("*.png"))
+  with open(tmp_path / "scores.csv", "w") as f:  # What --format=csv prints, in this process.
+    printer = rows_lib.Printer("csv", paths, out=f)
+    for result in predict.predict_files(str(export), paths):
+      printer.add(result)
   assert calibrate.main([f"--scores={tmp_path / 'scores.csv'}", f"--model={export}",
                          "--prevalence=0.1", f"--out={tmp_path / 'site'}",
                          "--target_sensitivity=0.5"]) == 0  # fmt: skip

@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 from txr_data import image_codec
 from txr_data import nlm_tb
 from txr_data.local_cxr import films
+from txr_data.local_cxr import local_cxr_dataset_builder as lcb
 from txr_data.local_cxr import synthetic
 from txr_lite import dicom
 
@@ -172,14 +173,21 @@ def _examples(data_dir):
 
 @pytest.mark.heavy
 def test_tfds_build_with_and_without_beam_workers_then_load_without_txr(tmp_path):
-  """The CLI build, in-process and on two Beam worker processes: the same examples."""
+  """The build in-process, and by `tfds build` on two Beam worker processes: the same examples."""
   raw, truth = _site(tmp_path, "csv", "dicom", n=30)
+  config = tfds.download.DownloadConfig(manual_dir=os.fspath(raw))
+  lcb.Builder(config="512", data_dir=os.fspath(tmp_path / "one")).download_and_prepare(
+    download_config=config
+  )
+  # The README's command: `tfds build` loads the builder from its folder, so what Beam sends
+  # to its worker processes must live in an importable module (films.example).
   tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
-  command = [tfds_cli, "build", "txr_data/local_cxr", f"--manual_dir={raw}", "--config=512"]
-  multi = "--beam_pipeline_options=direct_num_workers=2,direct_running_mode=multi_processing"
-  for data_dir, extra in ((tmp_path / "one", []), (tmp_path / "two", [multi])):
-    subprocess.run([*command, f"--data_dir={data_dir}", *extra], cwd=REPO, check=True,
-                   capture_output=True)  # fmt: skip
+  subprocess.run(
+    [tfds_cli, "build", "txr_data/local_cxr", f"--manual_dir={raw}", "--config=512",
+     f"--data_dir={tmp_path / 'two'}",
+     "--beam_pipeline_options=direct_num_workers=2,direct_running_mode=multi_processing"],
+    cwd=REPO, check=True, capture_output=True,
+  )  # fmt: skip
   builder, one = _examples(tmp_path / "one")
   _, two = _examples(tmp_path / "two")
   assert sorted(one) == sorted(two) == sorted(truth)
