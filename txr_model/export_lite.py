@@ -25,6 +25,10 @@ _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A txr-train output director
 _VARIANTS = flags.DEFINE_list(
   "variants", list(contract.VARIANTS), f"Which of {','.join(contract.VARIANTS)} to write."
 )
+_ALLOW_DEGENERATE = flags.DEFINE_bool(
+  "allow_degenerate", False,
+  "Write a variant whose threshold labels nothing (below chance, or every film one label).",
+)  # fmt: skip
 _CALIBRATION_IMAGES = flags.DEFINE_integer(
   "calibration_images", 300, "Training images that calibrate the int8 variant.", lower_bound=1
 )
@@ -52,8 +56,9 @@ def main(argv):
   try:  # txr-train may be rewriting model.keras and export/: one command at a time.
     with model_dir_lock.hold(_MODEL_DIR.value):
       written = litert.export_lite(
-        _MODEL_DIR.value, list(dict.fromkeys(_VARIANTS.value)), _CALIBRATION_IMAGES.value
-      )
+        _MODEL_DIR.value, list(dict.fromkeys(_VARIANTS.value)), _CALIBRATION_IMAGES.value,
+        allow_degenerate=_ALLOW_DEGENERATE.value,
+      )  # fmt: skip
   except (ValueError, model_dir_lock.ModelDirInUseError) as e:
     raise app.UsageError(str(e)) from None
   for meta, path, size in written.values():

@@ -114,11 +114,29 @@ def read_images(config: input_pipeline.InputConfig, limit: int | None = None):
   )
 
 
+def degenerate(labels, scores, threshold: float) -> str | None:
+  """Why a variant's threshold would make its labels meaningless, or None.
+
+  A model below chance on validation, or a threshold at or below every
+  validation score (every film abnormal) or above all of them (every film
+  normal), labels nothing: txr-export-lite refuses to write it unless asked.
+  """
+  auc = metrics.roc_auc(labels, scores)
+  if auc < 0.5:
+    return f"its validation AUC is {auc:.3f}, below chance"
+  if threshold <= float(np.min(scores)):
+    return f"its threshold {threshold:.4f} reads every validation film abnormal"
+  if threshold > float(np.max(scores)):
+    return f"its threshold {threshold:.4f} reads every validation film normal"
+  return None
+
+
 def export_lite(
   model_dir: str,
   variants=contract.VARIANTS,
   calibration_images: int = CALIBRATION_IMAGES,
   out_dir: str | None = None,
+  allow_degenerate: bool = False,
 ) -> dict:
   """Writes each variant's .tflite, metadata and OOD statistics into the run's export/.
 
@@ -127,6 +145,7 @@ def export_lite(
     variants: which of contract.VARIANTS to write.
     calibration_images: training images that calibrate int8.
     out_dir: where to write; default `<model_dir>/export`.
+    allow_degenerate: write a variant whose threshold labels nothing (`degenerate`).
 
   Returns:
     Per variant: (its metadata as written, the .tflite's path, its size in bytes).
@@ -177,6 +196,14 @@ def export_lite(
       calibration={"split": "train", "n": len(calibration)} if variant == "int8" else None,
     )
     files = contract.lite_files(out_dir, variant)
+    problem = degenerate(val_labels, val_scores, meta.threshold)
+    if problem and not allow_degenerate:
+      raise ValueError(
+        f"the {variant} model was not written: {problem} (N={val_labels.size}). Train a model"
+        " that learns, or pass --allow_degenerate to write it anyway."
+      )
+    if problem:
+      logging.warning("Writing the %s model although %s (--allow_degenerate).", variant, problem)
     meta = write_variant(files, meta, flatbuffer, detector)
     written[variant] = (meta, files.tflite, len(flatbuffer))
     logging.info(
