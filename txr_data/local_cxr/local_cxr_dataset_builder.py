@@ -54,7 +54,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     root = dl_manager.manual_dir  # Raises naming the dir if missing or empty.
-    layout, found = films_lib.find(str(root))
+    _, found = films_lib.find(str(root))  # It logs the layout it found.
     by_split = {name: [] for name in dict.fromkeys(nlm_tb.SPLIT_OF_FOLD)}
     for film in found:
       by_split[films_lib.split_of(film)].append(film)
@@ -71,7 +71,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         split, len(items), sum(f.label for f in items), sum(f.sex == "unknown" for f in items),
         sum(f.age < 0 for f in items), sum(f.view == "unknown" for f in items),
       )  # fmt: skip
-    del layout  # Logged by films.find.
     return {name: self._generate_examples(items) for name, items in by_split.items()}
 
   def _generate_examples(self, items: list[films_lib.Film]):
