@@ -222,3 +222,20 @@ def test_exif_orientation_is_applied_as_serving_applies_it(orientation, order):
   np.testing.assert_array_equal(_decoded(image_codec.normalise_png(png, "o.png")), served)
   if orientation in (5, 6, 7, 8):
     assert served.shape == (30, 20, 1)
+
+
+def test_the_builder_reads_exif_orientation_as_serving_and_the_lite_path_do():
+  """One reader of one fact (issue 25): the builder used to parse IFD0 itself, and an EXIF
+  block whose IFD offset points past its end gave 1 there but 6 in serving and txr-predict-lite
+  (both find the Orientation entry in the block): training and serving rotated differently."""
+  from txr_lite import image_rules
+  from txr_model import decode
+
+  image = np.random.default_rng(4).integers(0, 256, (20, 30), dtype=np.uint8)
+  entry = struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0)  # Orientation 6, little-endian
+  tiff = b"II*\0" + struct.pack("<I", 9999) + struct.pack("<H", 1) + entry
+  png = _png(image)
+  png = png[:33] + _chunk(b"eXIf", tiff) + png[33:]
+  served = int(decode._orientation(tf.constant(png), tf.constant(True)))
+  assert served == image_rules.exif_orientation(png, True) == 6
+  assert image_codec.png_info(png, "o.png").orientation == served

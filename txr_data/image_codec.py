@@ -90,8 +90,6 @@ def png_info(data: bytes, name: str) -> PngInfo:
       # A byte per channel, alpha's last: the colour bytes set the depth, never alpha's.
       colour_bytes = body[: image_rules.colour_samples(header.color_type)]
       header = dataclasses.replace(header, significant_bits=max(colour_bytes))
-    if kind == b"eXIf" and header is not None and not idat:  # Where serving looks for it.
-      header = dataclasses.replace(header, orientation=exif_orientation(bytes(body)))
     if kind == b"IDAT":
       idat.append(body)
     if kind == b"IEND":
@@ -120,24 +118,8 @@ def png_info(data: bytes, name: str) -> PngInfo:
       f" GiB to convert (limit {MAX_DECODE_BYTES / 2**30:g} GiB); reduce it to 8-bit grayscale."
     )
   _check_image_data(idat, header, name)
-  return header
-
-
-def exif_orientation(tiff: bytes) -> int:
-  """The Orientation (1-8) in IFD0 of an EXIF block (eXIf's TIFF data); 1 if none or invalid."""
-  order = {b"II*\0": "<", b"MM\0*": ">"}.get(tiff[:4])
-  if order is None:
-    return 1
-  try:
-    (offset,) = struct.unpack_from(order + "I", tiff, 4)
-    (count,) = struct.unpack_from(order + "H", tiff, offset)
-    for i in range(count):
-      tag, kind, n, value = struct.unpack_from(order + "HHIH", tiff, offset + 2 + 12 * i)
-      if tag == 0x0112 and kind == 3 and n == 1:  # Orientation, one SHORT.
-        return value if 1 <= value <= 8 else 1
-  except struct.error:  # Cut short: as if it had none.
-    pass
-  return 1
+  # EXIF's orientation as the serving graph and txr-predict-lite read it: one reader.
+  return dataclasses.replace(header, orientation=image_rules.exif_orientation(data, True))
 
 
 _CHANNELS = image_rules.PNG_CHANNELS
