@@ -65,19 +65,14 @@ def read_scores(path: str) -> tuple[list[dict], int]:
 
 def read_labels(path: str) -> dict[str, dict]:
   """{file: its row (label parsed)} of a labels.csv (`file,label`, optional sex, age...)."""
-  with open(path, newline="", encoding="utf-8-sig") as f:
-    reader = csv.DictReader(f)
-    columns = [(c or "").strip().lower() for c in reader.fieldnames or []]
-    if not {"file", "label"} <= set(columns):
-      raise ValueError(f"{path}: the first line must name the columns, at least file,label.")
-    out = {}
-    for number, raw in enumerate(reader, start=2):
-      row = {c: (v or "").strip() for c, v in zip(columns, raw.values(), strict=False)}
-      where = f"{path} row {number} ({row['file']})"
-      if row["file"] in out:
-        raise ValueError(f"{where}: listed twice; keep one row per film.")
-      out[row["file"]] = {**row, "label": site_labels.parse_label(row["label"], where)}
-  return out
+  with open(path, encoding="utf-8-sig") as f:
+    rows = site_labels.read_rows(f.read(), path)
+  return {
+    row["file"]: {**row, "label": site_labels.parse_label(
+      row["label"], f"{path} row {row['_row']} ({row['file']})"
+    )}
+    for row in rows
+  }  # fmt: skip
 
 
 def _row_of(name: str, labels: dict[str, dict]) -> dict | None:

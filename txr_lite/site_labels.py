@@ -5,10 +5,13 @@ and txr-calibrate, which reads the reference labels of a site's scored films
 the way the builder reads them. Standard library only.
 """
 
+import csv
+import io
 import os
 import re
 
 CSV_NAME = "labels.csv"
+CSV_COLUMNS = ("file", "label", "subject", "sex", "age", "site", "date", "view")
 LABELS = ("normal", "abnormal")
 LABEL_WORDS = {"0": 0, "normal": 0, "1": 1, "abnormal": 1, "tb": 1}
 CLASS_FOLDERS = {"normal": 0, "abnormal": 1, "tb": 1}
@@ -48,3 +51,38 @@ def label_from_suffix(name: str) -> int | None:
   """The label of an NLM-style name (`..._0.png` normal, `..._1.png` abnormal), or None."""
   match = suffix_match(name)
   return int(match[2]) if match else None
+
+
+def read_rows(text: str, path: str) -> list[dict[str, str]]:
+  """The rows of a labels.csv's text, columns lower-cased, each with its row number under '_row'.
+
+  Args:
+    text: the file's text (a byte-order mark allowed).
+    path: the file, for the errors.
+
+  Raises:
+    ValueError: naming the file, without `file` and `label` columns, for a row
+      without a file name, or for a file listed twice.
+  """
+  reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
+  columns = [(c or "").strip().lower() for c in reader.fieldnames or []]
+  missing = [c for c in ("file", "label") if c not in columns]
+  if missing:
+    raise ValueError(
+      f"{path}: no {' or '.join(missing)} column; the first line must name the columns,"
+      f" at least file,label (optional: {','.join(CSV_COLUMNS[2:])})."
+    )
+  rows, seen = [], {}
+  for number, raw in enumerate(reader, start=2):
+    row = {c: (v or "").strip() for c, v in zip(columns, raw.values(), strict=False)}
+    row["_row"] = str(number)
+    if not row["file"]:
+      raise ValueError(f"{path} row {number}: no file name; fill it in or delete the row.")
+    if row["file"] in seen:
+      raise ValueError(
+        f"{path} row {number}: {row['file']} is listed twice (also row {seen[row['file']]});"
+        " keep one row per film."
+      )
+    seen[row["file"]] = number
+    rows.append(row)
+  return rows

@@ -25,9 +25,7 @@ Only file headers are read here (the DICOM tags, stopping before the pixels):
 the pixels are converted in the build's workers.
 """
 
-import csv
 import dataclasses
-import io
 import os
 import re
 
@@ -36,12 +34,13 @@ import tensorflow as tf
 
 from txr_data import image_codec
 from txr_data import nlm_tb
+from txr_lite import files as files_lib
 from txr_lite import intake
 from txr_lite import site_labels
 
 CSV_NAME = site_labels.CSV_NAME
 LAYOUTS = ("csv", "folders", "suffix")
-CSV_COLUMNS = ("file", "label", "subject", "sex", "age", "site", "date", "view")
+CSV_COLUMNS = site_labels.CSV_COLUMNS
 FILM_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".dcm": "dicom"}
 SEXES = {"f": "female", "female": "female", "m": "male", "male": "male"}
 UNKNOWN_SEX = ("", "o", "u", "other", "unknown")
@@ -131,7 +130,7 @@ def kind_of(path: str) -> str | None:
   if extension:
     return FILM_EXTENSIONS.get(extension)
   with tf.io.gfile.GFile(path, "rb") as f:
-    return "dicom" if f.read(132)[128:] == b"DICM" else None
+    return "dicom" if files_lib.is_dicom(path, f.read(132)) else None
 
 
 def _subject_from_name(name: str) -> str:
@@ -169,38 +168,12 @@ def find_files(root: str) -> tuple[dict[str, tuple[str, str]], int]:
 
 
 def read_csv(path: str) -> list[dict[str, str]]:
-  """The rows of a labels.csv, columns lower-cased, each with its row number under '_row'.
-
-  Raises:
-    ValueError: naming the file, without `file` and `label` columns, or for a
-      file listed twice.
-  """
+  """The rows of a labels.csv (local or gs://); see `site_labels.read_rows`."""
   with tf.io.gfile.GFile(path, "rb") as f:
-    text = f.read().decode("utf-8-sig")
-  reader = csv.DictReader(io.StringIO(text))
-  columns = [(c or "").strip().lower() for c in reader.fieldnames or []]
-  missing = [c for c in ("file", "label") if c not in columns]
-  if missing:
-    raise ValueError(
-      f"{path}: no {' or '.join(missing)} column; the first line must name the columns,"
-      f" at least file,label (optional: {','.join(CSV_COLUMNS[2:])})."
-    )
-  unknown = [c for c in columns if c not in CSV_COLUMNS]
+    rows = site_labels.read_rows(f.read().decode("utf-8-sig"), path)
+  unknown = sorted({c for row in rows[:1] for c in row} - {*CSV_COLUMNS, "_row"})
   if unknown:
     logging.warning("%s: ignoring column(s) %s (txr reads %s).", path, unknown, CSV_COLUMNS)
-  rows, seen = [], {}
-  for number, raw in enumerate(reader, start=2):
-    row = {c: (v or "").strip() for c, v in zip(columns, raw.values(), strict=False)}
-    row["_row"] = str(number)
-    if not row["file"]:
-      raise ValueError(f"{path} row {number}: no file name; fill it in or delete the row.")
-    if row["file"] in seen:
-      raise ValueError(
-        f"{path} row {number}: {row['file']} is listed twice (also row {seen[row['file']]});"
-        " keep one row per film."
-      )
-    seen[row["file"]] = number
-    rows.append(row)
   return rows
 
 
@@ -350,11 +323,6 @@ def _check_subjects(films: list[Film]) -> None:
         f"{film.path}: the same patient ({film.subject}) is also filed as {other.path} with"
         " the other label; keep the file with the right label."
       )
-
-
-def split_of(film: Film) -> str:
-  """train, validation or test, by the same hash of the subject as the NLM builders."""
-  return nlm_tb.split_of(film.subject)
 
 
 def example(film: Film, max_side: int | None) -> tuple[str, dict]:
