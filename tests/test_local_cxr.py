@@ -157,10 +157,11 @@ def test_ages_in_dicom_form_and_the_split_keeps_a_patients_films_together(tmp_pa
   ]  # fmt: skip
   raw, truth = _site(tmp_path, "csv", n=60)
   _, found = films.find(os.fspath(raw))
-  by_subject = {}
-  for film in found:
-    by_subject.setdefault(film.subject, set()).add(films.split_of(film))
-    assert films.split_of(film) == nlm_tb.split_of(film.subject)  # The NLM builders' hash.
+  by_subject = {}  # The builder's grouping: the NLM builders' hash of the subject.
+  for split, members in nlm_tb.split_by_subject(found, lambda f: f.subject, raw).items():
+    for film in members:
+      by_subject.setdefault(film.subject, set()).add(split)
+      assert split == nlm_tb.split_of(film.subject)
   assert sum(len(f) for f in by_subject.values()) == len(by_subject)  # One split per patient.
   assert len(by_subject) < len(found)  # Some patients have two films.
 

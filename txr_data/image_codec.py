@@ -55,6 +55,20 @@ class PngInfo:
     return self.color_type == _GRAY and self.bit_depth == 8
 
 
+def _check_size(width: int, height: int, name: str) -> None:
+  """Refuses a film of no pixels, too many, or sides beyond 1:MAX_ASPECT (any format)."""
+  if width * height > MAX_PIXELS or not width * height:
+    raise BadImageError(
+      f"{name}: refusing a {width} x {height} image (limit {MAX_PIXELS} pixels); this is not a"
+      " chest X-ray."
+    )
+  if max(width, height) > MAX_ASPECT * min(width, height):
+    raise BadImageError(
+      f"{name}: refusing a {width} x {height} image: a chest X-ray's sides are within"
+      f" 1:{MAX_ASPECT}; crop it to the chest or remove it."
+    )
+
+
 def png_info(data: bytes, name: str) -> PngInfo:
   """Returns the PNG header of `data` after checking every chunk's CRC and IEND.
 
@@ -101,16 +115,7 @@ def png_info(data: bytes, name: str) -> PngInfo:
       f"{name}: truncated PNG (no {'IHDR' if header is None else 'IEND'}"
       " chunk); re-download or re-extract it."
     )
-  if header.width * header.height > MAX_PIXELS or not header.width * header.height:
-    raise BadImageError(
-      f"{name}: refusing a {header.width} x {header.height} image (limit"
-      f" {MAX_PIXELS} pixels); this is not a chest X-ray."
-    )
-  if max(header.width, header.height) > MAX_ASPECT * min(header.width, header.height):
-    raise BadImageError(
-      f"{name}: refusing a {header.width} x {header.height} image: a chest X-ray's sides are"
-      f" within 1:{MAX_ASPECT}; crop it to the chest or remove it."
-    )
+  _check_size(header.width, header.height, name)
   if decode_bytes(header) > MAX_DECODE_BYTES:
     raise BadImageError(
       f"{name}: a {header.width} x {header.height} {header.bit_depth}-bit"
@@ -250,20 +255,6 @@ def normalise_png(
   if needs_resize:
     image = geometry.shrink(image, max_side)
   return tf.io.encode_png(image).numpy()
-
-
-def _check_size(width: int, height: int, name: str) -> None:
-  """The size rules `png_info` applies, for a JPEG or DICOM film."""
-  if width * height > MAX_PIXELS or not width * height:
-    raise BadImageError(
-      f"{name}: refusing a {width} x {height} image (limit {MAX_PIXELS} pixels); this is not a"
-      " chest X-ray."
-    )
-  if max(width, height) > MAX_ASPECT * min(width, height):
-    raise BadImageError(
-      f"{name}: refusing a {width} x {height} image: a chest X-ray's sides are within"
-      f" 1:{MAX_ASPECT}; crop it to the chest or remove it."
-    )
 
 
 def _encoded(image: tf.Tensor, max_side: int | None) -> bytes:

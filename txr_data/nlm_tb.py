@@ -151,6 +151,30 @@ def split_of(subject: str) -> str:
   return SPLIT_OF_FOLD[fold_of(subject)]
 
 
+def split_by_subject(items: list, subject_of, root) -> dict[str, list]:
+  """{split: its items, in order} by each item's subject (`split_of`), every split filled.
+
+  Args:
+    items: a builder's images, in the order to write them.
+    subject_of: an item's subject key.
+    root: the source folder, for the error.
+
+  Raises:
+    ValueError: a split that no item falls in (TFDS would fail with a bare AssertionError).
+  """
+  by_split = {name: [] for name in dict.fromkeys(SPLIT_OF_FOLD)}
+  for item in items:
+    by_split[split_of(subject_of(item))].append(item)
+  for split, members in by_split.items():
+    if not members:
+      raise ValueError(
+        f"No image of the {len(items)} under {root} falls in the {split} split: a patient's"
+        " split is a hash of their subject (70/10/20), so a few images can miss a split. Add"
+        " images (the whole archive fills every split)."
+      )
+  return by_split
+
+
 def subjects_of(
   stems, texts: dict[str, str | None], prefix: str, known: dict[str, str]
 ) -> dict[str, str]:
@@ -413,16 +437,8 @@ class NlmTbBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     subjects = subjects_of(images, texts, self.PREFIX, self.KNOWN_REPEATS)
     parsed = {stem: Reading() if text is None else self._parse_reading(text)
               for stem, text in texts.items()}  # fmt: skip
-    by_split = {name: [] for name in dict.fromkeys(SPLIT_OF_FOLD)}
-    for stem in sorted(images):
-      by_split[split_of(subjects[stem])].append((stem, images[stem], parsed[stem], subjects[stem]))
-    for split, items in by_split.items():
-      if not items:  # TFDS would fail with a bare AssertionError.
-        raise ValueError(
-          f"No image of the {len(images)} under {root} falls in the {split} split: a"
-          " patient's split is a hash of their first file name (70/10/20), so a few images"
-          " can miss a split. Add images (the whole archive fills every split)."
-        )
+    items = [(stem, images[stem], parsed[stem], subjects[stem]) for stem in sorted(images)]
+    by_split = split_by_subject(items, lambda item: item[3], root)
     for split, items in by_split.items():
       readings_of = [reading for _, _, reading, _ in items]
       logging.info(

@@ -55,16 +55,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     root = dl_manager.manual_dir  # Raises naming the dir if missing or empty.
     _, found = films_lib.find(str(root))  # It logs the layout it found.
-    by_split = {name: [] for name in dict.fromkeys(nlm_tb.SPLIT_OF_FOLD)}
-    for film in found:
-      by_split[films_lib.split_of(film)].append(film)
+    by_split = nlm_tb.split_by_subject(found, lambda film: film.subject, root)
     for split, items in by_split.items():
-      if not items:  # TFDS would fail with a bare AssertionError.
-        raise ValueError(
-          f"No film of the {len(found)} under {root} falls in the {split} split: a patient's"
-          " split is a hash of their subject (70/10/20), so a few films can miss a split. Add"
-          " films."
-        )
       logging.info(
         "%s: %d films (%d abnormal); sex unknown for %d, age unknown for %d, view unknown for"
         " %d.",
