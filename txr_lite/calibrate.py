@@ -75,12 +75,16 @@ def read_labels(path: str) -> dict[str, dict]:
   }  # fmt: skip
 
 
-def _row_of(name: str, labels: dict[str, dict]) -> dict | None:
-  """The labels.csv row of a scored file: the same path, or the one row whose path ends it."""
+def _row_of(name: str, labels: dict[str, dict], by_base: dict[str, list]) -> dict | None:
+  """The labels.csv row of a scored file: the same path, or the one row whose path ends it.
+
+  `by_base` ({file name: [(path, row)]}) keeps the search to rows of the same file name.
+  """
   name = name.replace("\\", "/")
   if name in labels:
     return labels[name]
-  ends = [row for file, row in labels.items() if name.endswith("/" + file.lstrip("./"))]
+  candidates = by_base.get(os.path.basename(name), [])
+  ends = [row for file, row in candidates if name.endswith("/" + file.lstrip("./"))]
   return ends[0] if len(ends) == 1 else None
 
 
@@ -90,9 +94,11 @@ def attach_labels(films: list[dict], labels: dict[str, dict] | None) -> list[dic
   Raises:
     ValueError: naming the first film without a label, and how many lack one.
   """
-  missing = []
+  missing, by_base = [], {}
+  for file, row in (labels or {}).items():
+    by_base.setdefault(os.path.basename(file), []).append((file, row))
   for film in films:
-    row = _row_of(film["file"], labels) if labels is not None else None
+    row = _row_of(film["file"], labels, by_base) if labels is not None else None
     if row is not None:
       film.update(label=row["label"], sex=row.get("sex", ""), age=row.get("age", ""))
     elif film["label"] is None and labels is None:

@@ -65,6 +65,33 @@ class MetadataError(ValueError):
   """Metadata a predictor cannot use; the message names the file and what to do."""
 
 
+def _fields_of(cls, raw: dict, source: str, again: str, spelt_out=()) -> dict:
+  """`raw`'s values of the dataclass `cls`'s fields; MetadataError naming any missing or unknown.
+
+  Args:
+    cls: Metadata or SiteProfile.
+    raw: the file's JSON object.
+    source: the file, for the error.
+    again: what to do, for the error.
+    spelt_out: keys the file may also hold for people (not fields).
+  """
+  names = {f.name for f in dataclasses.fields(cls)}
+  required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+  missing = sorted(required - raw.keys())
+  unknown = sorted(raw.keys() - names - set(spelt_out))
+  if missing or unknown:
+    what = "; ".join(
+      text
+      for text in (
+        missing and f"missing {', '.join(missing)}",
+        unknown and f"unknown {', '.join(unknown)}",
+      )
+      if text
+    )
+    raise MetadataError(f"{source}: {what}; {again}.")
+  return {k: v for k, v in raw.items() if k in names}
+
+
 @dataclasses.dataclass(frozen=True)
 class Metadata:
   """What a predictor needs to read a model's outputs, as both exporters write it.
@@ -166,21 +193,8 @@ class Metadata:
         f"{source}: metadata format {version}, written by a newer txr than this one (it reads"
         f" format {FORMAT}): upgrade txr."
       )
-    names = {f.name for f in dataclasses.fields(cls)}
-    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-    missing = sorted(required - raw.keys())
-    unknown = sorted(raw.keys() - names - {"threshold", "labels"})
-    if missing or unknown:
-      what = "; ".join(
-        text
-        for text in (
-          missing and f"missing {', '.join(missing)}",
-          unknown and f"unknown {', '.join(unknown)}",
-        )
-        if text
-      )
-      raise MetadataError(f"{source}: {what}; {again}.")
-    meta = cls(**{k: v for k, v in raw.items() if k in names})
+    fields = _fields_of(cls, raw, source, again, spelt_out=("threshold", "labels"))
+    meta = cls(**fields)
     problem = meta._problem(raw)
     if problem:
       raise MetadataError(f"{source}: {problem}; {again}.")
@@ -344,11 +358,7 @@ class SiteProfile:
         f"{source}: site profile format {raw.get('format')!r}; this txr reads"
         f" {SITE_PROFILE_FORMAT}: {again}."
       )
-    names = {f.name for f in dataclasses.fields(cls)}
-    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-    if required - raw.keys() or raw.keys() - names:
-      raise MetadataError(f"{source}: missing or unknown fields; {again}.")
-    profile = cls(**raw)
+    profile = cls(**_fields_of(cls, raw, source, again))
     threshold = profile.threshold
     if (not isinstance(threshold, (int, float)) or isinstance(threshold, bool)
         or not 0 <= threshold <= 1 or not math.isfinite(threshold)):  # fmt: skip
@@ -381,3 +391,22 @@ class SiteProfile:
       f"label: abnormal when probability >= {self.threshold:.4f} (this site's threshold: "
       f"{self.rule}, on {self.n} films, {self.n_abnormal} abnormal, made {self.date})"
     )
+
+  @classmethod
+  def for_model(cls, path: str, model: str, remote=None) -> "SiteProfile":
+    """Reads the profile at `path` and checks it was made for `model`, as both predictors do.
+
+    Args:
+      path: the site_profile.json (local, or with `remote` gs://).
+      model: the export folder or .tflite file the predictor scores with.
+      remote: for paths with '://', `tf.io.gfile` (see `model_fingerprint`).
+
+    Raises:
+      MetadataError: a damaged profile, or one of another model.
+      OSError: a file that cannot be read.
+    """
+    opener = remote.GFile if remote is not None and "://" in path else open
+    with opener(path, "rb") as f:
+      profile = cls.from_json(f.read(), path)
+    profile.check_model(model_fingerprint(model, remote), model, path)
+    return profile

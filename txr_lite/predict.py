@@ -146,9 +146,7 @@ def main(argv: list[str] | None = None) -> int:
   site = None
   if args.site:
     try:
-      with open(args.site, "rb") as f:
-        site = contract.SiteProfile.from_json(f.read(), args.site)
-      site.check_model(contract.model_fingerprint(args.model), args.model, args.site)
+      site = contract.SiteProfile.for_model(args.site, args.model)
     except OSError as e:
       parser.error(f"--site={args.site}: {files_lib.reason(e)}")
     except contract.MetadataError as e:

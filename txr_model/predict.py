@@ -167,15 +167,11 @@ def main(argv):
 def read_site(path: str, export_dir: str) -> contract.SiteProfile:
   """A site profile, checked to be this export's; a usage error otherwise."""
   try:
-    with tf.io.gfile.GFile(path, "rb") as f:
-      site = contract.SiteProfile.from_json(f.read(), path)
-    fingerprint = contract.model_fingerprint(export_dir, remote=tf.io.gfile)
-    site.check_model(fingerprint, export_dir, path)
+    return contract.SiteProfile.for_model(path, export_dir, remote=tf.io.gfile)
   except (OSError, tf.errors.OpError) as e:
     raise app.UsageError(f"--site={path}: {getattr(e, 'message', e)}") from None
   except contract.MetadataError as e:
     raise app.UsageError(str(e)) from None
-  return site
 
 
 def read_metadata(export_dir: str) -> contract.Metadata:
