@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(files_lib.no_images(args.paths))
 
   def print_rows() -> int:
-    printer = rows.Printer(args.format, files + [r["file"] for r in unreadable], score=args.score)
+    names = files + [r["file"] for r in unreadable]
+    printer = rows.Printer(args.format, names, score=args.score, summary=summary)
     failed = 0
     explain_dir = args.explain_dir if args.explain else None
     predicted = predict_files(variant, files, site, args.min_age, explain_dir)
@@ -166,13 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     printer.close()
     if args.format == "table":
       print((site or variant.meta).rule_text(), flush=True)
-    summary.append(printer.summary)
     return failed
 
-  summary = []  # The printer's, once the rows are printed.
+  summary = rows.Summary()
   return rows.run_rows(
     "txr-predict-lite", len(files) + len(unreadable), print_rows,
-    lambda: summary[0].lines("txr-predict-lite", site and site.expected_abnormal_share),
+    lambda: summary.lines("txr-predict-lite", site and site.expected_abnormal_share),
   )  # fmt: skip
 
 

@@ -19,7 +19,8 @@ SCORES = ("probability", "percent")
 class Printer:
   """Prints results as they come, as an aligned table, CSV or a JSON array."""
 
-  def __init__(self, fmt: str, names: list[str], out=sys.stdout, score: str = "probability"):
+  def __init__(self, fmt: str, names: list[str], out=sys.stdout, score: str = "probability",
+               summary: "Summary | None" = None):  # fmt: skip
     """Starts the output.
 
     Args:
@@ -27,11 +28,12 @@ class Printer:
       names: every file that will be printed (sets the table's first column).
       out: where to print.
       score: 'percent' adds a `score` column, P(TB) x 100 (one of SCORES).
+      summary: counts each printed result (the caller prints its lines at the end).
     """
     self.fmt, self.out, self.count = fmt, out, 0
     self.percent = score == "percent"
     self.columns = [*COLUMNS[:2], PERCENT_COLUMN, *COLUMNS[2:]] if self.percent else COLUMNS
-    self.summary = Summary()
+    self.summary = summary or Summary()
     # Fixed up front, so rows can print before all are known.
     self.widths = {c: max(len(c), 8) for c in self.columns[:-1]}
     self.widths["file"] = max(len(files.display_name(f)) for f in ["file", *names])

@@ -155,12 +155,12 @@ def main(argv):
     raise app.UsageError(files_lib.no_images(paths))
   explain_dir = _EXPLAIN_DIR.value if _EXPLAIN.value else None
   site = read_site(_SITE.value, _EXPORT_DIR.value) if _SITE.value else None
-  summary = []  # The printer's, once the rows are printed.
+  summary = rows.Summary()
   return rows.run_rows(
     "txr-predict",
     len(files) + len(unreadable),
     lambda: _print_results(files, unreadable, explain_dir, meta, site, summary),
-    lambda: summary[0].lines("txr-predict", site and site.expected_abnormal_share),
+    lambda: summary.lines("txr-predict", site and site.expected_abnormal_share),
   )
 
 
@@ -195,7 +195,7 @@ def read_metadata(export_dir: str) -> contract.Metadata:
 def _print_results(files, unreadable, explain_dir, meta, site, summary) -> int:
   """Prints the unreadable folders' rows, then each file's; returns how many failed."""
   printer = rows.Printer(_FORMAT.value, files + [r["file"] for r in unreadable],
-                         score=_SCORE.value)  # fmt: skip
+                         score=_SCORE.value, summary=summary)  # fmt: skip
   failed = 0
   predicted = predict_files(_EXPORT_DIR.value, files, explain_dir, _BATCH_SIZE.value, site,
                             _MIN_AGE.value)  # fmt: skip
@@ -205,7 +205,6 @@ def _print_results(files, unreadable, explain_dir, meta, site, summary) -> int:
   printer.close()
   if _FORMAT.value == "table":
     print((site or meta).rule_text(), flush=True)
-  summary.append(printer.summary)
   return failed
 
 
