@@ -46,12 +46,12 @@ def test_interlaced_image_data_counts_each_adam7_pass():
   assert image_rules.png_image_data_bytes(1, 1, 16, 2, 1) == 1 + 6
 
 
-def test_inflated_size_stops_past_the_expected_and_says_if_the_stream_ended():
+def test_inflate_stops_past_the_expected_and_says_if_the_stream_ended():
   data = bytes(range(256)) * 40
   stream = zlib.compress(data)
-  assert image_rules.inflated_size([stream], len(data)) == (len(data), True)
-  assert image_rules.inflated_size([stream[:10], stream[10:]], 100) == (101, False)  # capped
+  assert image_rules.inflate([stream], len(data)) == (data, True)
+  assert image_rules.inflate([stream[:10], stream[10:]], 100) == (data[:101], False)  # capped
   short = zlib.compress(data[:500])  # complete, but fewer rows than declared
-  assert image_rules.inflated_size([short], len(data)) == (500, True)
+  assert image_rules.inflate([short], len(data)) == (data[:500], True)
   with pytest.raises(zlib.error):
-    image_rules.inflated_size([b"not zlib"], 10)
+    image_rules.inflate([b"not zlib"], 10)

@@ -182,6 +182,12 @@ def _refused_images() -> dict:
     + _chunk(b"IDAT", zlib.compress(b"".join(b"\0" + row.tobytes() for row in rows[:45])))
     + _chunk(b"IEND", b"")
   )
+  no_palette = (  # a palette image whose PLTE chunk is missing: libpng refuses it
+    image_rules.PNG_SIGNATURE
+    + _chunk(b"IHDR", struct.pack(">IIBBBBB", 120, 90, 8, 3, 0, 0, 0))
+    + _chunk(b"IDAT", zlib.compress(b"".join(b"\0" + (row % 7).tobytes() for row in rows)))
+    + _chunk(b"IEND", b"")
+  )
   crc = len(good) - 16  # The last IDAT CRC's first byte: IEND follows.
   cuts = {f"png_cut_{k}": (good[: len(good) * k // 6], "decode") for k in range(1, 6)}
   cuts |= {f"jpeg_cut_{k}": (jpeg[: len(jpeg) * k // 6], "decode") for k in range(1, 6)}
@@ -199,6 +205,7 @@ def _refused_images() -> dict:
       "truncated_png": (good[: len(good) // 2], "decode"),
       "corrupt_zlib": (good[:41] + b"\x00" * 20 + good[61:], "decode"),
       "half_the_rows": (half, "decode"),  # Pillow alone filled the other half in
+      "palette_without_plte": (no_palette, "decode"),  # Pillow used a default palette
       "jpeg_garbage": (b"\xff\xd8\xff\xe0 not really a jpeg", "decode"),
       "truncated_jpeg": (jpeg[: len(jpeg) * 2 // 3], "decode"),
       "png_bomb": (bomb, "too_large"),

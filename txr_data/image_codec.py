@@ -159,7 +159,8 @@ def _check_image_data(idat: list, info: PngInfo, name: str) -> None:
     info.width, info.height, info.bit_depth, info.color_type, info.interlace
   )
   try:
-    size, ended = image_rules.inflated_size(idat, expected)
+    rows, ended = image_rules.inflate(idat, expected)
+    size = len(rows)
   except zlib.error as e:
     raise BadImageError(f"{name}: corrupt PNG image data ({e}); re-copy it.") from e
   if size != expected or not ended:

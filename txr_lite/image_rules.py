@@ -83,31 +83,32 @@ def png_image_data_bytes(width, height, bit_depth, colour_type, interlace) -> in
   )
 
 
-def inflated_size(idat, expected: int) -> tuple[int, bool]:
+def inflate(idat, expected: int) -> tuple[bytes, bool]:
   """Inflates IDAT bodies (no unfiltering) up to one byte past `expected`.
 
   A complete zlib stream can still hold fewer rows than the header declares:
   its CRCs are valid, libpng refuses it, and some decoders fill the missing
-  rows in. Every reader checks the size with this.
+  rows in. Every reader checks the size of what this returns.
 
   Args:
     idat: the IDAT chunks' bodies, in order.
     expected: `png_image_data_bytes` of the header.
 
   Returns:
-    (bytes inflated, capped at expected + 1; whether the stream ended).
+    (the filtered rows, at most expected + 1 bytes; whether the stream ended).
 
   Raises:
     zlib.error: for corrupt compressed data.
   """
   import zlib
 
-  inflater, size = zlib.decompressobj(), 0
+  inflater, parts, size = zlib.decompressobj(), [], 0
   for body in idat:
-    size += len(inflater.decompress(body, expected + 1 - size))
+    parts.append(inflater.decompress(body, expected + 1 - size))
+    size += len(parts[-1])
     if size > expected:
       break
-  return size, inflater.eof
+  return b"".join(parts), inflater.eof
 
 
 def segment(data: bytes, is_png: bool, png_kind: bytes, jpeg_marker: int, jpeg_prefix: bytes):
