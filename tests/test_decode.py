@@ -186,6 +186,19 @@ def test_sbit_of_gray_alpha_and_rgba_counts_the_colour_bytes_never_alpha(decode_
   assert images.numpy().max() > 200  # Not near-black, as alpha's depth (16) made it.
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16_bit_colour_is_reduced_to_gray_as_the_builder_reduces_it(decode_fn, channels):
+  """The builder let libpng reduce 16-bit colour (Rec. 709 weights); serving uses TF's luma."""
+  film = _film().astype(np.uint16) * 257
+  rgb = np.stack([film, film // 2, 65535 - film], -1)  # unequal channels: luma decides
+  pixels = rgb if channels == 3 else np.concatenate([rgb, np.full_like(film, 65535)[..., None]], -1)
+  png = tf.io.encode_png(pixels).numpy()
+  images, _, _, error = decode_fn(tf.constant([png]))
+  assert error.numpy()[0] == b""
+  difference = np.abs(images[0].numpy().astype(int) - _expected(png))
+  assert difference.max() <= 1, difference.max()  # As the builder reads it.
+
+
 def _jpeg_with_segments_first(data: bytes, size: int) -> bytes:
   """`data` (a JPEG) with `size` bytes of APP2 segments (ICC-like) right after SOI."""
   segments = b""

@@ -221,6 +221,25 @@ def test_original_config_keeps_the_uint16_values_and_bytes(custom):
     assert example["image"] == (custom["manual"] / "CXR_png" / name).read_bytes()
 
 
+def test_original_stores_an_oriented_source_upright_with_its_sbit_depth(tmp_path):
+  """Re-encoding dropped sBIT: 12-bit data of maximum 2000 was then read as 11-bit, 2x bright."""
+  import tensorflow as tf
+  from test_image_codec import _with_exif
+
+  pixels = _RAMP * 2000 // 4095
+  source = _with_exif(synthetic.gray_png(pixels.astype(np.uint16), 12), 6, "MM")
+  info = image_codec.png_info(source, "MCUCXR_0001_0.png")
+  assert info.orientation == 6 and info.significant_bits == 12
+  builder = tfds.builder("montgomery_cxr/original", data_dir=str(tmp_path))
+  stored = builder._image(source, "MCUCXR_0001_0.png", info)
+  stored_info = image_codec.png_info(stored, "stored.png")
+  assert stored_info.orientation == 1 and stored_info.significant_bits == 12
+  upright = tf.io.decode_png(stored, dtype=tf.uint16).numpy()[..., 0]
+  np.testing.assert_array_equal(upright, np.rot90(pixels, 3))  # orientation 6: 90° clockwise
+  scaled = image_codec.to_grayscale(stored, stored_info).numpy()  # as the 512 config reads it
+  assert scaled.max() == round(2000 * 255 / 4095)  # 125; by its maximum's 11 bits, 249
+
+
 @pytest.mark.parametrize("name", ["MCUCXR_0001_0.png", "MCUCXR_0002_0.png"])
 def test_512_config_scales_12_bit_data_by_4095_not_65535(custom, name):
   values = _RAMP if name == "MCUCXR_0001_0.png" else _DIM_RAMP

@@ -135,13 +135,15 @@ _KINDS = {_GRAY: "grayscale PNG", _RGB: "RGB PNG", _PALETTE: "palette PNG",
 def decode_bytes(info: PngInfo) -> int:
   """About the most memory converting this image takes (`to_grayscale`, then a resize), in bytes.
 
-  From peaks measured on 16-Mpx files: a 16-bit file, decoded to one channel
-  and scaled in float32, takes about 19 bytes per pixel whatever its colour
-  type; an 8-bit one its channels (a palette's expanded to 4) plus about 8 per
-  channel to reduce colour in float32, plus 5 for alpha and the area resize.
+  From peaks measured on 16-Mpx files: a 16-bit gray file, decoded to one
+  channel and scaled in float32, takes about 19 bytes per pixel; a 16-bit
+  colour one three times that (its three channels are scaled, then reduced:
+  the peak grew by 36 against 12 bytes per pixel on a 16-Mpx file); an
+  8-bit one its channels (a palette's expanded to 4) plus about 8 per channel
+  to reduce colour in float32, plus 5 for alpha and the area resize.
   """
   if info.bit_depth == 16:
-    per_pixel = 20
+    per_pixel = 60 if info.color_type & 2 else 20
   else:
     channels = 4 if info.color_type == _PALETTE else _CHANNELS.get(info.color_type, 4)
     per_pixel = channels * (9 if info.color_type & 2 else 1) + 5
@@ -208,15 +210,18 @@ def to_grayscale(data: bytes, info: PngInfo) -> tf.Tensor:
 
   Palette images are expanded by libpng, alpha is dropped, and RGB is reduced
   to one channel: exactly when the channels are equal (as in the archive), by
-  luma otherwise. 16-bit images are decoded to one channel by libpng (alpha
-  dropped, equal channels kept exactly), so neither an opaque alpha's 65535
-  sets their bit depth nor do four 16-bit channels take memory, and are then
-  scaled to 8 bits by their real bit depth (`to_uint8`).
+  `tf.image.rgb_to_grayscale`'s luma otherwise, as the serving graph reduces
+  them (decode.py). 16-bit images are decoded without alpha (so an opaque
+  alpha's 65535 never sets their bit depth) and scaled to 8 bits by their real
+  bit depth (`to_uint8`) first, colour ones then reduced by the same rule (libpng's
+  own reduction weighs the channels otherwise, by Rec. 709).
   """
   if info.bit_depth == 16:
-    image = tf.io.decode_png(data, channels=1, dtype=tf.uint16)
-    return to_uint8(image, info.significant_bits)
-  image = tf.io.decode_png(data, channels=0)
+    channels = 3 if info.color_type & 2 else 1
+    image = tf.io.decode_png(data, channels=channels, dtype=tf.uint16)
+    image = to_uint8(image, info.significant_bits)
+  else:
+    image = tf.io.decode_png(data, channels=0)
   channels = image.shape[-1]
   if channels in (2, 4):  # drop alpha
     image = image[..., : channels - 1]
@@ -226,6 +231,17 @@ def to_grayscale(data: bytes, info: PngInfo) -> tf.Tensor:
     else:
       image = tf.image.rgb_to_grayscale(image)
   return image
+
+
+def with_significant_bits(png: bytes, bits: int) -> bytes:
+  """`png` (a one-channel PNG, as tf.io.encode_png writes) with an sBIT chunk of `bits` after IHDR.
+
+  TensorFlow's encoder writes no sBIT: a re-encoded 12-bit source would lose
+  the depth it is scaled by (`to_uint8`), and read brighter by its data's maximum.
+  """
+  body = b"sBIT" + bytes([bits])
+  chunk = struct.pack(">I", 1) + body + struct.pack(">I", zlib.crc32(body))
+  return png[:33] + chunk + png[33:]  # The signature and IHDR take 33 bytes.
 
 
 def normalise_png(

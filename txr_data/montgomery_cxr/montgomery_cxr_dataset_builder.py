@@ -191,7 +191,8 @@ class Builder(nlm_tb.NlmTbBuilder):
   def _image(self, data: bytes, path: str, info: image_codec.PngInfo) -> bytes:
     """The stored image: 8-bit as the base stores it for a max_side config, else the 16-bit source.
 
-    The source is stored unchanged, but upright.
+    The source is stored unchanged, but upright (an oriented one re-encoded with
+    its sBIT depth).
     """
     if self.builder_config.max_side is not None:
       return super()._image(data, path, info)
@@ -205,6 +206,8 @@ class Builder(nlm_tb.NlmTbBuilder):
     if info.orientation != 1:  # Stored upright, as serving reads it.
       image = tf.io.decode_png(data, channels=1, dtype=tf.uint16)
       data = tf.io.encode_png(geometry.orient(image, info.orientation)).numpy()
+      if info.significant_bits:
+        data = image_codec.with_significant_bits(data, info.significant_bits)
     return data
 
   def _extra_features(self) -> dict:
