@@ -96,3 +96,58 @@ def test_a_kill_between_moving_the_old_export_and_renaming_the_new_loses_neither
   export.write_atomically(str(path), _graph, '{"threshold": 0.7}')  # The next run finishes it.
   assert json.loads((path / METADATA).read_text()) == {"threshold": 0.7}
   assert not (tmp_path / "export.old").exists() and not (tmp_path / "export.partial").exists()
+
+
+def test_on_an_object_store_the_old_export_stays_until_the_new_one_is_complete(
+  tmp_path, monkeypatch
+):
+  """gs:// cannot rename folders: the export used to be deleted before the new one was written.
+
+  A local folder stands in for the bucket, with folder renames made to fail.
+  """
+  import tensorflow as tf
+
+  def no_rename(*args, **kwargs):
+    raise AssertionError("an object store cannot rename a folder")
+
+  monkeypatch.setattr(export, "renames_folders", lambda path: False)
+  monkeypatch.setattr(tf.io.gfile, "rename", no_rename)
+  path = tmp_path / "export"
+
+  def graph(content, *extra):
+    def write(target):
+      (Path(target) / "variables").mkdir(parents=True)
+      for name in ("saved_model.pb", "variables/data", *extra):
+        (Path(target) / name).write_bytes(content)
+
+    return write
+
+  export.write_atomically(str(path), graph(b"old", "variables/only_old"), '{"threshold": 0.5}')
+
+  def killed_in_graph(target):
+    graph(b"new")(target)
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):  # the new export half written: the old one serves
+    export.write_atomically(str(path), killed_in_graph, '{"threshold": 0.9}')
+  assert json.loads((path / METADATA).read_text()) == {"threshold": 0.5}
+  assert (path / "saved_model.pb").read_bytes() == b"old"
+  copy, copies = tf.io.gfile.copy, []
+
+  def killed_in_copy(src, dst, overwrite=False):
+    copies.append(src)
+    if len(copies) == 2:
+      raise KeyboardInterrupt
+    copy(src, dst, overwrite)
+
+  monkeypatch.setattr(tf.io.gfile, "copy", killed_in_copy)
+  with pytest.raises(KeyboardInterrupt):  # a mix of old and new files: it must not load
+    export.write_atomically(str(path), graph(b"new"), '{"threshold": 0.9}')
+  monkeypatch.setattr(tf.io.gfile, "copy", copy)
+  assert not (path / METADATA).exists()
+  assert (tmp_path / "export.partial" / METADATA).exists()  # the new one, whole
+  export.write_atomically(str(path), graph(b"new"), '{"threshold": 0.7}')  # the next run ends it
+  assert json.loads((path / METADATA).read_text()) == {"threshold": 0.7}
+  assert (path / "variables" / "data").read_bytes() == b"new"
+  assert not (path / "variables" / "only_old").exists()
+  assert not (tmp_path / "export.partial").exists()

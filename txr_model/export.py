@@ -147,21 +147,22 @@ def grad_cam(model: keras.Model, maps_of: keras.Model, images: tf.Tensor):
 def write_atomically(path: str, write_graph, metadata: str) -> None:
   """Writes an export so that a kill at any point leaves no partial `path` that loads.
 
-  Locally the export is written to `<path>.partial`; the previous export is
-  moved aside to `<path>.old` (not deleted) before the new one is renamed into
-  place, so a kill between the two renames loses nothing: the next write puts
-  it back. Object stores cannot rename folders, so there the export is written
-  in place; the metadata file, which txr-predict requires, is written last in
-  both cases.
+  The export is written whole to `<path>.partial`, its metadata (which
+  txr-predict requires) last, while the previous export stays in place.
+  Locally the previous one is then moved aside to `<path>.old` (not deleted)
+  and the new one renamed into place, so a kill between the two renames loses
+  nothing: the next write puts it back. Object stores (gs://) cannot rename
+  folders: there `_copy_over` replaces the files in place, the old metadata
+  removed first and the new written last, so a kill during the copy leaves a
+  `path` that no predictor loads and a complete `<path>.partial`.
 
   Args:
     path: the export folder; an existing export there is replaced.
     write_graph: writes the SavedModel into the folder it is given.
     metadata: the text written to `<path>/assets.extra/txr.json`, last.
   """
-  local = "://" not in path
-  target = f"{path}.partial" if local else path
-  aside = f"{path}.old"
+  local = renames_folders(path)
+  target, aside = f"{path}.partial", f"{path}.old"
   if local and tf.io.gfile.exists(aside):  # A kill came between the renames below.
     if tf.io.gfile.exists(path):
       tf.io.gfile.rmtree(aside)
@@ -173,9 +174,44 @@ def write_atomically(path: str, write_graph, metadata: str) -> None:
   tf.io.gfile.makedirs(os.path.join(target, os.path.dirname(contract.SAVED_MODEL_METADATA)))
   with tf.io.gfile.GFile(os.path.join(target, contract.SAVED_MODEL_METADATA), "w") as f:
     f.write(metadata)
-  if local:
-    if tf.io.gfile.exists(path):
-      tf.io.gfile.rename(path, aside)
-    tf.io.gfile.rename(target, path)
-    if tf.io.gfile.exists(aside):
-      tf.io.gfile.rmtree(aside)
+  if not local:
+    _copy_over(target, path)
+    return
+  if tf.io.gfile.exists(path):
+    tf.io.gfile.rename(path, aside)
+  tf.io.gfile.rename(target, path)
+  if tf.io.gfile.exists(aside):
+    tf.io.gfile.rmtree(aside)
+
+
+def renames_folders(path: str) -> bool:
+  """Whether `path`'s file system renames a folder at once: local ones do, object stores not."""
+  return "://" not in path
+
+
+def _files(folder: str) -> set[str]:
+  """The files under `folder`, relative to it."""
+  return {
+    os.path.relpath(os.path.join(parent, name), folder)
+    for parent, _, names in tf.io.gfile.walk(folder)
+    for name in names
+  }
+
+
+def _copy_over(source: str, path: str) -> None:
+  """Replaces the export at `path` by the complete one at `source`, file by file, then drops it.
+
+  The old metadata goes first and the new comes last, so `path` loads only
+  whole: the old export until the copy starts, the new one once it ends.
+  """
+  metadata = contract.SAVED_MODEL_METADATA
+  if tf.io.gfile.exists(os.path.join(path, metadata)):
+    tf.io.gfile.remove(os.path.join(path, metadata))
+  new = _files(source)
+  old = _files(path) if tf.io.gfile.exists(path) else set()
+  for name in sorted(new - {metadata}) + [metadata]:
+    tf.io.gfile.makedirs(os.path.dirname(os.path.join(path, name)))
+    tf.io.gfile.copy(os.path.join(source, name), os.path.join(path, name), overwrite=True)
+  for name in old - new:
+    tf.io.gfile.remove(os.path.join(path, name))
+  tf.io.gfile.rmtree(source)
