@@ -113,6 +113,33 @@ def test_layer_survives_saving(tmp_path):
   assert loaded.get_layer("augment").get_config()["seed"] == 9
 
 
+def test_the_random_stream_is_saved_with_the_weights_so_a_resumed_run_goes_on_with_it(tmp_path):
+  """Keras saves weights only, and a SeedGenerator's state is none: a restart replayed step 0."""
+  images = tf.cast(_images(), tf.uint8)
+
+  def model():
+    inputs = keras.Input(images.shape[1:], dtype="uint8")
+    return keras.Model(inputs, augmentation.Augment(seed=5, name="augment")(inputs))
+
+  ran = model()
+  for _ in range(3):  # three training steps
+    ran(images, training=True)
+  ran.save_weights(tmp_path / "backup.weights.h5")  # what BackupAndRestore writes
+  uninterrupted = ran(images, training=True).numpy()  # step 4
+  resumed = model()
+  resumed.load_weights(tmp_path / "backup.weights.h5")
+  np.testing.assert_array_equal(resumed(images, training=True).numpy(), uninterrupted)
+  # A file saved before the state was kept (the layer had no variables) still loads.
+  stateless = model()
+  layer = stateless.get_layer("augment")
+  layer.save_own_variables, layer.load_own_variables = (lambda store: None,) * 2
+  stateless.save_weights(tmp_path / "old.weights.h5")
+  fresh = model()
+  fresh.load_weights(tmp_path / "old.weights.h5")
+  first_step = model()(images, training=True).numpy()
+  np.testing.assert_array_equal(fresh(images, training=True).numpy(), first_step)
+
+
 def test_each_replica_draws_its_own_augmentation():
   """Two logical CPUs under MirroredStrategy: the same images come out differently."""
   script = textwrap.dedent(

@@ -43,9 +43,24 @@ def _evaluate(model_dir, *flags):
 
 
 def test_resume_continues_at_the_next_epoch_through_both_phases(resumed_run):
-  _, done, log = resumed_run
+  import re
+
+  import keras
+
+  from txr_model import augmentation  # noqa: F401  (registers the Augment layer)
+  from txr_model import model as model_lib
+
+  model_dir, done, log = resumed_run
   epochs = [line.split()[1] for line in log.splitlines() if line.startswith("Epoch ")]
   assert epochs == [f"{e}/4" for e in range(done + 1, 5)] + ["5/5"]
+  # The augmentation's random stream went on from where the killed run left it: the
+  # saved model (the best epoch's weights) has drawn once per step of every epoch up to
+  # the best one, those before the kill included (it used to start again at 0).
+  steps = int(re.search(r"Phase head: epochs \d+-4, (\d+) steps each", log).group(1))
+  best = json.loads((model_dir / "best.weights.h5.json").read_text())["epoch"]
+  model = keras.saving.load_model(model_dir / "model.keras")
+  state = model.get_layer(model_lib.AUGMENT).seed_generator.state.numpy()
+  assert int(state[1]) == best * steps, (state, best, steps, done)
 
 
 def test_outputs_and_export_match_the_keras_model(resumed_run):

@@ -26,6 +26,14 @@ def test_schedule_warms_up_then_decays_to_zero():
 _NO_STOP = types.SimpleNamespace(early_stopping_patience=0)
 
 
+def _run(work_dir, config=_NO_STOP):
+  """What fit_phase reads of a Plan."""
+  return types.SimpleNamespace(
+    work_dir=str(work_dir), steps=2, val_steps=None, config=config,
+    strategy=tf.distribute.get_strategy(),
+  )  # fmt: skip
+
+
 INITIAL_KERNEL = 0.25  # every new model starts here: a restart from scratch shows as this value
 
 
@@ -206,12 +214,13 @@ def test_a_phase_that_stopped_early_is_not_trained_again_after_a_restart(tmp_pat
 
 def _head_phase_with_a_best_checkpoint(tmp_path):
   """Two epochs of a `head` phase on separable data, checkpointed: (model, checkpoint, history)."""
-  run = types.SimpleNamespace(work_dir=str(tmp_path), steps=2, val_steps=None, config=_NO_STOP)
+  run = _run(tmp_path)
   model = _fixed_model()
   x = np.array([[-1.0], [1.0], [-2.0], [2.0]], "float32")
   data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 0, 1], "float32"))).batch(2)
   checkpoint = fitting.BestCheckpoint(str(tmp_path / run_dir.BEST_WEIGHTS))
-  history = fitting.fit_phase(run, "head", model, 0, 2, data.repeat(), data, [checkpoint])
+  train = lambda _: data.repeat()  # noqa: E731
+  history = fitting.fit_phase(run, "head", model, 0, 2, train, data, [checkpoint])
   return model, checkpoint, history
 
 
@@ -230,7 +239,7 @@ def test_a_phase_is_backed_up_under_its_name_and_restore_best_loads_the_best(tmp
 
 def test_a_kill_between_the_best_checkpoint_and_the_backup_never_loses_the_best_epoch(tmp_path):
   """Epoch 2 is the best; the run dies at its end: the restart must still compare it."""
-  run = types.SimpleNamespace(work_dir=str(tmp_path), steps=2, val_steps=None, config=_NO_STOP)
+  run = _run(tmp_path)
   x = np.array([[-1.0], [1.0], [-2.0], [2.0]], "float32")
   data = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 0, 1], "float32"))).batch(2)
   path = str(tmp_path / run_dir.BEST_WEIGHTS)
@@ -246,13 +255,15 @@ def test_a_kill_between_the_best_checkpoint_and_the_backup_never_loses_the_best_
   model = _fixed_model()
   with pytest.raises(Killed):
     callbacks = [KillAtEndOfEpoch2(), fitting.BestCheckpoint(path)]
-    fitting.fit_phase(run, "head", model, 0, 3, data.repeat(), data, callbacks)
+    fitting.fit_phase(run, "head", model, 0, 3, lambda _: data.repeat(), data, callbacks)
   metadata = json.loads((tmp_path / run_dir.BACKUP / "head" / "training_metadata.json").read_text())
   assert metadata["epoch"] == 1  # epochs completed and backed up: epoch 2 runs again
+  read = []  # the epochs the training data is made for: from the restored one (epoch_stream)
+  train = lambda epochs: read.append(epochs) or data.repeat()  # noqa: E731
   history = fitting.fit_phase(
-    run, "head", _fixed_model(), 0, 3, data.repeat(), data, [fitting.BestCheckpoint(path)]
+    run, "head", _fixed_model(), 0, 3, train, data, [fitting.BestCheckpoint(path)]
   )
-  assert history.epoch == [1, 2]
+  assert history.epoch == [1, 2] and read == [range(1, 3)]
 
 
 def test_early_stopping_keeps_its_patience_count_across_a_restart(tmp_path):
@@ -267,9 +278,10 @@ def test_early_stopping_keeps_its_patience_count_across_a_restart(tmp_path):
 
   def run_phase(folder, epochs):
     config = types.SimpleNamespace(early_stopping_patience=2)
-    run = types.SimpleNamespace(work_dir=str(folder), steps=2, val_steps=None, config=config)
+    run = _run(folder, config)
     model = _fixed_model()
-    return fitting.fit_phase(run, "p", model, 0, epochs, data.repeat(), data, [Scripted()]).epoch
+    train = lambda _: data.repeat()  # noqa: E731
+    return fitting.fit_phase(run, "p", model, 0, epochs, train, data, [Scripted()]).epoch
 
   assert run_phase(tmp_path / "whole", 8) == [0, 1, 2, 3]
   assert run_phase(tmp_path / "killed", 3) == [0, 1, 2]  # as if killed after epoch 3

@@ -15,6 +15,27 @@ def _config(data_dir, **kw):
   return input_pipeline.InputConfig("shenzhen_cxr/512", data_dir, SIZE, 8, **kw)
 
 
+def test_each_epoch_is_a_shuffled_pass_of_its_own_wherever_the_stream_starts():
+  """A resumed run starts the stream at its epoch: it must read what an uninterrupted run does."""
+  examples = tf.data.Dataset.range(10)
+  tf.random.set_seed(0)  # as txr-train sets it: the shuffle seeds must stay Python numbers
+
+  def epochs(first, end):
+    stream = input_pipeline.epoch_stream(examples, 8, seed=3, epochs=range(first, end))
+    values = [int(v) for v in stream]
+    return [values[i : i + 8] for i in range(0, len(values), 8)]
+
+  uninterrupted = epochs(0, 4)
+  assert len(uninterrupted) == 4 and epochs(2, 4) == uninterrupted[2:]  # not epoch 1's order
+  assert all(len(set(epoch)) == 8 for epoch in uninterrupted)  # a pass: no example twice
+  assert len({tuple(epoch) for epoch in uninterrupted}) == 4  # each epoch its own order
+  other_seed = input_pipeline.epoch_stream(examples, 8, seed=4, epochs=range(1))
+  assert [int(v) for v in other_seed] != uninterrupted[0]
+  # A pipeline shorter than an epoch goes round its order again.
+  short = [int(v) for v in input_pipeline.epoch_stream(examples, 15, 3, range(1))]
+  assert short[10:] == short[:5]
+
+
 def test_eval_pipeline_shapes_range_and_determinism(built_data_dir):
   ds = input_pipeline.make_dataset(_config(built_data_dir, split="validation"))
   batches = list(ds)

@@ -125,8 +125,10 @@ class Augment(keras.layers.Layer):
   random stream is a Keras `SeedGenerator` advanced once per training step,
   with the replica's id folded in: under a distribution strategy each replica
   augments its own batch differently, and a run is reproducible for a given
-  seed. Its state is in neither the weights file nor `model.keras`, so a
-  resumed run starts the stream again (issue 25 tracks it).
+  seed. Keras saves a layer's weights only, and a `SeedGenerator`'s state is
+  none of them: this layer saves it with them, so the backup of a run (and
+  `model.keras`) carries the stream's position and a resumed run goes on with
+  the augmentations an uninterrupted one draws.
   """
 
   def __init__(self, seed: int = 0, **kwargs):
@@ -151,6 +153,15 @@ class Augment(keras.layers.Layer):
     replica = tf.distribute.get_replica_context()
     replica_id = 0 if replica is None else replica.replica_id_in_sync_group
     return seed + tf.stack([tf.constant(0, tf.int64), tf.cast(replica_id, tf.int64) * 2**32])
+
+  def save_own_variables(self, store):
+    """Saves the random stream's state (the layer has no weights)."""
+    store["0"] = self.seed_generator.state
+
+  def load_own_variables(self, store):
+    """Restores the random stream's state; a file saved before it was kept has none."""
+    if len(store.keys()):
+      self.seed_generator.state.assign(store["0"])
 
   def compute_output_shape(self, input_shape):
     """The input's shape."""

@@ -116,6 +116,8 @@ def batched(
   pad_to_steps: int,
   seed: int,
   input_context: tf.distribute.InputContext | None = None,
+  epoch_steps: int = 0,
+  epochs: range = range(0),
 ) -> tf.data.Dataset:
   """Shards, shuffles, repeats and batches cached features for one input pipeline.
 
@@ -128,6 +130,10 @@ def batched(
       (see `input_pipeline.pad_and_shard`).
     seed: the shuffle seed.
     input_context: this input pipeline's context, None for one pipeline.
+    epoch_steps: training: steps per epoch; each epoch of `epochs` is then a shuffled
+      pass of its own (`input_pipeline.epoch_stream`), so a resumed run reads what
+      an uninterrupted one does.
+    epochs: training: the epochs to read (0-based).
 
   Returns:
     The batched, prefetched dataset.
@@ -142,7 +148,10 @@ def batched(
   elif input_context is not None:
     features = features.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
   features = features.cache()  # Before any repeat: a cache of an endless stream never completes.
-  if training:
+  if training and epoch_steps:
+    per_epoch = epoch_steps * batch * input_pipeline.local_replicas(input_context)
+    features = input_pipeline.epoch_stream(features, per_epoch, seed, epochs, buffer=8192)
+  elif training:
     features = features.shuffle(8192, seed=seed).repeat()
   elif pad_to_steps:
     features = features.repeat()

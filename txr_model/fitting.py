@@ -8,6 +8,7 @@ blocks (`fine_tune`); end_to_end trains every layer in one phase
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from txr_model import augmentation
 from txr_model import feature_cache
 from txr_model import input_pipeline
 from txr_model import model as model_lib
@@ -257,7 +259,25 @@ class Backup(keras.callbacks.BackupAndRestore):
     with tf.io.gfile.GFile(self.finished_path) as f:
       return min(epochs, json.load(f)["epoch"])
 
+  def restore(self, model: keras.Model) -> int | None:
+    """Loads the phase's backup into `model` before `fit`: the epochs it had done, or None.
+
+    `fit_phase` restores first so that the training data can start at the
+    restored epoch (`input_pipeline.epoch_stream`); call it in the strategy's
+    scope (the optimizer's variables may be built here).
+    """
+    self.set_model(model)
+    self._restore()
+    self._restored = True
+    epoch, model._initial_epoch = model._initial_epoch, None
+    return epoch
+
   def on_train_begin(self, logs=None):
+    """Restores as `restore` does, unless `restore` ran before this `fit`."""
+    if not getattr(self, "_restored", False):
+      self._restore()
+
+  def _restore(self):
     """Restores the latest backup, else the one before it, else starts the phase afresh."""
     try:
       self._load_model()
@@ -302,7 +322,7 @@ class Plan:
   steps: int  # Training steps per epoch.
   val_steps: int | None  # Steps per validation pass; None reads the split to its end.
   steps_per_execution: int
-  train: object  # The distributed datasets of images.
+  train: object  # epochs -> the distributed training images of those epochs (`training_data`).
   validation: object
   callbacks: tuple  # Every phase's: TensorBoard, TerminateOnNaN (fit_phase adds EarlyStopping).
   checkpoint: BestCheckpoint  # The phases that train the whole model keep their best epoch.
@@ -331,16 +351,23 @@ def plan(
     sizes["train"], sizes["validation"], config.global_batch_size, config.steps_per_execution,
     static,
   )  # fmt: skip
-  train = dataclasses.replace(splits["train"], training=True, drop_remainder=True, repeat=True)
+  train = dataclasses.replace(
+    splits["train"], training=True, drop_remainder=True, repeat=True, epoch_steps=steps
+  )
   validation = dataclasses.replace(splits["validation"], repeat=static, pad_to_steps=val_steps or 0)
   callbacks = [keras.callbacks.TensorBoard(os.path.join(work_dir, run_dir.LOGS))]
   callbacks.append(keras.callbacks.TerminateOnNaN())
   return Plan(
     config, strategy, work_dir, splits, steps, val_steps, steps_per_execution,
-    input_pipeline.distributed_dataset(strategy, train),
+    functools.partial(training_data, strategy, train),
     input_pipeline.distributed_dataset(strategy, validation),
     tuple(callbacks), BestCheckpoint(os.path.join(work_dir, run_dir.BEST_WEIGHTS)),
   )  # fmt: skip
+
+
+def training_data(strategy: tf.distribute.Strategy, train, epochs: range):
+  """The distributed training images of `epochs` (see `input_pipeline.epoch_stream`)."""
+  return input_pipeline.distributed_dataset(strategy, dataclasses.replace(train, epochs=epochs))
 
 
 def train_model(
@@ -425,7 +452,7 @@ def fit_phase(run, phase, model, initial_epoch, epochs, train, validation, callb
     model: the compiled model to fit.
     initial_epoch: epochs before this phase.
     epochs: the epoch this phase ends at, counted from the run's start.
-    train: the training dataset.
+    train: the epochs to train (a range) -> their training data.
     validation: the validation dataset.
     callbacks: the phase's callbacks besides its backup.
 
@@ -438,14 +465,16 @@ def fit_phase(run, phase, model, initial_epoch, epochs, train, validation, callb
   if run.config.early_stopping_patience:
     callbacks = [*callbacks, EarlyStopping(backup_dir, run.config.early_stopping_patience)]
   epochs = backup.final_epoch(epochs)
-  logging.info("Phase %s: epochs %d-%d, %d steps each", phase, initial_epoch + 1, epochs, run.steps)
-  # Keras 3 leaves the epoch a BackupAndRestore restored on the model, where it
-  # would override the next phase's initial_epoch.
-  model._initial_epoch = None
+  # Restored before fit, so that the data goes on at the restored epoch: a resumed run
+  # reads, and augments, what an uninterrupted one reads from there.
+  with run.strategy.scope():
+    restored = backup.restore(model)
+  start = initial_epoch if restored is None else restored
+  logging.info("Phase %s: epochs %d-%d, %d steps each", phase, start + 1, epochs, run.steps)
   return model.fit(
-    train,
+    train(range(start, epochs)),
     epochs=epochs,
-    initial_epoch=initial_epoch,
+    initial_epoch=start,
     steps_per_epoch=run.steps,
     validation_data=validation,
     validation_steps=run.val_steps,
@@ -483,14 +512,17 @@ def fit_cached_head(run: Plan, model: keras.Model):
     head = model_lib.head(model)
     compile_phase(run, head, config.learning_rate, config.epochs)
   batch, pad_to_steps = config.global_batch_size, run.val_steps or 0
-  train, validation = (
-    strategy.distribute_datasets_from_function(
-      lambda ctx, name=name: feature_cache.batched(
-        cached[name], batch, name == "train", pad_to_steps, config.seed, ctx
+  validation = strategy.distribute_datasets_from_function(
+    lambda ctx: feature_cache.batched(cached["validation"], batch, False, pad_to_steps, 0, ctx)
+  )
+
+  def train(epochs):
+    return strategy.distribute_datasets_from_function(
+      lambda ctx: feature_cache.batched(
+        cached["train"], batch, True, 0, config.seed, ctx, run.steps, epochs
       )
     )
-    for name in ("train", "validation")
-  )
+
   return fit_phase(run, "head_cached", head, 0, config.epochs, train, validation, run.callbacks)
 
 
@@ -527,6 +559,10 @@ def save_model(model: keras.Model, path: str, keep_optimizer: bool = False) -> N
     return
   uncompiled = model.__class__.from_config(model.get_config())
   uncompiled.set_weights(model.get_weights())
+  # Weights hold no random stream: the augmentation's goes across by hand.
+  for copy, layer in zip(uncompiled.layers, model.layers, strict=True):
+    if isinstance(layer, augmentation.Augment):
+      copy.seed_generator.state.assign(layer.seed_generator.state)
   uncompiled.save(path)
 
 

@@ -20,6 +20,8 @@ from txr_data import geometry
 from txr_model import decode
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Examples shuffled at once: at least a Shenzhen or Montgomery split, so a pass is a full shuffle.
+SHUFFLE_BUFFER = 1024
 # `--dataset=a/512+b/512` reads both datasets as one (see `dataset_names`).
 DATASET_SEPARATOR = "+"
 # A run's splits: the dataset's own, or (with cross-validation) its fold groups.
@@ -65,6 +67,10 @@ class InputConfig:
   folds: tuple[int, ...] = ()
   num_folds: int = 10
   training: bool = False  # shuffled (the model augments)
+  # Training: steps per epoch. Each epoch of `epochs` is then a shuffled pass of its
+  # own (`epoch_stream`); 0: one shuffled stream.
+  epoch_steps: int = 0
+  epochs: range = range(0)
   drop_remainder: bool = False
   repeat: bool = False
   cache: bool = True
@@ -108,12 +114,55 @@ def make_dataset(
     ds = pad_and_shard(ds, config.pad_to_steps, config.global_batch_size, input_context)
   if config.cache:  # Decoded, resized uint8: the expensive part, done once.
     ds = ds.cache()
-  if config.training:
-    ds = ds.shuffle(1024, seed=config.seed)
+  if config.training and config.epoch_steps:
+    per_epoch = config.epoch_steps * batch_size * local_replicas(input_context)
+    ds = epoch_stream(ds, per_epoch, config.seed, config.epochs)
+  elif config.training:
+    ds = ds.shuffle(SHUFFLE_BUFFER, seed=config.seed)
   if config.repeat:
     ds = ds.repeat()
   ds = ds.batch(batch_size, drop_remainder=config.drop_remainder, num_parallel_calls=AUTOTUNE)
   return ds.prefetch(AUTOTUNE)
+
+
+def local_replicas(input_context: tf.distribute.InputContext | None) -> int:
+  """The replicas one input pipeline feeds (it yields a per-replica batch for each per step)."""
+  if input_context is None:
+    return 1
+  return input_context.num_replicas_in_sync // input_context.num_input_pipelines
+
+
+def epoch_stream(
+  ds: tf.data.Dataset,
+  per_epoch: int,
+  seed: int,
+  epochs: range,
+  buffer: int = SHUFFLE_BUFFER,
+) -> tf.data.Dataset:
+  """The training epochs `epochs` (0-based), each a shuffled pass of its own.
+
+  Epoch e is the first `per_epoch` examples of `ds` shuffled by (`seed`, e),
+  whatever ran before it: a run resumed at epoch e reads what an uninterrupted
+  run reads there, where a restarted `shuffle().repeat()` would replay epoch
+  1's order. The examples past a whole number of batches sit out that epoch
+  only; a pipeline shorter than an epoch goes round its order again. Each
+  epoch is a dataset of its own, concatenated: a shuffle seed must be a
+  Python number once a global seed is set.
+
+  Args:
+    ds: the examples (cached: each epoch reads them again).
+    per_epoch: examples per epoch, a whole number of this pipeline's batches.
+    seed: the run's seed.
+    epochs: the epochs to read, such as range(epochs done, epochs of the phase).
+    buffer: the shuffle buffer; at least the split's size for a full shuffle.
+  """
+  passes = [
+    ds.shuffle(buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+    .repeat()
+    .take(per_epoch)
+    for epoch in epochs
+  ]
+  return functools.reduce(tf.data.Dataset.concatenate, passes) if passes else ds.take(0)
 
 
 def pad_and_shard(
