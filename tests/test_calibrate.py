@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from txr_lite import calibrate
@@ -110,3 +111,14 @@ def test_a_profile_for_another_model_is_refused_naming_both():
     again.check_model("sha256:" + "b" * 64, "other/model_int8.tflite", "p.json")
   with pytest.raises(contract.MetadataError, match="not a txr site profile"):
     contract.SiteProfile.from_json("{}", "p.json")
+
+
+def test_a_film_printed_at_the_site_threshold_is_abnormal():
+  """txr-calibrate chose the threshold among printed (4-decimal) scores: 0.49986 prints as
+  0.4999, the threshold; compared unrounded, it was labelled normal beside its printed score."""
+  profile = contract.SiteProfile(
+    model={"fingerprint": "sha256:" + "a" * 64}, threshold=0.4999, rule="r", n=10, n_abnormal=5,
+    prevalence=0.1, sensitivity=[1, 0.5, 1], specificity=[1, 0.5, 1],
+    expected_abnormal_share=[0.1, 0.05, 0.2], date="2026-12-06",
+  )  # fmt: skip
+  assert [profile.label(p) for p in (0.49986, 0.49984, 0.5, np.float32(0.49986))] == [1, 0, 1, 1]

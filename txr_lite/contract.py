@@ -385,6 +385,14 @@ class SiteProfile:
         " with txr-calibrate."
       )
 
+  def label(self, probability) -> int:
+    """The site's label: 1 where P(TB), as the predictors print it (4 decimals), >= the threshold.
+
+    txr-calibrate chose the threshold among the printed scores: a film printed at
+    the threshold is abnormal, whatever digits the print dropped.
+    """
+    return int(float(f"{float(probability):.4f}") >= self.threshold)
+
   def rule_text(self) -> str:
     """The predictors' closing line with a site profile."""
     return (

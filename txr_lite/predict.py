@@ -75,9 +75,7 @@ def predict_files(
     probability = float(probability[0])
     result.update(
       probability=probability,
-      label=contract.LABELS[
-        int(probability >= site.threshold if site else meta.label(probability))
-      ],
+      label=contract.LABELS[site.label(probability) if site else int(meta.label(probability))],
       out_of_distribution=bool(
         meta.out_of_distribution(score, prepared.colourfulness, prepared.aspect)
       ),

@@ -124,7 +124,7 @@ def predict_files(export_dir: str, files: list[str], explain_dir: str | None = N
         result.update(
           probability=float(out["probability"][i]),
           label=contract.LABELS[
-            int(float(out["probability"][i]) >= site.threshold if site else out["label"][i])
+            site.label(out["probability"][i]) if site else int(out["label"][i])
           ],
           out_of_distribution=bool(out["out_of_distribution"][i]),
           ood_score=float(out["ood_score"][i]),
