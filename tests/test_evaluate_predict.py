@@ -288,33 +288,6 @@ def test_serving_signature_answers_each_element(resumed_run, inputs):
   assert out["probability"].dtype == tf.float32
 
 
-def test_contentless_images_are_refused_or_flagged_never_labelled(resumed_run, tmp_path):
-  """Blank, tiny, noise and gradient images: an error or the OOD flag, in both paths."""
-  model_dir, _, _ = resumed_run
-  rng = np.random.default_rng(0)
-  y, x = np.mgrid[0:512, 0:512]
-  images = {
-    "one_pixel": [[128]],
-    "two_pixels": np.full((2, 2), 128),
-    "uniform": np.full((512, 512), 128),
-    "noise": rng.integers(0, 256, (512, 512)),
-    "gradient": (x + y) // 4,
-    "ramp": x // 2,
-  }
-  paths = []
-  for name, array in images.items():
-    paths.append(tmp_path / f"{name}.png")
-    paths[-1].write_bytes(_png(np.asarray(array)[..., None]))
-  serve = tf.saved_model.load(str(model_dir / "export")).signatures["serving_default"]
-  out = serve(image_bytes=tf.constant([p.read_bytes() for p in paths]))
-  results = list(predict.predict_files(str(model_dir / "export"), [str(p) for p in paths]))
-  for i, name in enumerate(images):
-    refused = out["error"][i].numpy() != b""
-    assert refused or bool(out["out_of_distribution"][i]), name
-    assert ("error" in results[i]) == refused and results[i].get("out_of_distribution", True)
-  assert [("error" in r) for r in results] == [True, True, True, False, False, False]
-
-
 def test_a_finished_run_keeps_what_users_need_and_a_rerun_has_nothing_to_do(resumed_run):
   import zipfile
 

@@ -169,3 +169,38 @@ def test_int8_scores_as_the_keras_model_with_thresholds_of_its_own(learned, lite
   assert meta.image_size == 75 and meta.max_side == 512
   assert meta.calibration == {"split": "train", "n": 100}
   assert (export_dir / "model_int8.tflite").stat().st_size < 25e6
+
+
+def test_contentless_images_are_refused_or_flagged_never_labelled(learned, tmp_path):
+  """Blank, tiny, noise and gradient images: an error or the OOD flag, in both paths.
+
+  On the learned model: the mechanics runs' random features (TINY) say nothing of what
+  a film looks like, so their detector cannot be asked to flag these.
+  """
+  import tensorflow as tf
+
+  from txr_model import predict
+
+  model_dir = learned[1]
+  rng = np.random.default_rng(0)
+  y, x = np.mgrid[0:512, 0:512]
+  images = {
+    "one_pixel": [[128]],
+    "two_pixels": np.full((2, 2), 128),
+    "uniform": np.full((512, 512), 128),
+    "noise": rng.integers(0, 256, (512, 512)),
+    "gradient": (x + y) // 4,
+    "ramp": x // 2,
+  }
+  paths = []
+  for name, array in images.items():
+    paths.append(tmp_path / f"{name}.png")
+    paths[-1].write_bytes(tf.io.encode_png(np.asarray(array, np.uint8)[..., None]).numpy())
+  serve = tf.saved_model.load(str(model_dir / "export")).signatures["serving_default"]
+  out = serve(image_bytes=tf.constant([p.read_bytes() for p in paths]))
+  results = list(predict.predict_files(str(model_dir / "export"), [str(p) for p in paths]))
+  for i, name in enumerate(images):
+    refused = out["error"][i].numpy() != b""
+    assert refused or bool(out["out_of_distribution"][i]), name
+    assert ("error" in results[i]) == refused and results[i].get("out_of_distribution", True)
+  assert [("error" in r) for r in results] == [True, True, True, False, False, False]

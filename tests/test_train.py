@@ -182,10 +182,11 @@ def test_cross_validation_over_both_sites_then_txr_evaluate(
   args += [f"--weights={tiny_base_weights}", "--dataset=shenzhen_cxr/512+montgomery_cxr/512"]
   out = run_ok(args + ["--folds=3", "--epochs=1", "--fine_tune_epochs=0"])
   assert "3-fold cross-validation AUC" in out.stdout and "Pooled out-of-fold: AUC" in out.stdout
-  # One epoch of 3 steps: the first loss is log 2 (the classifier starts at zero).
+  # One epoch of 3 steps: the first loss is log 2 (the classifier starts at zero); the
+  # epoch's mean stays near it (a loss of 3 to 9 would be a bug, not noise).
   log = (out.stdout + out.stderr).splitlines()
   losses = [float(line.split("- loss: ")[1].split()[0]) for line in log if "- loss: " in line]
-  assert len(losses) == 3 and all(abs(loss - 0.693) < 0.01 for loss in losses)
+  assert len(losses) == 3 and all(abs(loss - 0.693) < 0.05 for loss in losses), losses
   cv_metrics = tmp_path / "cv_metrics.json"
   summary = json.loads(cv_metrics.read_text())
   assert len(summary["fold_aucs"]) == 3 and summary["sd"] is not None
