@@ -13,6 +13,14 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+# Under pytest-xdist each worker, and each process a test starts, runs TensorFlow's ops
+# with a thread per core: with as many workers as cores they oversubscribe the cores and
+# spin against one another. Workers that fill the cores get one op thread each (the
+# processes a test starts inherit it; the inter-op pool, which collectives need, is left
+# alone); a run of its own keeps TensorFlow's default.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= (os.cpu_count() or 1) > 1:
+  os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+
 import txr_data  # noqa: E402  (registers the builders)
 
 SAMPLE_ROOT = os.path.join(txr_data.SAMPLE_DIR, "ChinaSet_AllFiles")
