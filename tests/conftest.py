@@ -62,6 +62,19 @@ def png_bytes(array, convert: str | None = None) -> bytes:
   return buf.getvalue()
 
 
+def png_with_exif(png: bytes, orientation: int, order: str) -> bytes:
+  """`png` with an eXIf chunk (before IDAT) holding one Orientation entry, byte order II or MM."""
+  import struct
+  import zlib
+
+  fmt = "<" if order == "II" else ">"
+  tiff = order.encode() + struct.pack(fmt + "HI", 42, 8) + struct.pack(fmt + "H", 1)
+  tiff += struct.pack(fmt + "HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(fmt + "I", 0)
+  body = b"eXIf" + tiff
+  chunk = struct.pack(">I", len(tiff)) + body + struct.pack(">I", zlib.crc32(body))
+  return png[:33] + chunk + png[33:]
+
+
 def dicom_bytes(pixels, **attributes) -> bytes:
   """A single-frame grayscale DICOM file (Digital X-Ray) holding `pixels` (uint16)."""
   from txr_data.local_cxr import synthetic

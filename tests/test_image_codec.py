@@ -4,6 +4,7 @@ import struct
 import zlib
 
 from conftest import png_bytes as _png
+from conftest import png_with_exif
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -200,21 +201,13 @@ def test_elongated_images_are_refused_by_name():
   assert _decoded(image_codec.normalise_png(_png(np.zeros((400, 100), np.uint8)), "ok.png")).shape
 
 
-def _with_exif(png: bytes, orientation: int, order: str) -> bytes:
-  """`png` with an eXIf chunk (before IDAT) holding one Orientation entry."""
-  fmt = "<" if order == "II" else ">"
-  tiff = order.encode() + struct.pack(fmt + "HI", 42, 8) + struct.pack(fmt + "H", 1)
-  tiff += struct.pack(fmt + "HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(fmt + "I", 0)
-  return png[:33] + _chunk(b"eXIf", tiff) + png[33:]
-
-
 @pytest.mark.parametrize("orientation", range(1, 9))
 @pytest.mark.parametrize("order", ["II", "MM"])
 def test_exif_orientation_is_applied_as_serving_applies_it(orientation, order):
   from txr_model import decode  # Serving's reading of the same bytes.
 
   image = np.random.default_rng(3).integers(0, 256, (20, 30, 1), dtype=np.uint8)
-  png = _with_exif(_png(image[..., 0]), orientation, order)
+  png = png_with_exif(_png(image[..., 0]), orientation, order)
   assert image_codec.png_info(png, "o.png").orientation == orientation
   served = geometry.orient(
     tf.constant(image), decode._orientation(tf.constant(png), tf.constant(True))

@@ -223,11 +223,11 @@ def test_original_config_keeps_the_uint16_values_and_bytes(custom):
 
 def test_original_stores_an_oriented_source_upright_with_its_sbit_depth(tmp_path):
   """Re-encoding dropped sBIT: 12-bit data of maximum 2000 was then read as 11-bit, 2x bright."""
+  from conftest import png_with_exif
   import tensorflow as tf
-  from test_image_codec import _with_exif
 
   pixels = _RAMP * 2000 // 4095
-  source = _with_exif(synthetic.gray_png(pixels.astype(np.uint16), 12), 6, "MM")
+  source = png_with_exif(synthetic.gray_png(pixels.astype(np.uint16), 12), 6, "MM")
   info = image_codec.png_info(source, "MCUCXR_0001_0.png")
   assert info.orientation == 6 and info.significant_bits == 12
   builder = tfds.builder("montgomery_cxr/original", data_dir=str(tmp_path))
