@@ -148,7 +148,7 @@ def _critical_chunks(data: bytes) -> bytes:
   reaches it stored (zlib level 0), so it is not inflated twice.
   """
   view, pos, kept = memoryview(data), len(image_rules.PNG_SIGNATURE), [data[:8]]
-  idat = []
+  idat, palette = [], False
   while True:
     if pos + 12 > len(data):
       raise ValueError(ERRORS["decode"])
@@ -164,7 +164,7 @@ def _critical_chunks(data: bytes) -> bytes:
       ):
         raise ValueError(ERRORS["decode"])
     if kind == b"IDAT":
-      if data[25] == 3 and not any(bytes(chunk[4:8]) == b"PLTE" for chunk in kept[2:]):
+      if data[25] == 3 and not palette:
         raise ValueError(ERRORS["decode"])
       idat.append(view[pos + 8 : end - 4])
     elif kind == b"IEND":
@@ -175,11 +175,12 @@ def _critical_chunks(data: bytes) -> bytes:
       return b"".join(kept)
     elif not kind[0] & 0x20:
       kept.append(view[pos:end])
+      palette = palette or kind == b"PLTE"
     pos = end
 
 
 def _stored_zlib(raw: bytes) -> bytes:
-  """`raw` as a zlib stream of stored deflate blocks (RFC 1950/1951): zlib level 0, 4x faster."""
+  """`raw` as a zlib stream of stored deflate blocks (RFC 1950/1951), as zlib level 0 writes it."""
   view, block = memoryview(raw), 65535
   parts = [b"\x78\x01"]
   for at in range(0, max(len(raw), 1), block):

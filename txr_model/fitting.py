@@ -251,6 +251,7 @@ class Backup(keras.callbacks.BackupAndRestore):
     """Backs up into `backup_dir` (local or gs://) at the end of each epoch."""
     super().__init__(backup_dir, double_checkpoint=True, delete_checkpoint=False)
     self.finished_path = os.path.join(backup_dir, "finished.json")
+    self._restored = False  # set by `restore`, which fit_phase calls before fit
 
   def final_epoch(self, epochs: int) -> int:
     """The epoch at which to end the phase: the recorded one if it finished, else `epochs`."""
@@ -274,7 +275,7 @@ class Backup(keras.callbacks.BackupAndRestore):
 
   def on_train_begin(self, logs=None):
     """Restores as `restore` does, unless `restore` ran before this `fit`."""
-    if not getattr(self, "_restored", False):
+    if not self._restored:
       self._restore()
 
   def _restore(self):
