@@ -125,11 +125,21 @@ def test_bad_flags_and_absent_hardware_are_one_line_usage_errors(tmp_path, flag,
   assert not model_dir.exists()
 
 
+def test_txr_train_checks_its_flags_before_tensorflow_loads():
+  """A mistyped flag is answered at once, not after TensorFlow's import (about 6 s)."""
+  code = (
+    "import sys, txr_model.train; print(sorted({m.split('.')[0] for m in sys.modules}"
+    " & {'tensorflow', 'keras', 'tensorflow_datasets'}))"
+  )
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
+
+
 def test_a_dataset_another_run_built_meanwhile_is_used_not_a_crash(tmp_path, monkeypatch):
   import tensorflow_datasets as tfds
 
   import txr_data
-  from txr_model import train
+  from txr_model import training
 
   data_dir = str(tmp_path / "data")
   ours, theirs = (tfds.builder("shenzhen_cxr/512", data_dir=data_dir) for _ in range(2))
@@ -142,10 +152,10 @@ def test_a_dataset_another_run_built_meanwhile_is_used_not_a_crash(tmp_path, mon
 
   monkeypatch.setattr(ours, "download_and_prepare", beaten_to_it)
   config = type("Config", (), {"data_dir": data_dir, "manual_dir": txr_data.SAMPLE_DIR})
-  train._prepare(ours, config, chief=True)
+  training._prepare(ours, config, chief=True)
   assert ours.is_prepared()
   with pytest.raises(OSError):  # A failure that built nothing is not hidden.
-    train._prepare(
+    training._prepare(
       tfds.builder("montgomery_cxr/512", data_dir=str(tmp_path / "other")), config, chief=True
     )
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from txr_model import augmentation
+from txr_model import choices
 from txr_model import input_pipeline
 from txr_model import model as model_lib
 
@@ -152,11 +153,11 @@ def test_as_float32_serves_a_mixed_precision_model_in_float32(model):
   "backbone, blocks", [("densenet121", 5), ("mobilenet_v3_small", 11), ("inception_v3", 11)]
 )
 def test_each_backbone_has_its_blocks_and_fine_tunes_the_top_one(backbone, blocks):
-  size = model_lib.BACKBONES[backbone].min_size
+  size = choices.BACKBONES[backbone].min_size
   model = model_lib.build_model(size, "none", mode="end_to_end", backbone=backbone)
   base = model_lib.base_of(model)
   ends = model_lib.block_ends(base)
-  assert len(ends) == blocks == model_lib.BACKBONES[backbone].blocks
+  assert len(ends) == blocks == choices.BACKBONES[backbone].blocks
   names = [layer.name for layer in base.layers]
   assert ends[-1] == names[-1] and sorted(ends, key=names.index) == ends  # in order, to the top
   assert model_lib.unfreeze_top_blocks(model, 1) > 0

@@ -232,11 +232,11 @@ def test_cross_validation_over_both_sites_then_txr_evaluate(
 def test_overwrite_clears_the_earlier_run_but_not_the_lock_or_the_workers_folders(tmp_path):
   from txr_model import model_dir_lock
   from txr_model import run_dir
-  from txr_model import train
+  from txr_model import training
 
   for name in (run_dir.BEST_WEIGHTS, run_dir.METRICS, model_dir_lock.FILE):
     (tmp_path / name).write_text("x")
   for folder in (run_dir.BACKUP, run_dir.EXPORT, os.path.basename(run_dir.worker_dir("", "w", 1))):
     (tmp_path / folder / "inner").mkdir(parents=True)
-  train._start_afresh(str(tmp_path))
+  training._start_afresh(str(tmp_path))
   assert sorted(p.name for p in tmp_path.iterdir()) == [model_dir_lock.FILE, "worker_w_1"]

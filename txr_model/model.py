@@ -1,6 +1,5 @@
 """The classifier: a Keras application's base and a sigmoid head for P(TB), two ways to train it."""
 
-import dataclasses
 import os
 import tempfile
 
@@ -9,67 +8,14 @@ import keras
 import tensorflow as tf
 
 from txr_model import augmentation
+from txr_model import choices
 
 # Layer names: the one place they are spelled (Keras names the base itself).
 AUGMENT, SCALE, TO_RGB, NORMALIZE = "augment", "scale", "gray_to_rgb", "normalize"
 POOL, DROPOUT, CLASSIFIER = "pool", "dropout", "tb_probability"
-MODES = ("two_phase", "end_to_end")
 # From scratch, BatchNorm must track the changing activations within a few
 # dozen steps (a demo epoch has about 30): Keras's default 0.99 lags for hundreds.
 END_TO_END_BATCHNORM_MOMENTUM = 0.9
-
-
-@dataclasses.dataclass(frozen=True)
-class Backbone:
-  """A Keras application as txr's base: how it is built, fed and fine-tuned.
-
-  Attributes:
-    application: the keras.applications constructor.
-    min_size: the smallest input side it takes.
-    notop_weights: the file name of its ImageNet no-top weights (Keras's cache name).
-    blocks: its top-level blocks (`block_ends`): the most --fine_tune_blocks
-      can unfreeze, known before a model is built (the flags check it).
-    mean: per RGB channel, subtracted after scaling to [0, 1] ('torch'
-      preprocessing), or None for [-1, 1] scaling ('tf' preprocessing).
-    std: per RGB channel, divided by after `mean`.
-    kwargs: more arguments for `application`.
-  """
-
-  application: object
-  min_size: int
-  notop_weights: str
-  blocks: int
-  mean: tuple | None = None
-  std: tuple | None = None
-  kwargs: dict = dataclasses.field(default_factory=dict)
-
-
-# Each application's own input scaling (keras.applications.<name>.preprocess_input) is done
-# inside the model: InceptionV3 and MobileNetV3 take [-1, 1], DenseNet ImageNet's mean and std.
-BACKBONES = {
-  "inception_v3": Backbone(
-    keras.applications.InceptionV3,
-    75,
-    "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    blocks=11,
-  ),
-  "densenet121": Backbone(
-    keras.applications.DenseNet121,
-    32,
-    "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    blocks=5,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
-  ),
-  "mobilenet_v3_small": Backbone(
-    keras.applications.MobileNetV3Small,
-    32,
-    "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
-    blocks=11,
-    kwargs={"include_preprocessing": False},  # txr scales to [-1, 1] itself, as for the others
-  ),
-}
-DEFAULT_BACKBONE = "inception_v3"
 
 
 def block_ends(base: keras.Model) -> list[str]:
@@ -111,7 +57,7 @@ def build_model(
   dropout: float = 0.2,
   mode: str = "two_phase",
   seed: int = 0,
-  backbone: str = DEFAULT_BACKBONE,
+  backbone: str = choices.DEFAULT_BACKBONE,
   init_from: str | None = None,
 ) -> keras.Model:
   """uint8 gray -> augment -> scaled RGB -> the backbone (no top) -> pool -> dropout -> sigmoid.
@@ -137,7 +83,7 @@ def build_model(
       it needs pretrained weights. 'end_to_end' trains every layer, BatchNorm
       in training mode with momentum 0.9: from scratch with weights='none'.
     seed: the seed of the augmentation's random stream.
-    backbone: a name in BACKBONES.
+    backbone: a name in choices.BACKBONES.
     init_from: a model.keras of the same backbone and size whose weights (every
       layer's) the model starts from, `weights` then unused: fine-tuning a
       finished run.
@@ -148,11 +94,11 @@ def build_model(
   Raises:
     ValueError: a bad mode, backbone or size, or 'two_phase' with random weights.
   """
-  if mode not in MODES:
-    raise ValueError(f"--mode={mode!r}: expected one of {', '.join(MODES)}.")
-  if backbone not in BACKBONES:
-    raise ValueError(f"--backbone={backbone!r}: expected one of {', '.join(BACKBONES)}.")
-  spec = BACKBONES[backbone]
+  if mode not in choices.MODES:
+    raise ValueError(f"--mode={mode!r}: expected one of {', '.join(choices.MODES)}.")
+  if backbone not in choices.BACKBONES:
+    raise ValueError(f"--backbone={backbone!r}: expected one of {', '.join(choices.BACKBONES)}.")
+  spec = choices.BACKBONES[backbone]
   if image_size < spec.min_size:
     raise ValueError(f"--image_size={image_size}: {backbone} needs {spec.min_size} or more.")
   if init_from:
@@ -169,7 +115,7 @@ def build_model(
   else:
     base_weights = _local_weights(weights, spec.notop_weights)
   try:
-    base = spec.application(
+    base = getattr(keras.applications, spec.application)(
       include_top=False,
       weights=base_weights,
       input_shape=(image_size, image_size, 3),

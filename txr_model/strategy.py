@@ -13,7 +13,7 @@ import os
 from absl import logging
 import tensorflow as tf
 
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+from txr_model import choices
 
 
 def task() -> tuple[str, int]:
@@ -45,7 +45,7 @@ def _gpus(num_gpus: int) -> list[str]:
 
 
 def get_strategy(name: str, tpu: str = "", num_gpus: int = -1) -> tf.distribute.Strategy:
-  """Returns the strategy `name`, one of STRATEGIES.
+  """Returns the strategy `name`, one of choices.STRATEGIES.
 
   Args:
     name: `default` (TF's default: one device, no distribution), `one_device`
@@ -55,8 +55,8 @@ def get_strategy(name: str, tpu: str = "", num_gpus: int = -1) -> tf.distribute.
     tpu: TPU name or address for `tpu`; empty means 'local' (a TPU VM).
     num_gpus: GPUs to use; -1 for all visible.
   """
-  if name not in STRATEGIES:
-    raise ValueError(f"--strategy={name!r}: expected one of {', '.join(STRATEGIES)}.")
+  if name not in choices.STRATEGIES:
+    raise ValueError(f"--strategy={name!r}: expected one of {', '.join(choices.STRATEGIES)}.")
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "one_device":
