@@ -140,6 +140,7 @@ def test_the_random_stream_is_saved_with_the_weights_so_a_resumed_run_goes_on_wi
   np.testing.assert_array_equal(fresh(images, training=True).numpy(), first_step)
 
 
+@pytest.mark.heavy
 def test_each_replica_draws_its_own_augmentation():
   """Two logical CPUs under MirroredStrategy: the same images come out differently."""
   script = textwrap.dedent(

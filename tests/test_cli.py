@@ -38,6 +38,7 @@ def test_a_file_where_a_folder_belongs_is_a_usage_error(tmp_path):
     cli.dataset_builder("shenzhen_cxr/512", str(a_file))
 
 
+@pytest.mark.heavy
 def test_usage_errors_are_one_line_and_create_nothing(tmp_path):
   a_file = tmp_path / "a_file"
   a_file.write_text("")
@@ -54,6 +55,7 @@ def test_usage_errors_are_one_line_and_create_nothing(tmp_path):
   assert f"--explain_dir={a_file} is a file" in line
 
 
+@pytest.mark.heavy
 def test_a_rerun_with_other_settings_into_a_run_folder_is_refused_before_any_work(tmp_path):
   """It would resume the old run, train nothing and export its weights as the new recipe's."""
   from conftest import train_flag_values
@@ -75,6 +77,7 @@ def test_a_rerun_with_other_settings_into_a_run_folder_is_refused_before_any_wor
   assert not data_dir.exists()
 
 
+@pytest.mark.heavy
 def test_evaluate_on_a_dataset_not_built_says_how_to_build_it(tmp_path):
   model_dir = tmp_path / "model"
   model_dir.mkdir()
@@ -89,6 +92,7 @@ def test_evaluate_on_a_dataset_not_built_says_how_to_build_it(tmp_path):
   assert not (model_dir / "evaluation").exists()
 
 
+@pytest.mark.heavy
 def test_export_lite_on_a_run_whose_dataset_is_not_built_says_so_before_any_work(tmp_path):
   """It used to start downloading the NLM archive (offline: a traceback after 213 s)."""
   from conftest import train_flag_values
@@ -113,8 +117,11 @@ def test_export_lite_on_a_run_whose_dataset_is_not_built_says_so_before_any_work
     ("--weight_decay=inf", "--weight_decay must be a finite number"),
     ("--epochs=abc", "--epochs"),
     ("--no_such_flag", "no_such_flag"),
-    ("--strategy=one_device", "--strategy=one_device found no GPU"),
-    ("--num_gpus=2", "--num_gpus=2 but 0 GPU(s) are visible"),
+    # These two look for GPUs: TensorFlow in a process of its own.
+    pytest.param(
+      "--strategy=one_device", "--strategy=one_device found no GPU", marks=pytest.mark.heavy
+    ),
+    pytest.param("--num_gpus=2", "--num_gpus=2 but 0 GPU(s) are visible", marks=pytest.mark.heavy),
   ],
 )
 def test_bad_flags_and_absent_hardware_are_one_line_usage_errors(tmp_path, flag, message):
@@ -180,6 +187,7 @@ def test_a_folder_that_cannot_be_written_is_a_usage_error_before_any_work(tmp_pa
   assert list((tmp_path / "new" / "deeper").iterdir()) == []
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("command", ["evaluate", "export_lite"])
 def test_a_run_folder_another_command_holds_is_refused(tmp_path, command):
   """txr-train may be rewriting model.keras and export/ (it holds the folder's lock)."""

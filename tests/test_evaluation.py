@@ -16,22 +16,25 @@ from txr_model import model as model_lib
 from txr_model import run_config
 
 
-def _tiny_model():
-  """A random 75 px model whose scores differ from image to image."""
+def _tiny_model(weights):
+  """A random model whose scores differ from image to image: the mechanics tests' (TINY) base."""
   keras.utils.set_random_seed(0)
-  model = model_lib.build_model(75, "none", mode="end_to_end")
+  model = model_lib.build_model(32, weights, mode="end_to_end", backbone="mobilenet_v3_small")
   head = model.get_layer(model_lib.CLASSIFIER)
-  head.set_weights([np.random.default_rng(0).normal(0, 0.05, (2048, 1)), np.zeros(1)])
+  features = head.kernel.shape[0]
+  head.set_weights([np.random.default_rng(0).normal(0, 0.05, (features, 1)), np.zeros(1)])
   return model
 
 
 @pytest.fixture(scope="module")
 def test_split(built_data_dir):
-  return input_pipeline.InputConfig("shenzhen_cxr/512", built_data_dir, 75, 4, split="test")
+  return input_pipeline.InputConfig("shenzhen_cxr/512", built_data_dir, 32, 4, split="test")
 
 
-def test_a_reordered_read_never_pairs_a_score_with_another_images_label(test_split, monkeypatch):
-  model = _tiny_model()
+def test_a_reordered_read_never_pairs_a_score_with_another_images_label(
+  test_split, tiny_base_weights, monkeypatch
+):
+  model = _tiny_model(tiny_base_weights)
   truth = {
     ex["image/filename"].decode(): int(ex["label"])
     for ex in tfds.load(
@@ -55,11 +58,11 @@ def test_a_reordered_read_never_pairs_a_score_with_another_images_label(test_spl
     assert score == pytest.approx(score_of[name], abs=1e-6)
 
 
-def test_scores_and_features_are_the_served_float32_models(test_split):
+def test_scores_and_features_are_the_served_float32_models(test_split, tiny_base_weights):
   """Thresholds and the OOD detector are fitted on these: the export serves in float32."""
   keras.mixed_precision.set_global_policy("mixed_bfloat16")
   try:
-    model = _tiny_model()
+    model = _tiny_model(tiny_base_weights)
   finally:
     keras.mixed_precision.set_global_policy("float32")
   served = model_lib.as_float32(model)
@@ -76,7 +79,9 @@ def test_scores_and_features_are_the_served_float32_models(test_split):
   assert got.features.dtype == np.float32
 
 
-def test_repeated_file_names_are_an_error_naming_the_file(test_split, monkeypatch):
+def test_repeated_file_names_are_an_error_naming_the_file(
+  test_split, tiny_base_weights, monkeypatch
+):
   examples = input_pipeline.examples
   monkeypatch.setattr(
     input_pipeline, "examples", lambda config, split: examples(config, split).repeat(2)
@@ -84,7 +89,7 @@ def test_repeated_file_names_are_an_error_naming_the_file(test_split, monkeypatc
   with pytest.raises(
     ValueError, match=r"shenzhen_cxr/512 test: CHNCXR_\d+_\d\.png appears 2 times"
   ):
-    evaluation.outputs(_tiny_model(), dataclasses.replace(test_split))
+    evaluation.outputs(_tiny_model(tiny_base_weights), dataclasses.replace(test_split))
 
 
 def test_evaluation_configs_read_each_split_once_plainly_in_batches_of_one_size(test_split):
@@ -103,8 +108,8 @@ def _trained_run(model_dir, data_dir, dataset=BOTH):
   model_dir.mkdir()
   trained = run_config.RunConfig(
     dataset=dataset, data_dir=data_dir, manual_dir=None, model_dir=str(model_dir),
-    strategy="default", tpu="", num_gpus=-1, num_cpu_devices=1, image_size=75,
-    age_bands="0-17,18-39,40-59,60+", backbone="inception_v3",
+    strategy="default", tpu="", num_gpus=-1, num_cpu_devices=1, image_size=32,
+    age_bands="0-17,18-39,40-59,60+", backbone="mobilenet_v3_small",
     global_batch_size=8, mode="end_to_end", weights="none", init_from="", dropout=0.2, epochs=1,
     fine_tune_epochs=0, fine_tune_blocks=1, learning_rate=1e-3, fine_tune_learning_rate=1e-5,
     weight_decay=1e-3, warmup_epochs=1.0, early_stopping_patience=0, mixed_precision="float32",
@@ -121,6 +126,7 @@ def _evaluate(model_dir, *flags):
   )  # fmt: skip
 
 
+@pytest.mark.heavy
 def test_evaluate_rejects_an_unknown_split_in_one_line_before_any_work(built_data_dir, tmp_path):
   model_dir = tmp_path / "model"
   _trained_run(model_dir, built_data_dir)
@@ -132,12 +138,13 @@ def test_evaluate_rejects_an_unknown_split_in_one_line_before_any_work(built_dat
   assert "Traceback" not in out.stderr and not (model_dir / "evaluation").exists()
 
 
+@pytest.mark.heavy
 def test_a_held_out_split_of_one_joined_dataset_is_not_called_training_images(
-  built_data_dir, tmp_path
+  built_data_dir, tiny_base_weights, tmp_path
 ):
   model_dir = tmp_path / "both"
   _trained_run(model_dir, built_data_dir)
-  _tiny_model().save(model_dir / "model.keras")
+  _tiny_model(tiny_base_weights).save(model_dir / "model.keras")
   out = _evaluate(model_dir, "--dataset=montgomery_cxr/512", "--split=test")
   assert out.returncode == 0, out.stderr[-3000:]
   assert "montgomery_cxr/512 test (N=2)" in out.stderr

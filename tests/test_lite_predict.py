@@ -207,6 +207,7 @@ def test_usage_errors_exit_2_with_one_line(tiny_model, tmp_path, case, message):
   assert out.stdout == ""  # Refused before any row is printed.
 
 
+@pytest.mark.heavy
 def test_the_small_backbone_converts_and_scores_as_keras_does():
   """litert.convert and the interpreter with MobileNetV3-Small, and its heat maps against Grad-CAM.
 

@@ -22,6 +22,7 @@ def test_a_second_holder_is_refused_naming_the_first(tmp_path):
     pass
 
 
+@pytest.mark.heavy
 def test_a_killed_holder_leaves_the_folder_usable(tmp_path):
   holder = subprocess.Popen(
     [sys.executable, "-c", "import sys, time; from txr_model import model_dir_lock as m\n"

@@ -115,6 +115,7 @@ def test_read_image_checks_before_reading_everything(tmp_path):
     predict.read_image(str(fifo))
 
 
+@pytest.mark.heavy
 def test_an_export_without_its_metadata_is_refused(tmp_path):
   export_dir = tmp_path / "export"
   export_dir.mkdir()
@@ -128,6 +129,7 @@ def test_an_export_without_its_metadata_is_refused(tmp_path):
   )
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
   "text, message",
   [
@@ -146,6 +148,7 @@ def test_metadata_it_cannot_use_is_one_line_before_any_work(tmp_path, text, mess
   assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.heavy
 def test_train_and_evaluate_define_only_their_own_flags():
   for module in ("txr_model.train", "txr_model.evaluate"):
     out = subprocess.run(
@@ -156,6 +159,7 @@ def test_train_and_evaluate_define_only_their_own_flags():
       assert flag not in out.stdout, (module, flag)
 
 
+@pytest.mark.heavy
 def test_a_folder_without_images_is_a_usage_error(tmp_path):
   export_dir, empty = tmp_path / "export", tmp_path / "scans"
   saved_model_stub(export_dir)
@@ -168,6 +172,7 @@ def test_a_folder_without_images_is_a_usage_error(tmp_path):
   assert out.returncode == 2 and f"No PNG, JPEG or DICOM files in {empty}" in out.stderr
 
 
+@pytest.mark.heavy
 def test_a_closed_pipe_ends_quietly(tmp_path):
   """`txr-predict ... | head -1`: the reader is gone; no BrokenPipeError traceback."""
   export_dir, scans = tmp_path / "export", tmp_path / "scans"

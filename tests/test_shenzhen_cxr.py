@@ -84,6 +84,7 @@ def test_split_counts_of_the_real_archive():
   }  # fmt: skip
 
 
+@pytest.mark.heavy
 def test_splits_are_stable_across_processes():
   stems = [f"CHNCXR_{i:04d}_{i % 2}" for i in range(1, 200)]
   code = (
@@ -229,6 +230,7 @@ def _run(args, **kwargs):
   return out.stdout
 
 
+@pytest.mark.heavy
 def test_tfds_cli_build_then_load_in_fresh_processes(tmp_path):
   data_dir = tmp_path / "data"
   tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
