@@ -72,10 +72,11 @@ def test_scores_and_features_are_the_served_float32_models(test_split, tiny_base
   features = model_lib.feature_extractor(served).predict(images, verbose=0)
   trained = model_lib.feature_extractor(model).predict(images, verbose=0)
   assert np.abs(trained - features).max() > 1e-3 * np.abs(features).max()  # bfloat16's differ
-  assert np.abs(model.predict(images, verbose=0)[:, 0] - scores).max() > 5e-6
+  # bfloat16's scores are 0.09 off here; float32's differ by batching alone (about 1e-6).
+  assert np.abs(model.predict(images, verbose=0)[:, 0] - scores).max() > 1e-2
   got = evaluation.outputs(model, test_split)
-  np.testing.assert_allclose(got.scores, scores, atol=1e-6)
-  np.testing.assert_allclose(got.features, features, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got.scores, scores, atol=1e-5)
+  np.testing.assert_allclose(got.features, features, rtol=1e-4, atol=1e-4)
   assert got.features.dtype == np.float32
 
 
