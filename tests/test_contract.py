@@ -29,21 +29,22 @@ def test_the_label_rule_is_the_operating_points_threshold():
 
 
 def test_the_out_of_distribution_rule():
-  meta = metadata()  # colourfulness 10, aspect 0.5-2.0
+  meta = metadata()  # colourfulness 10, aspect 0.5-2.0, polarity -20
   flagged = meta.out_of_distribution(
-    np.array([0.5, 1.01, 0.5, 0.5, 0.5]),
-    np.array([0.0, 0.0, 10.5, 0.0, 0.0]),
-    np.array([1.0, 1.0, 1.0, 0.49, 2.01]),
+    np.array([0.5, 1.01, 0.5, 0.5, 0.5, 0.5]),
+    np.array([0.0, 0.0, 10.5, 0.0, 0.0, 0.0]),
+    np.array([1.0, 1.0, 1.0, 0.49, 2.01, 1.0]),
+    np.array([90.0, 90.0, 90.0, 90.0, 90.0, -20.5]),
   )
-  assert flagged.tolist() == [False, True, True, True, True]
-  assert not meta.out_of_distribution(1.0, 10.0, 2.0)  # the limits themselves pass
+  assert flagged.tolist() == [False, True, True, True, True, True]
+  assert not meta.out_of_distribution(1.0, 10.0, 2.0, -20.0)  # the limits themselves pass
 
 
 @pytest.mark.parametrize(
   "change, message",
   [
-    ({"format": 3}, "metadata format 3, written by a newer txr than this one (it reads format 2)"),
-    ({"format": 1}, "metadata format 1, written by an older txr; export again"),
+    ({"format": 4}, "metadata format 4, written by a newer txr than this one (it reads format 3)"),
+    ({"format": 2}, "metadata format 2, written by an older txr; export again"),
     ({"format": None}, "metadata format None, written by an older txr"),
     ({"image_size": 0}, "image_size 0 is not a positive whole number"),
     ({"image_size": 75.5}, "image_size 75.5 is not a positive whole number"),
@@ -55,6 +56,7 @@ def test_the_out_of_distribution_rule():
     ({"labels": ["abnormal", "normal"]}, "labels ['abnormal', 'normal'], expected"),
     ({"ood_threshold": 0}, "ood_threshold 0 is not a positive number"),
     ({"max_colourfulness": "high"}, "max_colourfulness 'high' is not a number"),
+    ({"min_polarity": float("nan")}, "min_polarity nan is not a number from -255 to 255"),
     ({"aspect_range": [2.0, 0.5]}, "aspect_range [2.0, 0.5] is not [low, high]"),
     ({"variant": "int4"}, "variant 'int4' is none of saved_model, float32, float16, int8"),
     ({"variant": "int8"}, "files does not hold the SHA-256 of the .tflite and the .ood.npz"),

@@ -226,7 +226,9 @@ def _gif(array) -> bytes:
   return buf.getvalue()
 
 
-def test_ood_flags_colour_images_and_passes_held_out_xrays(resumed_run, inputs):
+def test_ood_flags_colour_images_and_negatives_and_passes_held_out_xrays(
+  resumed_run, inputs, tmp_path
+):
   model_dir, _, _ = resumed_run
   files, _ = predict.find_images([str(inputs)])
   results = {r["file"].rsplit("/", 1)[-1]: r for r in predict.predict_files(
@@ -241,6 +243,14 @@ def test_ood_flags_colour_images_and_passes_held_out_xrays(resumed_run, inputs):
   assert colour_rate == 1.0
   assert xray_rate <= 0.2
   assert all(0.0 <= r["probability"] <= 1.0 for r in results.values())
+  # Their negatives (a MONOCHROME1 export left uninverted) are flagged, by the polarity rule.
+  negatives = tmp_path / "negatives"
+  negatives.mkdir()
+  for i in range(4):
+    film = tf.io.decode_png((inputs / f"cxr_{i:02d}.png").read_bytes()).numpy()
+    (negatives / f"negative_{i}.png").write_bytes(_png(255 - film))
+  flagged = predict.predict_files(str(model_dir / "export"), sorted(map(str, negatives.iterdir())))
+  assert [r["out_of_distribution"] for r in flagged] == [True] * 4
 
 
 def test_predict_cli_reports_bad_files_and_carries_on(resumed_run, inputs, tmp_path):
@@ -320,6 +330,30 @@ def test_a_finished_run_keeps_what_users_need_and_a_rerun_has_nothing_to_do(resu
   after = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file() and p.suffix != ".lock"}
   assert after == before
   added.unlink()
+
+
+def test_a_finished_run_exported_by_an_older_txr_is_exported_again_untrained(resumed_run, tmp_path):
+  """Its predictors refuse the old format ("export again"): its own command does that."""
+  import shutil
+
+  from absl import app
+
+  from txr_lite import contract
+
+  model_dir = tmp_path / "run"
+  shutil.copytree(resumed_run[0], model_dir)
+  meta_path = model_dir / "export" / contract.SAVED_MODEL_METADATA
+  old = json.loads(meta_path.read_text())
+  meta_path.write_text(json.dumps({**old, "format": contract.FORMAT - 1}))
+  with pytest.raises(app.UsageError, match="written by an older txr; export again"):
+    predict.read_metadata(str(model_dir / "export"))
+  model = (model_dir / "model.keras").read_bytes()
+  out = run_ok([*TRAIN, f"--flagfile={model_dir / 'flags.cfg'}", f"--model_dir={model_dir}"])
+  assert f"metadata format {contract.FORMAT - 1}, which this txr's predictors refuse" in out.stderr
+  assert "Epoch " not in out.stdout and "Test AUC" in out.stdout
+  assert (model_dir / "model.keras").read_bytes() == model  # not trained
+  assert predict.read_metadata(str(model_dir / "export")).format == contract.FORMAT
+  assert json.loads(meta_path.read_text())["thresholds"] == old["thresholds"]
 
 
 def test_a_sites_own_films_evaluated_then_fine_tuned_from_the_run(resumed_run, tmp_path):

@@ -116,6 +116,35 @@ def test_rows_name_each_bad_file_and_the_others_are_scored(tiny_model, tmp_path)
   assert 0.0 <= rows["f_good.jpg"]["probability"] <= 1.0
 
 
+def test_a_negative_film_is_flagged_and_the_film_itself_is_not(tiny_model, tmp_path):
+  """An inverted film (a MONOCHROME1 export left as it was) is scored like any film: flag it.
+
+  The detector is switched off (a threshold no distance reaches), so the flags are the
+  polarity rule's alone.
+  """
+  import shutil
+
+  from txr_data.shenzhen_cxr import synthetic
+
+  path, _ = tiny_model
+  export = tmp_path / "export"
+  shutil.copytree(path.parent, export)
+  files = contract.lite_files(str(export), "float32")
+  raw = json.loads(open(files.metadata).read())
+  raw["ood_threshold"] = 1e9
+  with open(files.metadata, "w") as f:
+    json.dump(raw, f)
+  scans = tmp_path / "scans"
+  scans.mkdir()
+  film = synthetic.chest_xray(np.random.default_rng(5), abnormal=True)
+  (scans / "film.png").write_bytes(png_bytes(film))
+  (scans / "negative.png").write_bytes(png_bytes(255 - film))
+  out = _predict_lite(f"--model={files.tflite}", "--format=json", scans)
+  assert out.returncode == 0, out.stderr
+  flags = {r["file"].rsplit("/", 1)[1]: r["out_of_distribution"] for r in json.loads(out.stdout)}
+  assert flags == {"film.png": False, "negative.png": True}
+
+
 def test_the_float32_and_float16_variants_score_as_keras_does(tiny_model):
   from txr_lite import lite_model
 
@@ -159,7 +188,7 @@ def test_table_and_csv_print_every_row_and_the_threshold(tiny_model, tmp_path):
     ("truncated_network", "model_float32.tflite: not the file"),
     ("another_detector", "model_float32.ood.npz: not the file"),
     ("damaged_metadata", "model_float32.json: not JSON"),
-    ("newer_format", "metadata format 3, written by a newer txr than this one"),
+    ("newer_format", f"metadata format {contract.FORMAT + 1}, written by a newer txr than"),
   ],
 )
 def test_usage_errors_exit_2_with_one_line(tiny_model, tmp_path, case, message):
@@ -196,9 +225,9 @@ def test_usage_errors_exit_2_with_one_line(tiny_model, tmp_path, case, message):
     stats = dict(np.load(mine.ood))
     np.savez(mine.ood, mean=stats["mean"] + 1, precision=stats["precision"])
   elif case == "damaged_metadata":
-    (tmp_path / "model_float32.json").write_text('{"format": 2, "vari')
+    (tmp_path / "model_float32.json").write_text('{"format": 3, "vari')
   elif case == "newer_format":
-    raw["format"] = 3
+    raw["format"] = contract.FORMAT + 1
   if case in ("nan_threshold", "wrong_size", "newer_format"):
     (tmp_path / "model_float32.json").write_text(json.dumps(raw))
   out = _predict_lite(*args)

@@ -18,6 +18,7 @@ from txr_lite import image_rules
 from txr_lite import preprocess
 from txr_model import decode
 from txr_model import dicom as model_dicom
+from txr_model import ood
 
 
 def _chunk(kind, body):
@@ -251,7 +252,27 @@ def test_lite_preprocessing_gives_the_serving_graphs_pixels_and_refusals(
     worst[name] = np.abs(lite.image.astype(int) - graph[i]).max()
     assert lite.colourfulness == pytest.approx(float(colourfulness[i]), rel=1e-4, abs=1e-3), name
     assert lite.aspect == pytest.approx(float(aspect[i]), rel=1e-6), name
+    served_polarity = float(ood.polarity(graph[i : i + 1])[0])  # pixels within 1 grey level
+    assert lite.polarity == pytest.approx(served_polarity, abs=1.0), name
   assert max(worst.values()) <= 1, {k: v for k, v in worst.items() if v > 1}
+
+
+def test_films_have_a_bright_middle_and_their_negatives_a_dark_one():
+  """The polarity check's margin on every film of both samples, in both implementations."""
+  import glob
+
+  import txr_data
+
+  paths = sorted(glob.glob(os.path.join(txr_data.SAMPLE_DIR, "**", "*.png"), recursive=True))
+  paths += sorted(glob.glob(os.path.join(txr_data.MONTGOMERY_SAMPLE_DIR, "**", "CXR_png", "*.png"),
+                            recursive=True))  # fmt: skip
+  assert len(paths) == 84
+  for size in (32, 75, 299):
+    films = np.stack([preprocess.prepare(open(p, "rb").read(), size, 512).image for p in paths])
+    for images, sign in ((films, 1), (255 - films, -1)):
+      lite = np.array([preprocess.polarity_of(image[..., 0]) for image in images])
+      np.testing.assert_allclose(ood.polarity(images).numpy(), lite, atol=1e-3)
+      assert (sign * lite > 50).all() and (sign * lite > -image_rules.MIN_POLARITY).all()
 
 
 def test_a_dicom_gets_the_serving_graphs_pixels_without_a_png():

@@ -15,7 +15,7 @@ import json
 import math
 import os
 
-FORMAT = 2  # The metadata's layout; a predictor refuses another.
+FORMAT = 3  # The metadata's layout; a predictor refuses another.
 LABELS = ("normal", "abnormal")  # Index = the label rule's outcome.
 # The operating points a label's threshold can come from (chosen on validation): Youden's J,
 # and the WHO triage point (the highest specificity with sensitivity at least 0.90).
@@ -107,6 +107,8 @@ class Metadata:
     ood_threshold: the detector's distance threshold (OOD score = distance / it).
     max_colourfulness: a film more colourful than this is flagged.
     aspect_range: (lowest, highest) width / height not flagged.
+    min_polarity: a film whose polarity (image_rules.polarity_strips: middle minus
+      lungs, in grey levels) is lower is flagged: a negative.
     thresholds_from: where the thresholds were chosen: dataset, split, n, auc.
     run: facts about the training run (for people; no predictor reads them).
     calibration: the int8 variant's calibration images (split, n); else None.
@@ -124,6 +126,7 @@ class Metadata:
   ood_threshold: float
   max_colourfulness: float
   aspect_range: tuple
+  min_polarity: float
   thresholds_from: dict | None = None
   run: dict = dataclasses.field(default_factory=dict)
   calibration: dict | None = None
@@ -139,14 +142,15 @@ class Metadata:
     """The label rule: 1 (abnormal) where P(TB) >= the threshold; numpy, TF or a float."""
     return probability >= self.threshold
 
-  def out_of_distribution(self, score, colourfulness, aspect):
-    """The OOD rule: feature distance, colour or shape beyond what training saw."""
+  def out_of_distribution(self, score, colourfulness, aspect, polarity):
+    """The OOD rule: feature distance, colour, shape or polarity beyond what training saw."""
     low, high = self.aspect_range
     return (
       (score > OOD_SCORE_LIMIT)
       | (colourfulness > self.max_colourfulness)
       | (aspect < low)
       | (aspect > high)
+      | (polarity < self.min_polarity)
     )
 
   def rule_text(self) -> str:
@@ -238,6 +242,8 @@ class Metadata:
       return f"ood_threshold {self.ood_threshold!r} is not a positive number"
     if not number(self.max_colourfulness, 0.0):
       return f"max_colourfulness {self.max_colourfulness!r} is not a number of at least 0"
+    if not number(self.min_polarity, -255.0, 255.0):
+      return f"min_polarity {self.min_polarity!r} is not a number from -255 to 255"
     aspect = self.aspect_range
     if (
       not isinstance(aspect, (list, tuple))

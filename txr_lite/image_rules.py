@@ -29,6 +29,16 @@ MAX_ASPECT = 4
 MAX_COLOURFULNESS = 10.0
 # Chest films are roughly square (the archive: about 0.75-1.35 width/height).
 ASPECT_RANGE = (0.5, 2.0)
+# A chest film shows its mediastinum and spine (the middle columns) brighter than the lung
+# fields either side; a negative (a MONOCHROME1 export left uninverted, an inverted film)
+# shows the reverse, and the network scores it as if it were a film. Polarity: the middle
+# strip's mean grey level minus the lung strips', over the middle rows of the network's
+# square input (fractions of its side). The generated sets measure +92 to +139 upright and
+# the same negated inverted; a film with both lungs white still has a bright mediastinum.
+POLARITY_ROWS = (0.25, 0.75)
+POLARITY_CENTRE = (0.45, 0.55)
+POLARITY_LUNGS = ((0.15, 0.35), (0.65, 0.85))
+MIN_POLARITY = -20.0  # Grey levels; a film below it is flagged out of distribution.
 # Where metadata is looked for: walking at most this many PNG chunks (before
 # IDAT) or JPEG segments (before the first scan); real files have a handful.
 MAX_SEGMENTS = 256
@@ -157,3 +167,20 @@ def exif_orientation(data: bytes, is_png: bool) -> int:
       value = exif[at + len(marker)] if at + len(marker) < len(exif) else 0
       orientation = value if 1 <= value <= 8 else orientation
   return orientation
+
+
+def polarity_strips(size: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+  """The rows and the column ranges (middle first, then the lungs') of the polarity check.
+
+  Args:
+    size: the square input's side, in pixels.
+
+  Returns:
+    ((first row, end row), [(first column, end column), ...]): Python slice bounds, the
+    same in the serving graph and the lite path.
+  """
+
+  def span(fractions):
+    return tuple(int(round(f * size)) for f in fractions)
+
+  return span(POLARITY_ROWS), [span(POLARITY_CENTRE), *map(span, POLARITY_LUNGS)]

@@ -39,6 +39,7 @@ class Prepared:
   image: np.ndarray  # uint8 [image_size, image_size, 1]
   colourfulness: float  # Hasler-Suesstrunk, 0 for a gray file
   aspect: float  # width / height, upright, before the shrink
+  polarity: float  # middle minus lungs, grey levels (image_rules.polarity_strips)
 
 
 def prepare(data: bytes, image_size: int, max_side: int | None) -> Prepared:
@@ -132,7 +133,8 @@ def _finish(gray, orientation, colourfulness, image_size, max_side) -> Prepared:
     gray = shrink(gray, max_side)
   if gray.std(dtype=np.float64) < image_rules.MIN_CONTRAST:
     raise ValueError(ERRORS["blank"])
-  return Prepared(resize_to_square(gray, image_size)[..., None], colourfulness, aspect)
+  square = resize_to_square(gray, image_size)
+  return Prepared(square[..., None], colourfulness, aspect, polarity_of(square))
 
 
 def _critical_chunks(data: bytes) -> bytes:
@@ -269,6 +271,15 @@ def to_uint8(values: np.ndarray, significant_bits: int = 0) -> np.ndarray:
   scale = np.float32(255.0) / (np.float32(2.0) ** np.float32(bits) - np.float32(1.0))
   table = np.round(np.arange(65536, dtype=np.float32) * scale)
   return np.clip(table, 0, 255).astype(np.uint8)[values]
+
+
+def polarity_of(square: np.ndarray) -> float:
+  """A square uint8 image's polarity: middle strip minus lung strips (txr_model.ood.polarity)."""
+  (top, bottom), (middle, *lungs) = image_rules.polarity_strips(square.shape[0])
+  rows = square[top:bottom].astype(np.float32)
+  lung_sum = sum(rows[:, a:b].sum(dtype=np.float32) for a, b in lungs)
+  lung_mean = lung_sum / (rows.shape[0] * sum(b - a for a, b in lungs))
+  return float(rows[:, middle[0] : middle[1]].mean(dtype=np.float32) - lung_mean)
 
 
 def colourfulness_of(rgb: np.ndarray) -> float:

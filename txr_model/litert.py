@@ -186,6 +186,7 @@ def export_lite(
       ood_threshold=detector["threshold"],
       max_colourfulness=ood.MAX_COLOURFULNESS,
       aspect_range=tuple(ood.ASPECT_RANGE),
+      min_polarity=ood.MIN_POLARITY,
       thresholds_from={
         "dataset": trained.dataset,
         "split": "validation",

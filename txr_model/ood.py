@@ -2,7 +2,7 @@
 
 A Mahalanobis distance on the pooled InceptionV3 features, fitted on the
 training images with a threshold from the validation images, plus two cheap
-input checks (colourfulness and aspect ratio). All of it runs inside the
+input checks (colourfulness, aspect ratio and polarity). All of it runs inside the
 exported graph, so the serving signature and txr-predict report the same flag.
 """
 
@@ -14,6 +14,7 @@ from txr_lite import lite_model
 
 MAX_COLOURFULNESS = image_rules.MAX_COLOURFULNESS
 ASPECT_RANGE = image_rules.ASPECT_RANGE
+MIN_POLARITY = image_rules.MIN_POLARITY
 QUANTILE = 0.99
 
 
@@ -85,6 +86,18 @@ def mahalanobis(features, detector):
     return lite_model.mahalanobis(features, detector["mean"], detector["precision"])
   d = tf.cast(features, tf.float32) - detector["mean"]
   return tf.sqrt(tf.maximum(tf.einsum("ij,jk,ik->i", d, detector["precision"], d), 0.0))
+
+
+def polarity(images: tf.Tensor) -> tf.Tensor:
+  """Each square uint8 image's middle strip minus its lung strips, in grey levels [n].
+
+  image_rules.polarity_strips; txr_lite.preprocess.polarity_of computes the same.
+  """
+  (top, bottom), (middle, *lungs) = image_rules.polarity_strips(images.shape[1])
+  rows = tf.cast(images[:, top:bottom, :, 0], tf.float32)
+  lung_sum = tf.add_n([tf.reduce_sum(rows[:, :, a:b], axis=[1, 2]) for a, b in lungs])
+  lung_mean = lung_sum / float((bottom - top) * sum(b - a for a, b in lungs))
+  return tf.reduce_mean(rows[:, :, middle[0] : middle[1]], axis=[1, 2]) - lung_mean
 
 
 def colourfulness(rgb: tf.Tensor) -> tf.Tensor:

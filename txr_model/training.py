@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import txr_data  # noqa: F401  (registers the builders)
+from txr_lite import contract
 from txr_model import cli
 from txr_model import evaluation
 from txr_model import finish
@@ -225,16 +226,26 @@ def _train(config, strategy, chief, work_dir, model_dir, splits, keep_optimizer)
 
   A run (or fold) that finished before is not trained, evaluated or exported
   again: its outputs are in place (and what other commands added to export/
-  stays). Returns the evaluation report on the chief, None on other workers.
+  stays), unless its export's metadata is of another format (an older txr's):
+  then its model.keras is evaluated and exported again, untrained. Returns the
+  evaluation report on the chief, None on other workers.
   """
   finished = os.path.join(model_dir, run_dir.FINISHED)
   if tf.io.gfile.exists(finished):
     if not chief:
       return None
-    logging.info("%s: finished before (%s); nothing to do.", model_dir, run_dir.FINISHED)
     _remove_resume_state(work_dir)  # In case a kill came between the record and the removal.
-    with tf.io.gfile.GFile(os.path.join(model_dir, run_dir.METRICS)) as f:
-      return json.load(f)
+    older = None if config.folds else _older_export_format(model_dir)
+    if older is None:
+      logging.info("%s: finished before (%s); nothing to do.", model_dir, run_dir.FINISHED)
+      with tf.io.gfile.GFile(os.path.join(model_dir, run_dir.METRICS)) as f:
+        return json.load(f)
+    logging.warning(
+      "%s: its export has metadata format %s, which this txr's predictors refuse: evaluating"
+      " and exporting its %s again (no training).", model_dir, older, run_dir.MODEL
+    )  # fmt: skip
+    with tf.io.gfile.GFile(finished) as f:
+      return _finish(config, model_dir, splits, json.load(f)["weights"])
   model, checkpoint = fitting.train_model(config, strategy, work_dir, splits)
   if not chief:
     return None  # Only the chief writes the final outputs.
@@ -243,10 +254,20 @@ def _train(config, strategy, chief, work_dir, model_dir, splits, keep_optimizer)
   path = os.path.join(model_dir, run_dir.MODEL)
   fitting.save_model(model, path, keep_optimizer=keep_optimizer)
   logging.info("Wrote %s", path)
-  # Evaluate what was saved on one device (no collectives, whatever the
-  # strategy), fit the OOD detector, and export with the chosen threshold.
-  # A fold's model serves its estimate; the deployable model is a run without --folds.
-  report = finish.finish_run(
+  report = _finish(config, model_dir, splits, weights)
+  with tf.io.gfile.GFile(finished, "w") as f:
+    json.dump({"weights": weights}, f)
+  _remove_resume_state(work_dir)
+  return report
+
+
+def _finish(config, model_dir, splits, weights):
+  """Evaluates the saved model.keras, fits the OOD detector and exports; returns the report.
+
+  On one device (no collectives, whatever the strategy). A fold's model serves
+  its estimate; the deployable model is a run without --folds.
+  """
+  return finish.finish_run(
     model_dir,
     splits,
     config.seed,
@@ -254,10 +275,23 @@ def _train(config, strategy, chief, work_dir, model_dir, splits, keep_optimizer)
     export_model=not config.folds,
     age_bands=config.age_bands,
   )
-  with tf.io.gfile.GFile(finished, "w") as f:
-    json.dump({"weights": weights}, f)
-  _remove_resume_state(work_dir)
-  return report
+
+
+def _older_export_format(model_dir):
+  """The metadata format of a finished run's export if it is not this txr's (None: current).
+
+  A run exported by an older txr is refused by this txr's predictors ("export
+  again"); rerunning its txr-train command exports it again.
+  """
+  path = os.path.join(model_dir, run_dir.EXPORT, contract.SAVED_MODEL_METADATA)
+  if not tf.io.gfile.exists(path):
+    return "none (no export)"
+  with tf.io.gfile.GFile(path, "rb") as f:
+    try:
+      version = json.loads(f.read()).get("format")
+    except (ValueError, AttributeError):
+      version = "unreadable"
+  return None if version == contract.FORMAT else version
 
 
 def _remove_resume_state(work_dir):
