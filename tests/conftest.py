@@ -92,6 +92,7 @@ def metadata(**changes):
     variant=contract.SAVED_MODEL, image_size=75, max_side=512, operating_point=contract.TRIAGE,
     thresholds={contract.YOUDEN: 0.6, contract.TRIAGE: 0.5}, ood_threshold=40.0,
     max_colourfulness=10.0, aspect_range=(0.5, 2.0), min_polarity=-20.0,
+    min_smoothness=0.3,
   )  # fmt: skip
   return dataclasses.replace(meta, **changes)
 

@@ -29,15 +29,16 @@ def test_the_label_rule_is_the_operating_points_threshold():
 
 
 def test_the_out_of_distribution_rule():
-  meta = metadata()  # colourfulness 10, aspect 0.5-2.0, polarity -20
+  meta = metadata()  # colourfulness 10, aspect 0.5-2.0, polarity -20, smoothness 0.3
   flagged = meta.out_of_distribution(
-    np.array([0.5, 1.01, 0.5, 0.5, 0.5, 0.5]),
-    np.array([0.0, 0.0, 10.5, 0.0, 0.0, 0.0]),
-    np.array([1.0, 1.0, 1.0, 0.49, 2.01, 1.0]),
-    np.array([90.0, 90.0, 90.0, 90.0, 90.0, -20.5]),
+    np.array([0.5, 1.01, 0.5, 0.5, 0.5, 0.5, 0.5]),
+    np.array([0.0, 0.0, 10.5, 0.0, 0.0, 0.0, 0.0]),
+    np.array([1.0, 1.0, 1.0, 0.49, 2.01, 1.0, 1.0]),
+    np.array([90.0, 90.0, 90.0, 90.0, 90.0, -20.5, 90.0]),
+    np.array([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.29]),
   )
-  assert flagged.tolist() == [False, True, True, True, True, True]
-  assert not meta.out_of_distribution(1.0, 10.0, 2.0, -20.0)  # the limits themselves pass
+  assert flagged.tolist() == [False, True, True, True, True, True, True]
+  assert not meta.out_of_distribution(1.0, 10.0, 2.0, -20.0, 0.3)  # the limits themselves pass
 
 
 @pytest.mark.parametrize(
@@ -57,6 +58,7 @@ def test_the_out_of_distribution_rule():
     ({"ood_threshold": 0}, "ood_threshold 0 is not a positive number"),
     ({"max_colourfulness": "high"}, "max_colourfulness 'high' is not a number"),
     ({"min_polarity": float("nan")}, "min_polarity nan is not a number from -255 to 255"),
+    ({"min_smoothness": 2}, "min_smoothness 2 is not a number from -1 to 1"),
     ({"aspect_range": [2.0, 0.5]}, "aspect_range [2.0, 0.5] is not [low, high]"),
     ({"variant": "int4"}, "variant 'int4' is none of saved_model, float32, float16, int8"),
     ({"variant": "int8"}, "files does not hold the SHA-256 of the .tflite and the .ood.npz"),

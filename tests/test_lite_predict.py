@@ -116,11 +116,11 @@ def test_rows_name_each_bad_file_and_the_others_are_scored(tiny_model, tmp_path)
   assert 0.0 <= rows["f_good.jpg"]["probability"] <= 1.0
 
 
-def test_a_negative_film_is_flagged_and_the_film_itself_is_not(tiny_model, tmp_path):
-  """An inverted film (a MONOCHROME1 export left as it was) is scored like any film: flag it.
+def test_a_negative_film_and_noise_are_flagged_and_the_film_itself_is_not(tiny_model, tmp_path):
+  """An inverted film (a MONOCHROME1 export left as it was), or noise, is scored like a film.
 
   The detector is switched off (a threshold no distance reaches), so the flags are the
-  polarity rule's alone.
+  polarity and smoothness rules' alone.
   """
   import shutil
 
@@ -139,10 +139,13 @@ def test_a_negative_film_is_flagged_and_the_film_itself_is_not(tiny_model, tmp_p
   film = synthetic.chest_xray(np.random.default_rng(5), abnormal=True)
   (scans / "film.png").write_bytes(png_bytes(film))
   (scans / "negative.png").write_bytes(png_bytes(255 - film))
+  (scans / "noise.png").write_bytes(
+    png_bytes(np.random.default_rng(6).integers(0, 256, (512, 512), np.uint8))
+  )
   out = _predict_lite(f"--model={files.tflite}", "--format=json", scans)
   assert out.returncode == 0, out.stderr
   flags = {r["file"].rsplit("/", 1)[1]: r["out_of_distribution"] for r in json.loads(out.stdout)}
-  assert flags == {"film.png": False, "negative.png": True}
+  assert flags == {"film.png": False, "negative.png": True, "noise.png": True}
 
 
 def test_the_float32_and_float16_variants_score_as_keras_does(tiny_model):

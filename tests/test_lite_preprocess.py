@@ -254,11 +254,13 @@ def test_lite_preprocessing_gives_the_serving_graphs_pixels_and_refusals(
     assert lite.aspect == pytest.approx(float(aspect[i]), rel=1e-6), name
     served_polarity = float(ood.polarity(graph[i : i + 1])[0])  # pixels within 1 grey level
     assert lite.polarity == pytest.approx(served_polarity, abs=1.0), name
+    served_smoothness = float(ood.smoothness(graph[i : i + 1])[0])
+    assert lite.smoothness == pytest.approx(served_smoothness, abs=0.02), name
   assert max(worst.values()) <= 1, {k: v for k, v in worst.items() if v > 1}
 
 
-def test_films_have_a_bright_middle_and_their_negatives_a_dark_one():
-  """The polarity check's margin on every film of both samples, in both implementations."""
+def test_films_have_a_bright_middle_and_their_negatives_a_dark_one_and_noise_no_grain():
+  """The polarity and smoothness checks' margins on every film of both samples, and noise."""
   import glob
 
   import txr_data
@@ -273,6 +275,11 @@ def test_films_have_a_bright_middle_and_their_negatives_a_dark_one():
       lite = np.array([preprocess.polarity_of(image[..., 0]) for image in images])
       np.testing.assert_allclose(ood.polarity(images).numpy(), lite, atol=1e-3)
       assert (sign * lite > 50).all() and (sign * lite > -image_rules.MIN_POLARITY).all()
+    smooth = np.array([preprocess.smoothness_of(image[..., 0]) for image in films])
+    np.testing.assert_allclose(ood.smoothness(films).numpy(), smooth, atol=1e-4)
+    assert (smooth > image_rules.MIN_SMOOTHNESS + 0.15).all(), (size, smooth.min())
+    noise = np.random.default_rng(size).integers(0, 256, (512, 512), np.uint8)
+    assert preprocess.prepare_array(noise, size, 512).smoothness < image_rules.MIN_SMOOTHNESS
 
 
 def test_a_dicom_gets_the_serving_graphs_pixels_without_a_png():

@@ -109,6 +109,8 @@ class Metadata:
     aspect_range: (lowest, highest) width / height not flagged.
     min_polarity: a film whose polarity (image_rules.polarity_strips: middle minus
       lungs, in grey levels) is lower is flagged: a negative.
+    min_smoothness: a film whose neighbouring pixels correlate less
+      (image_rules.smoothness_span) is flagged: noise, not a film.
     thresholds_from: where the thresholds were chosen: dataset, split, n, auc.
     run: facts about the training run (for people; no predictor reads them).
     calibration: the int8 variant's calibration images (split, n); else None.
@@ -127,6 +129,7 @@ class Metadata:
   max_colourfulness: float
   aspect_range: tuple
   min_polarity: float
+  min_smoothness: float
   thresholds_from: dict | None = None
   run: dict = dataclasses.field(default_factory=dict)
   calibration: dict | None = None
@@ -142,8 +145,8 @@ class Metadata:
     """The label rule: 1 (abnormal) where P(TB) >= the threshold; numpy, TF or a float."""
     return probability >= self.threshold
 
-  def out_of_distribution(self, score, colourfulness, aspect, polarity):
-    """The OOD rule: feature distance, colour, shape or polarity beyond what training saw."""
+  def out_of_distribution(self, score, colourfulness, aspect, polarity, smoothness):
+    """The OOD rule: feature distance, colour, shape, polarity or noise unlike training's."""
     low, high = self.aspect_range
     return (
       (score > OOD_SCORE_LIMIT)
@@ -151,6 +154,7 @@ class Metadata:
       | (aspect < low)
       | (aspect > high)
       | (polarity < self.min_polarity)
+      | (smoothness < self.min_smoothness)
     )
 
   def rule_text(self) -> str:
@@ -244,6 +248,8 @@ class Metadata:
       return f"max_colourfulness {self.max_colourfulness!r} is not a number of at least 0"
     if not number(self.min_polarity, -255.0, 255.0):
       return f"min_polarity {self.min_polarity!r} is not a number from -255 to 255"
+    if not number(self.min_smoothness, -1.0, 1.0):
+      return f"min_smoothness {self.min_smoothness!r} is not a number from -1 to 1"
     aspect = self.aspect_range
     if (
       not isinstance(aspect, (list, tuple))

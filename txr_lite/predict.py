@@ -77,7 +77,9 @@ def predict_files(
       probability=probability,
       label=contract.LABELS[site.label(probability) if site else int(meta.label(probability))],
       out_of_distribution=bool(
-        meta.out_of_distribution(score, prepared.colourfulness, prepared.aspect, prepared.polarity)
+        meta.out_of_distribution(
+          score, prepared.colourfulness, prepared.aspect, prepared.polarity, prepared.smoothness
+        )
       ),
       ood_score=score,
     )

@@ -40,6 +40,7 @@ class Prepared:
   colourfulness: float  # Hasler-Suesstrunk, 0 for a gray file
   aspect: float  # width / height, upright, before the shrink
   polarity: float  # middle minus lungs, grey levels (image_rules.polarity_strips)
+  smoothness: float  # correlation of horizontal neighbours (image_rules.smoothness_span)
 
 
 def prepare(data: bytes, image_size: int, max_side: int | None) -> Prepared:
@@ -134,7 +135,9 @@ def _finish(gray, orientation, colourfulness, image_size, max_side) -> Prepared:
   if gray.std(dtype=np.float64) < image_rules.MIN_CONTRAST:
     raise ValueError(ERRORS["blank"])
   square = resize_to_square(gray, image_size)
-  return Prepared(square[..., None], colourfulness, aspect, polarity_of(square))
+  return Prepared(
+    square[..., None], colourfulness, aspect, polarity_of(square), smoothness_of(square)
+  )
 
 
 def _critical_chunks(data: bytes) -> bytes:
@@ -280,6 +283,16 @@ def polarity_of(square: np.ndarray) -> float:
   lung_sum = sum(rows[:, a:b].sum(dtype=np.float32) for a, b in lungs)
   lung_mean = lung_sum / (rows.shape[0] * sum(b - a for a, b in lungs))
   return float(rows[:, middle[0] : middle[1]].mean(dtype=np.float32) - lung_mean)
+
+
+def smoothness_of(square: np.ndarray) -> float:
+  """A square uint8 image's neighbour correlation in its middle (txr_model.ood.smoothness)."""
+  first, end = image_rules.smoothness_span(square.shape[0])
+  middle = square[first:end, first:end].astype(np.float32)
+  left, right = middle[:, :-1].ravel(), middle[:, 1:].ravel()
+  left, right = left - left.mean(dtype=np.float32), right - right.mean(dtype=np.float32)
+  spread = np.sqrt((left * left).sum(dtype=np.float32) * (right * right).sum(dtype=np.float32))
+  return float((left * right).sum(dtype=np.float32) / spread) if spread > 0 else 1.0
 
 
 def colourfulness_of(rgb: np.ndarray) -> float:

@@ -68,6 +68,7 @@ def export_serving(
     max_colourfulness=ood.MAX_COLOURFULNESS,
     aspect_range=tuple(ood.ASPECT_RANGE),
     min_polarity=ood.MIN_POLARITY,
+    min_smoothness=ood.MIN_SMOOTHNESS,
     thresholds_from=thresholds_from,
     run=run or {},
   )
@@ -86,7 +87,8 @@ def export_serving(
     pooled = pool(maps_of(images, training=False))
     probability = tf.where(valid, head(pooled)[:, 0], -1.0)
     score = tf.where(valid, ood.mahalanobis(pooled, in_graph) / meta.ood_threshold, -1.0)
-    flagged = meta.out_of_distribution(score, colour, aspect, ood.polarity(images))
+    checks = ood.polarity(images), ood.smoothness(images)
+    flagged = meta.out_of_distribution(score, colour, aspect, *checks)
     return {
       "probability": probability,
       "label": tf.where(valid, tf.cast(meta.label(probability), tf.int32), -1),

@@ -187,6 +187,7 @@ def export_lite(
       max_colourfulness=ood.MAX_COLOURFULNESS,
       aspect_range=tuple(ood.ASPECT_RANGE),
       min_polarity=ood.MIN_POLARITY,
+      min_smoothness=ood.MIN_SMOOTHNESS,
       thresholds_from={
         "dataset": trained.dataset,
         "split": "validation",

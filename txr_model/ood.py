@@ -2,7 +2,7 @@
 
 A Mahalanobis distance on the pooled InceptionV3 features, fitted on the
 training images with a threshold from the validation images, plus two cheap
-input checks (colourfulness, aspect ratio and polarity). All of it runs inside the
+input checks (colourfulness, aspect ratio, polarity and smoothness). All of it runs inside the
 exported graph, so the serving signature and txr-predict report the same flag.
 """
 
@@ -15,6 +15,7 @@ from txr_lite import lite_model
 MAX_COLOURFULNESS = image_rules.MAX_COLOURFULNESS
 ASPECT_RANGE = image_rules.ASPECT_RANGE
 MIN_POLARITY = image_rules.MIN_POLARITY
+MIN_SMOOTHNESS = image_rules.MIN_SMOOTHNESS
 QUANTILE = 0.99
 
 
@@ -98,6 +99,23 @@ def polarity(images: tf.Tensor) -> tf.Tensor:
   lung_sum = tf.add_n([tf.reduce_sum(rows[:, :, a:b], axis=[1, 2]) for a, b in lungs])
   lung_mean = lung_sum / float((bottom - top) * sum(b - a for a, b in lungs))
   return tf.reduce_mean(rows[:, :, middle[0] : middle[1]], axis=[1, 2]) - lung_mean
+
+
+def smoothness(images: tf.Tensor) -> tf.Tensor:
+  """Each square uint8 image's correlation of horizontal neighbours in its middle [n].
+
+  image_rules.smoothness_span; txr_lite.preprocess.smoothness_of computes the same
+  (1 where the middle is flat).
+  """
+  first, end = image_rules.smoothness_span(images.shape[1])
+  middle = tf.cast(images[:, first:end, first:end, 0], tf.float32)
+  n = tf.shape(middle)[0]
+  left, right = (tf.reshape(x, [n, -1]) for x in (middle[:, :, :-1], middle[:, :, 1:]))
+  left -= tf.reduce_mean(left, axis=1, keepdims=True)
+  right -= tf.reduce_mean(right, axis=1, keepdims=True)
+  spread = tf.sqrt(tf.reduce_sum(left * left, axis=1) * tf.reduce_sum(right * right, axis=1))
+  covariance = tf.reduce_sum(left * right, axis=1)
+  return tf.where(spread > 0, covariance / tf.maximum(spread, 1e-30), 1.0)
 
 
 def colourfulness(rgb: tf.Tensor) -> tf.Tensor:
