@@ -53,22 +53,30 @@ def to_gray(data: bytes, max_pixels: int = image_rules.MAX_PIXELS) -> np.ndarray
     raise ValueError(f"{columns} x {rows} pixels is too large for a radiograph")
   if _integer(ds, "SamplesPerPixel") != 1 or _integer(ds, "NumberOfFrames", 1) != 1:
     raise ValueError("only single-frame grayscale DICOM radiographs are supported")
+  inverted = ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1"
   try:
     pixels = ds.pixel_array
   except Exception as e:  # Compressed data without its decoder, truncated data.
     raise ValueError(f"cannot decode the DICOM pixel data ({e})") from None
   try:  # The attributes are as the file says: 'abc' as a slope, a LUT without its descriptor.
-    values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
+    values = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
+    values = values.astype(np.float64, copy=values is pixels)  # Never scale pydicom's array.
     low, high = _output_range(ds, pixels)
   except Exception as e:  # pydicom and numpy raise many types for bad attributes.
     raise ValueError(f"invalid DICOM rescale, window or LUT attributes ({e})") from None
+  del pixels, ds  # What is left in float64 is scaled in place: one copy of the image at a time.
   # A rescale that leaves the nominal range is mapped by its own extremes.
   if values.min() < low or values.max() > high:
     low, high = float(values.min()), float(values.max())
-  scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
-  if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-    scaled = 1.0 - scaled
-  return np.round(scaled * 255).astype(np.uint8)
+  if high > low:
+    values -= low
+    values /= high - low
+  else:
+    values[...] = 0.0
+  if inverted:
+    np.subtract(1.0, values, out=values)
+  values *= 255
+  return np.round(values, out=values).astype(np.uint8)
 
 
 def _integer(ds, keyword: str, default: int | None = None) -> int:
