@@ -1,9 +1,10 @@
 """Out-of-distribution detection: is this input a chest X-ray like the training set?
 
-A Mahalanobis distance on the pooled InceptionV3 features, fitted on the
-training images with a threshold from the validation images, plus two cheap
-input checks (colourfulness, aspect ratio, polarity and smoothness). All of it runs inside the
-exported graph, so the serving signature and txr-predict report the same flag.
+A Mahalanobis distance on the pooled backbone features, fitted on the
+training images with a threshold from the validation images, plus four cheap
+input checks (colourfulness, aspect ratio, polarity and smoothness). All of it
+runs inside the exported graph, so the serving signature and txr-predict report
+the same flag; txr-predict-lite computes the same from the same rules.
 """
 
 import numpy as np
