@@ -31,7 +31,7 @@ def test_gray_images_have_no_colour_and_photographs_do():
   assert float(ood.colourfulness(gray)) < 1e-3
   rng = np.random.default_rng(2)
   photo = tf.constant(rng.uniform(0, 255, (16, 16, 3)), tf.float32)
-  assert float(ood.colourfulness(photo)) > ood.MAX_COLOURFULNESS
+  assert float(ood.colourfulness(photo)) > ood.RULES["max_colourfulness"]
 
 
 def test_one_odd_validation_image_does_not_set_the_threshold():

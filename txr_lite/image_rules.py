@@ -187,13 +187,16 @@ def polarity_strips(size: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
     ((first row, end row), [(first column, end column), ...]): Python slice bounds, the
     same in the serving graph and the lite path.
   """
-
-  def span(fractions):
-    return tuple(int(round(f * size)) for f in fractions)
-
-  return span(POLARITY_ROWS), [span(POLARITY_CENTRE), *map(span, POLARITY_LUNGS)]
+  return _span(POLARITY_ROWS, size), [
+    _span(fractions, size) for fractions in (POLARITY_CENTRE, *POLARITY_LUNGS)
+  ]
 
 
 def smoothness_span(size: int) -> tuple[int, int]:
   """The first and end row (and column) of the smoothness check's square, as slice bounds."""
-  return tuple(int(round(f * size)) for f in SMOOTHNESS_SPAN)
+  return _span(SMOOTHNESS_SPAN, size)
+
+
+def _span(fractions: tuple[float, float], size: int) -> tuple[int, int]:
+  """Fractions of a side as pixel slice bounds."""
+  return tuple(int(round(f * size)) for f in fractions)

@@ -65,10 +65,7 @@ def export_serving(
     operating_point=operating_point,
     thresholds={k: float(v) for k, v in thresholds.items()},
     ood_threshold=float(detector["threshold"]),
-    max_colourfulness=ood.MAX_COLOURFULNESS,
-    aspect_range=tuple(ood.ASPECT_RANGE),
-    min_polarity=ood.MIN_POLARITY,
-    min_smoothness=ood.MIN_SMOOTHNESS,
+    **ood.RULES,
     thresholds_from=thresholds_from,
     run=run or {},
   )

@@ -184,10 +184,7 @@ def export_lite(
       operating_point=finish.OPERATING_POINT,
       thresholds=thresholds,
       ood_threshold=detector["threshold"],
-      max_colourfulness=ood.MAX_COLOURFULNESS,
-      aspect_range=tuple(ood.ASPECT_RANGE),
-      min_polarity=ood.MIN_POLARITY,
-      min_smoothness=ood.MIN_SMOOTHNESS,
+      **ood.RULES,
       thresholds_from={
         "dataset": trained.dataset,
         "split": "validation",

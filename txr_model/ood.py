@@ -13,10 +13,13 @@ import tensorflow as tf
 from txr_lite import image_rules
 from txr_lite import lite_model
 
-MAX_COLOURFULNESS = image_rules.MAX_COLOURFULNESS
-ASPECT_RANGE = image_rules.ASPECT_RANGE
-MIN_POLARITY = image_rules.MIN_POLARITY
-MIN_SMOOTHNESS = image_rules.MIN_SMOOTHNESS
+# The cheap checks' settings as both exporters write them into the metadata (contract.Metadata).
+RULES = {
+  "max_colourfulness": image_rules.MAX_COLOURFULNESS,
+  "aspect_range": tuple(image_rules.ASPECT_RANGE),
+  "min_polarity": image_rules.MIN_POLARITY,
+  "min_smoothness": image_rules.MIN_SMOOTHNESS,
+}
 QUANTILE = 0.99
 
 
