@@ -137,6 +137,11 @@ def compile_for_training(
     ],
     steps_per_execution=steps_per_execution,
   )
+  # Built now, not by the first step: a tf.function whose first trace creates variables
+  # is traced a second time without them, and under TF's default strategy Keras leaves
+  # the optimizer's slots to that trace (measured: the first epoch of MobileNetV3-Small at
+  # 32 px 47 s -> 24 s; InceptionV3 traces for about half a minute less).
+  model.optimizer.build(model.trainable_variables)
 
 
 class EarlyStopping(keras.callbacks.EarlyStopping):
