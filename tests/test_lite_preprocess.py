@@ -260,7 +260,7 @@ def test_lite_preprocessing_gives_the_serving_graphs_pixels_and_refusals(
 
 
 def test_films_have_a_bright_middle_and_their_negatives_a_dark_one_and_noise_no_grain():
-  """The polarity and smoothness checks' margins on every film of both samples, and noise."""
+  """The polarity and smoothness checks' margins on every film of both samples, noise, ramps."""
   import glob
 
   import txr_data
@@ -280,6 +280,13 @@ def test_films_have_a_bright_middle_and_their_negatives_a_dark_one_and_noise_no_
     assert (smooth > image_rules.MIN_SMOOTHNESS + 0.15).all(), (size, smooth.min())
     noise = np.random.default_rng(size).integers(0, 256, (512, 512), np.uint8)
     assert preprocess.prepare_array(noise, size, 512).smoothness < image_rules.MIN_SMOOTHNESS
+    # Smooth garbage: its sides' mean polarity is about 0; the brighter side's is not.
+    y, x = np.mgrid[0:512, 0:512]
+    for garbage in ((x + y) // 4, x // 2, 255 - x // 2):
+      square = preprocess.prepare_array(garbage.astype(np.uint8), size, 512).image
+      lite = preprocess.polarity_of(square[..., 0])
+      assert lite == pytest.approx(float(ood.polarity(square[None])[0]), abs=1e-3)
+      assert lite < image_rules.MIN_POLARITY, (size, lite)
 
 
 def test_a_dicom_gets_the_serving_graphs_pixels_without_a_png():

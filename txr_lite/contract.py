@@ -108,7 +108,7 @@ class Metadata:
     max_colourfulness: a film more colourful than this is flagged.
     aspect_range: (lowest, highest) width / height not flagged.
     min_polarity: a film whose polarity (image_rules.polarity_strips: middle minus
-      lungs, in grey levels) is lower is flagged: a negative.
+      the brighter lung, in grey levels) is lower is flagged: a negative, or a ramp.
     min_smoothness: a film whose neighbouring pixels correlate less
       (image_rules.smoothness_span) is flagged: noise, not a film.
     thresholds_from: where the thresholds were chosen: dataset, split, n, auc.

@@ -32,9 +32,11 @@ ASPECT_RANGE = (0.5, 2.0)
 # A chest film shows its mediastinum and spine (the middle columns) brighter than the lung
 # fields either side; a negative (a MONOCHROME1 export left uninverted, an inverted film)
 # shows the reverse, and the network scores it as if it were a film. Polarity: the middle
-# strip's mean grey level minus the lung strips', over the middle rows of the network's
-# square input (fractions of its side). The generated sets measure +92 to +139 upright and
-# the same negated inverted; a film with both lungs white still has a bright mediastinum.
+# strip's mean grey level minus that of the brighter lung strip, over the middle rows of
+# the network's square input (fractions of its side). Per side, not their mean: a ramp or
+# a gradient (garbage that decodes, smooth like a film) has one side as much brighter than
+# the middle as the other is darker, and its mean of zero passed; the learned detector of
+# a briefly trained model let such images through in one run of two (tests/test_learning).
 POLARITY_ROWS = (0.25, 0.75)
 POLARITY_CENTRE = (0.45, 0.55)
 POLARITY_LUNGS = ((0.15, 0.35), (0.65, 0.85))

@@ -39,7 +39,7 @@ class Prepared:
   image: np.ndarray  # uint8 [image_size, image_size, 1]
   colourfulness: float  # Hasler-Suesstrunk, 0 for a gray file
   aspect: float  # width / height, upright, before the shrink
-  polarity: float  # middle minus lungs, grey levels (image_rules.polarity_strips)
+  polarity: float  # middle minus the brighter lung, grey levels (image_rules.polarity_strips)
   smoothness: float  # correlation of horizontal neighbours (image_rules.smoothness_span)
 
 
@@ -282,12 +282,11 @@ def to_uint8(values: np.ndarray, significant_bits: int = 0) -> np.ndarray:
 
 
 def polarity_of(square: np.ndarray) -> float:
-  """A square uint8 image's polarity: middle strip minus lung strips (txr_model.ood.polarity)."""
+  """A square uint8 image's middle strip minus its brighter lung strip (ood.polarity's twin)."""
   (top, bottom), (middle, *lungs) = image_rules.polarity_strips(square.shape[0])
   rows = square[top:bottom].astype(np.float32)
-  lung_sum = sum(rows[:, a:b].sum(dtype=np.float32) for a, b in lungs)
-  lung_mean = lung_sum / (rows.shape[0] * sum(b - a for a, b in lungs))
-  return float(rows[:, middle[0] : middle[1]].mean(dtype=np.float32) - lung_mean)
+  brightest = max(rows[:, a:b].mean(dtype=np.float32) for a, b in lungs)
+  return float(rows[:, middle[0] : middle[1]].mean(dtype=np.float32) - brightest)
 
 
 def smoothness_of(square: np.ndarray) -> float:

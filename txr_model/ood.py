@@ -94,15 +94,16 @@ def mahalanobis(features, detector):
 
 
 def polarity(images: tf.Tensor) -> tf.Tensor:
-  """Each square uint8 image's middle strip minus its lung strips, in grey levels [n].
+  """Each square uint8 image's middle strip minus its brighter lung strip, in grey levels [n].
 
   image_rules.polarity_strips; txr_lite.preprocess.polarity_of computes the same.
   """
   (top, bottom), (middle, *lungs) = image_rules.polarity_strips(images.shape[1])
   rows = tf.cast(images[:, top:bottom, :, 0], tf.float32)
-  lung_sum = tf.add_n([tf.reduce_sum(rows[:, :, a:b], axis=[1, 2]) for a, b in lungs])
-  lung_mean = lung_sum / float((bottom - top) * sum(b - a for a, b in lungs))
-  return tf.reduce_mean(rows[:, :, middle[0] : middle[1]], axis=[1, 2]) - lung_mean
+  brightest = tf.reduce_max(
+    tf.stack([tf.reduce_mean(rows[:, :, a:b], axis=[1, 2]) for a, b in lungs]), axis=0
+  )
+  return tf.reduce_mean(rows[:, :, middle[0] : middle[1]], axis=[1, 2]) - brightest
 
 
 def smoothness(images: tf.Tensor) -> tf.Tensor:
