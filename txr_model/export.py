@@ -102,13 +102,9 @@ def export_serving(
   # Not archive.track(model): the endpoints' own variables are saved with them, and Keras
   # 3.15 saves tracked ones a second time (the export was 183 MB for 104 MB of weights).
   archive = keras.export.ExportArchive()
-  image_bytes = tf.TensorSpec([None], tf.string, name="image_bytes")
-  for name, fn in (("serve", serve), ("explain", explain)):
-    # Traced here, once. Given an input_signature instead, Keras traces each endpoint to
-    # list its variables and tf.saved_model.save traces it again in its save context.
-    endpoint = tf.function(fn, autograph=False)
-    endpoint.get_concrete_function(image_bytes)
-    archive.add_endpoint(name=name, fn=endpoint)
+  signature = [tf.TensorSpec([None], tf.string, name="image_bytes")]
+  archive.add_endpoint(name="serve", fn=serve, input_signature=signature)
+  archive.add_endpoint(name="explain", fn=explain, input_signature=signature)
 
   def write(target):
     archive.write_out(target, verbose=False)
