@@ -44,8 +44,8 @@ def test_the_out_of_distribution_rule():
 @pytest.mark.parametrize(
   "change, message",
   [
-    ({"format": 4}, "metadata format 4, written by a newer txr than this one (it reads format 3)"),
-    ({"format": 2}, "metadata format 2, written by an older txr; export again"),
+    ({"format": 5}, "metadata format 5, written by a newer txr than this one (it reads format 4)"),
+    ({"format": 3}, "metadata format 3, written by an older txr; export again"),
     ({"format": None}, "metadata format None, written by an older txr"),
     ({"image_size": 0}, "image_size 0 is not a positive whole number"),
     ({"image_size": 75.5}, "image_size 75.5 is not a positive whole number"),

@@ -184,6 +184,7 @@ def test_table_and_csv_print_every_row_and_the_threshold(tiny_model, tmp_path):
     ("no_metadata", "model_float32.json: missing"),
     ("no_detector", "model_float32.ood.npz: missing"),
     ("not_tflite", "not a .tflite file"),
+    ("missing_tflite", "model_float32.tflite: no such file (txr-export-lite writes"),
     ("no_paths", "the following arguments are required"),
     ("nan_threshold", "the triage threshold nan is not a probability"),
     ("wrong_size", "image_size 64, but"),
@@ -214,6 +215,8 @@ def test_usage_errors_exit_2_with_one_line(tiny_model, tmp_path, case, message):
     (tmp_path / "model_float32.ood.npz").unlink()
   elif case == "not_tflite":
     args = [f"--model={tmp_path}", tmp_path / "empty"]
+  elif case == "missing_tflite":
+    copy.unlink()
   elif case == "no_paths":
     args = [f"--model={copy}"]
   elif case == "nan_threshold":
@@ -228,7 +231,7 @@ def test_usage_errors_exit_2_with_one_line(tiny_model, tmp_path, case, message):
     stats = dict(np.load(mine.ood))
     np.savez(mine.ood, mean=stats["mean"] + 1, precision=stats["precision"])
   elif case == "damaged_metadata":
-    (tmp_path / "model_float32.json").write_text('{"format": 3, "vari')
+    (tmp_path / "model_float32.json").write_text('{"format": 4, "vari')
   elif case == "newer_format":
     raw["format"] = contract.FORMAT + 1
   if case in ("nan_threshold", "wrong_size", "newer_format"):

@@ -15,7 +15,10 @@ import json
 import math
 import os
 
-FORMAT = 3  # The metadata's layout; a predictor refuses another.
+# The metadata's layout and the rules its numbers mean; a predictor refuses another. 4:
+# polarity is the middle strip minus the brighter lung strip (format 3's SavedModels
+# compute the mean of both in their graph, and would disagree with the lite path).
+FORMAT = 4
 LABELS = ("normal", "abnormal")  # Index = the label rule's outcome.
 # The operating points a label's threshold can come from (chosen on validation): Youden's J,
 # and the WHO triage point (the highest specificity with sensitivity at least 0.90).

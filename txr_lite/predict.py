@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--explain_dir", default="txr_explain", help="Where --explain writes.")
   parser.add_argument("paths", nargs="+", metavar="FILE_OR_FOLDER")
   args = parser.parse_args(argv)
+  if not os.path.exists(args.model):  # Also after txr-train exported its run again.
+    parser.error(f"--model={args.model}: no such file (txr-export-lite writes the .tflite files).")
   if not os.path.isfile(args.model) or not args.model.endswith(".tflite"):
     parser.error(f"--model={args.model}: not a .tflite file (txr-export-lite writes them).")
   if args.threads is not None and args.threads < 1:
