@@ -1,5 +1,6 @@
 """Shared fixtures: the embedded sample and small PNG writers."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -133,20 +134,43 @@ def sample_copy(tmp_path):
   return dst
 
 
+def shared_folder(tmp_path_factory, name, make):
+  """A folder `make(folder)` fills once per test run, shared by every pytest-xdist worker.
+
+  Session fixtures run once in each worker: a data_dir or weights file that tests on both
+  workers need was built twice. The first worker to ask builds it under a lock; the others
+  wait for it and read it. Tests only read these folders.
+  """
+  root = tmp_path_factory.getbasetemp()
+  if "PYTEST_XDIST_WORKER" in os.environ:
+    root = root.parent  # the run's folder, above each worker's own
+  folder, done = root / name, root / f"{name}.done"
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if not done.exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir()
+      make(folder)
+      done.touch()
+  return folder
+
+
 @pytest.fixture(scope="session")
 def built_data_dir(tmp_path_factory):
   """A data_dir holding shenzhen_cxr/512 and montgomery_cxr/512 built from the embedded samples."""
-  import tensorflow_datasets as tfds
 
-  data_dir = tmp_path_factory.mktemp("tfds")
-  for name, manual_dir in (
-    ("shenzhen_cxr/512", txr_data.SAMPLE_DIR),
-    ("montgomery_cxr/512", txr_data.MONTGOMERY_SAMPLE_DIR),
-  ):
-    tfds.builder(name, data_dir=os.fspath(data_dir)).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-    )
-  return os.fspath(data_dir)
+  def build(data_dir):
+    import tensorflow_datasets as tfds
+
+    for name, manual_dir in (
+      ("shenzhen_cxr/512", txr_data.SAMPLE_DIR),
+      ("montgomery_cxr/512", txr_data.MONTGOMERY_SAMPLE_DIR),
+    ):
+      tfds.builder(name, data_dir=os.fspath(data_dir)).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+      )
+
+  return os.fspath(shared_folder(tmp_path_factory, "tfds", build))
 
 
 @pytest.fixture(scope="session")
@@ -156,13 +180,16 @@ def base_weights(tmp_path_factory):
   --mode=two_phase refuses --weights=none, so its tests pass a file, as users
   without internet do.
   """
-  import keras
+  name = "inception_v3_notop.weights.h5"
 
-  path = tmp_path_factory.mktemp("weights") / "inception_v3_notop.weights.h5"
-  keras.utils.set_random_seed(0)
-  base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(75, 75, 3))
-  base.save_weights(path)
-  return os.fspath(path)
+  def save(folder):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(75, 75, 3))
+    base.save_weights(folder / name)
+
+  return os.fspath(shared_folder(tmp_path_factory, "inception_v3_weights", save) / name)
 
 
 @pytest.fixture(scope="session")
@@ -176,26 +203,29 @@ def tiny_base_weights(tmp_path_factory, built_data_dir):
   (mean 0, variance 1) the activations of a random MobileNetV3 fade to about 1e-11 by the
   last block, every image got the same features and every model the same score.
   """
-  import keras
+  name = "mobilenet_v3_small_notop.weights.h5"
 
-  from txr_model import input_pipeline
-  from txr_model import model as model_lib
+  def save(folder):
+    import keras
 
-  keras.utils.set_random_seed(0)
-  model = model_lib.build_model(32, "none", mode="end_to_end", backbone="mobilenet_v3_small")
-  (base,) = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-  to_base = keras.Model(model.input, model.get_layer(model_lib.TO_RGB).output)
-  split = input_pipeline.InputConfig("shenzhen_cxr/512", built_data_dir, 32, 64, split="train")
-  images = to_base(next(iter(input_pipeline.make_dataset(split)))[0])
-  for layer in base.layers:  # In order: each one's input already uses the statistics set before.
-    if isinstance(layer, keras.layers.BatchNormalization):
-      inputs = keras.Model(base.input, layer.input)(images)
-      axes = tuple(range(len(inputs.shape) - 1))
-      layer.moving_mean.assign(keras.ops.mean(inputs, axes))
-      layer.moving_variance.assign(keras.ops.var(inputs, axes))
-  path = tmp_path_factory.mktemp("weights") / "mobilenet_v3_small_notop.weights.h5"
-  base.save_weights(path)
-  return os.fspath(path)
+    from txr_model import input_pipeline
+    from txr_model import model as model_lib
+
+    keras.utils.set_random_seed(0)
+    model = model_lib.build_model(32, "none", mode="end_to_end", backbone="mobilenet_v3_small")
+    (base,) = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    to_base = keras.Model(model.input, model.get_layer(model_lib.TO_RGB).output)
+    split = input_pipeline.InputConfig("shenzhen_cxr/512", built_data_dir, 32, 64, split="train")
+    images = to_base(next(iter(input_pipeline.make_dataset(split)))[0])
+    for layer in base.layers:  # In order: each one's input already uses the statistics set before.
+      if isinstance(layer, keras.layers.BatchNormalization):
+        inputs = keras.Model(base.input, layer.input)(images)
+        axes = tuple(range(len(inputs.shape) - 1))
+        layer.moving_mean.assign(keras.ops.mean(inputs, axes))
+        layer.moving_variance.assign(keras.ops.var(inputs, axes))
+    base.save_weights(folder / name)
+
+  return os.fspath(shared_folder(tmp_path_factory, "mobilenet_v3_small_weights", save) / name)
 
 
 def train_flag_values():
