@@ -80,6 +80,30 @@ def test_scores_and_features_are_the_served_float32_models(test_split, tiny_base
   assert got.features.dtype == np.float32
 
 
+def test_a_split_is_scored_in_one_trace_whatever_the_size_of_its_last_batch(
+  test_split, tiny_base_weights, monkeypatch
+):
+  """Keras's predict_on_batch traced the scorer again for a split's smaller last batch."""
+  from keras.src.models.functional import Functional
+  import tensorflow as tf
+
+  traced = set()  # the batch sizes the networks were traced for
+  call = Functional.call
+
+  def recorded(self, inputs, *args, **kwargs):
+    if tf.inside_function():
+      traced.add(tf.nest.flatten(inputs)[0].shape[0])
+    return call(self, inputs, *args, **kwargs)
+
+  monkeypatch.setattr(Functional, "call", recorded)
+  model = _tiny_model(tiny_base_weights)
+  got = evaluation.outputs(model, dataclasses.replace(test_split, global_batch_size=3))
+  assert len(got.labels) % 3 and len(got.labels) > 3  # a full batch, then a smaller one
+  assert len(traced) == 1, traced
+  evaluation.outputs(model, dataclasses.replace(test_split, global_batch_size=5))
+  assert len(traced) == 1, traced  # and not again for another batch size
+
+
 def test_repeated_file_names_are_an_error_naming_the_file(
   test_split, tiny_base_weights, monkeypatch
 ):
