@@ -27,9 +27,11 @@ from txr_lite import image_rules
 
 ERRORS = image_rules.ERRORS
 _LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)  # tf.image.rgb_to_grayscale's weights
+_BAND_ROWS = 256  # pixels copied out of Pillow this many rows at a time
 # Pillow reads 16-bit colour PNGs to 8 bits (the high bytes). Read twice, with
-# these raw modes, the same unfiltered rows give the high and the low bytes.
-_SIXTEEN_BIT = {"RGB": ("RGB;16B", "RGB;16L"), "RGBA": ("RGBA;16B", "RGBA;16L")}
+# these raw modes (by PNG colour type: RGB, RGBA), the same unfiltered rows give
+# the high and the low bytes.
+_SIXTEEN_BIT = {2: ("RGB;16B", "RGB;16L"), 6: ("RGBA;16B", "RGBA;16L")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +82,7 @@ def prepare(data: bytes, image_size: int, max_side: int | None) -> Prepared:
 
   try:
     if is_png:
-      gray, rgb = _png_pixels(_critical_chunks(data), colour, _significant_bits(data))
+      gray, rgb = _png_pixels(data, colour, _significant_bits(data))
     else:
       gray, rgb = _jpeg_pixels(jpeg, colour)
   except Exception:  # Pillow raises many types for truncated or corrupt data.
@@ -214,24 +216,35 @@ def _inflate(data: bytes, idat: list) -> bytes:
 
 
 def _png_pixels(data: bytes, colour: bool, significant_bits: int):
-  """Gray uint8 [h, w] and, for a colour file, its RGB uint8 [h, w, 3] (decode.py's `_gray`)."""
-  image = PngImagePlugin.PngImageFile(io.BytesIO(data))
-  if data[24] == 16:
+  """Gray uint8 [h, w] and, for a colour file, its RGB uint8 [h, w, 3] (decode.py's `_gray`).
+
+  Each copy is let go once the next holds the pixels (the checked PNG once Pillow
+  has decoded it, Pillow's image once numpy has its bytes): a 16-bit gray film
+  peaked at about 8 bytes a pixel over the file, holding four copies at once.
+  """
+  checked = _critical_chunks(data)
+  if data[24] == 16 and (colour or data[25] == 4):
     if colour:  # In place: about 14 bytes a pixel at most, not 26.
-      values = _load(data, _SIXTEEN_BIT[image.mode][0])[..., :3].astype(np.uint16)
+      values = _load(checked, _SIXTEEN_BIT[data[25]][0])[..., :3].astype(np.uint16)
       values <<= 8
-      values |= _load(data, _SIXTEEN_BIT[image.mode][1])[..., :3]
-    elif data[25] == 4:  # Gray + alpha, which Pillow reads as RGBA: the raw bytes.
-      raw = _load(data, "RGBA")
+      values |= _load(checked, _SIXTEEN_BIT[data[25]][1])[..., :3]
+    else:  # Gray + alpha, which Pillow reads as RGBA: the raw bytes.
+      raw = _load(checked, "RGBA")
       values = (raw[..., :1].astype(np.uint16) << 8) | raw[..., 1:2]
-    else:
-      values = np.asarray(image, np.uint16)[..., None]
+    del checked
     pixels = to_uint8(values, significant_bits)
-  elif colour:  # Palette expanded, alpha dropped; an RGB image is not copied to convert it.
-    pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
   else:
-    # 1-4 bit gray scaled, alpha dropped; 8-bit gray read as it is.
-    pixels = np.asarray(image if image.mode == "L" else image.convert("L"))[..., None]
+    image = _decoded(checked)
+    del checked
+    if data[24] == 16:
+      values = _array(image)[..., None]
+      del image
+      pixels = to_uint8(values, significant_bits)
+    elif colour:  # Palette expanded, alpha dropped; an RGB image is not copied to convert it.
+      pixels = _array(image if image.mode == "RGB" else image.convert("RGB"))
+    else:
+      # 1-4 bit gray scaled, alpha dropped; 8-bit gray read as it is.
+      pixels = _array(image if image.mode == "L" else image.convert("L"))[..., None]
   if not colour:
     return pixels[..., 0], None
   return _rgb_gray(pixels), pixels
@@ -241,14 +254,38 @@ def _load(data: bytes, rawmode: str) -> np.ndarray:
   """A PNG's pixels unpacked with `rawmode` instead of the one Pillow picks."""
   image = PngImagePlugin.PngImageFile(io.BytesIO(data))
   image.tile = [tile._replace(args=rawmode) for tile in image.tile]
-  return np.asarray(image)
+  return _array(image)
+
+
+def _decoded(png: bytes):
+  """The PNG decoded by Pillow, which then no longer holds `png` (it keeps its file open)."""
+  with io.BytesIO(png) as file:  # Closing it lets go of the bytes.
+    image = PngImagePlugin.PngImageFile(file)
+    image.load()
+  return image
+
+
+def _array(image) -> np.ndarray:
+  """A Pillow image's pixels, copied into numpy a band of rows at a time.
+
+  `np.asarray(image)` goes through `Image.tobytes`, which holds the pieces it
+  encodes and their join at once: with the image, three copies of the pixels.
+  """
+  out = None
+  for top in range(0, image.height, _BAND_ROWS):
+    bottom = min(top + _BAND_ROWS, image.height)
+    band = np.asarray(image.crop((0, top, image.width, bottom)))
+    if out is None:  # Pillow's dtype and channels, from the first band.
+      out = np.empty((image.height, *band.shape[1:]), band.dtype)
+    out[top:bottom] = band
+  return out
 
 
 def _jpeg_pixels(image, colour: bool) -> tuple[np.ndarray, np.ndarray | None]:
   """Gray uint8 [h, w] and, for a colour file, its RGB uint8 [h, w, 3]."""
   if not colour:
-    return np.asarray(image.convert("L")), None
-  rgb = np.asarray(image.convert("RGB"))
+    return _array(image.convert("L")), None
+  rgb = _array(image.convert("RGB"))
   return _rgb_gray(rgb), rgb
 
 
@@ -321,25 +358,36 @@ def orient(image: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def shrink(image: np.ndarray, max_side: int) -> np.ndarray:
-  """Area-resizes uint8 [h, w] so its longest side is at most `max_side` (geometry.shrink)."""
+  """Area-resizes uint8 [h, w] so its longest side is at most `max_side` (geometry.shrink).
+
+  A band of output rows at a time: the float64 sums of the whole image's rows
+  took about 2 bytes a pixel more than the image.
+  """
   scale = max_side / max(image.shape)
   if scale >= 1.0:
     return image
   height, width = (max(int(np.round(side * scale)), 1) for side in image.shape)
-  out = _area(_area(image, height, 0), width, 1)
-  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+  out = np.empty((height, width), np.uint8)
+  for top in range(0, height, _BAND_ROWS):
+    rows = _area(image, height, 0, top, min(top + _BAND_ROWS, height))
+    out[top : top + len(rows)] = np.clip(np.round(_area(rows, width, 1)), 0, 255)
+  return out
 
 
-def _area(image: np.ndarray, size: int, axis: int) -> np.ndarray:
+def _area(
+  image: np.ndarray, size: int, axis: int, first: int = 0, stop: int | None = None
+) -> np.ndarray:
   """TensorFlow's area shrink along one axis: each output averages the inputs it covers.
 
   Output i integrates the piecewise-constant input over [i, i + 1) * scale:
   the whole inputs inside (summed in integers for 8-bit data, else float64:
   exact either way), plus the covered parts of the inputs at both ends.
+  Outputs `first` to `stop` only (all by default), each computed as in the whole.
   """
   n = image.shape[axis]
+  stop = size if stop is None else stop
   scale = float(np.float32(n) / np.float32(size))  # TF's resize scale is a float32.
-  edges = np.minimum(np.arange(size + 1) * scale, n)
+  edges = np.minimum(np.arange(first, stop + 1) * scale, n)
   whole = np.floor(edges).astype(np.int64)  # Strictly increasing: scale > 1.
   exact = np.uint32 if image.dtype == np.uint8 else np.float64  # 3000 x 255 fits in 32 bits.
   if axis == 0:  # A sum of whole rows each: numpy's reduceat over rows is 8x slower.
