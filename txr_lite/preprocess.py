@@ -283,9 +283,9 @@ def _array(image) -> np.ndarray:
 
 def _jpeg_pixels(image, colour: bool) -> tuple[np.ndarray, np.ndarray | None]:
   """Gray uint8 [h, w] and, for a colour file, its RGB uint8 [h, w, 3]."""
-  if not colour:
-    return _array(image.convert("L")), None
-  rgb = _array(image.convert("RGB"))
+  if not colour:  # Not converted when it is gray already: convert copies.
+    return _array(image if image.mode == "L" else image.convert("L")), None
+  rgb = _array(image if image.mode == "RGB" else image.convert("RGB"))
   return _rgb_gray(rgb), rgb
 
 
