@@ -15,6 +15,8 @@ import numpy as np
 
 from txr_lite import image_rules
 
+_BAND_ROWS = 256  # rows converted at a time
+
 # Not 'txr[dicom]': the package index's "txr" is another project. txr installs from its
 # checkout, so name pydicom itself.
 INSTALL = (
@@ -38,8 +40,7 @@ def to_gray(data: bytes, max_pixels: int = image_rules.MAX_PIXELS) -> np.ndarray
   """
   try:
     import pydicom
-    from pydicom.pixels import apply_modality_lut
-    from pydicom.pixels import apply_voi_lut
+    import pydicom.pixels  # noqa: F401  (the LUTs, in _values)
   except ImportError:
     raise ValueError(INSTALL) from None
   try:
@@ -58,16 +59,29 @@ def to_gray(data: bytes, max_pixels: int = image_rules.MAX_PIXELS) -> np.ndarray
     pixels = ds.pixel_array
   except Exception as e:  # Compressed data without its decoder, truncated data.
     raise ValueError(f"cannot decode the DICOM pixel data ({e})") from None
+  # A band of rows at a time: pydicom's LUTs return float64, 8 bytes a pixel.
+  gray = np.empty(pixels.shape, np.uint8)
+  bands = [slice(top, top + _BAND_ROWS) for top in range(0, len(pixels), _BAND_ROWS)]
+  smallest, largest = np.inf, -np.inf
   try:  # The attributes are as the file says: 'abc' as a slope, a LUT without its descriptor.
-    values = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
-    values = values.astype(np.float64, copy=values is pixels)  # Never scale pydicom's array.
     low, high = _output_range(ds, pixels)
+    for band in bands:
+      values = _values(pixels[band], ds)
+      if not np.isfinite(values).all():
+        raise ValueError("they give values that are not finite numbers")
+      smallest, largest = min(smallest, values.min()), max(largest, values.max())
+      if low <= smallest and largest <= high:
+        gray[band] = _scaled(values, low, high, inverted)
   except Exception as e:  # pydicom and numpy raise many types for bad attributes.
     raise ValueError(f"invalid DICOM rescale, window or LUT attributes ({e})") from None
-  del pixels, ds  # What is left in float64 is scaled in place: one copy of the image at a time.
-  # A rescale that leaves the nominal range is mapped by its own extremes.
-  if values.min() < low or values.max() > high:
-    low, high = float(values.min()), float(values.max())
+  if smallest < low or largest > high:  # A rescale that leaves the nominal range is mapped
+    for band in bands:  # by its own extremes.
+      gray[band] = _scaled(_values(pixels[band], ds), smallest, largest, inverted)
+  return gray
+
+
+def _scaled(values: np.ndarray, low: float, high: float, inverted: bool) -> np.ndarray:
+  """float64 values in [low, high] -> 0 to 255, rounded (in place)."""
   if high > low:
     values -= low
     values /= high - low
@@ -76,7 +90,16 @@ def to_gray(data: bytes, max_pixels: int = image_rules.MAX_PIXELS) -> np.ndarray
   if inverted:
     np.subtract(1.0, values, out=values)
   values *= 255
-  return np.round(values, out=values).astype(np.uint8)
+  return np.round(values, out=values)
+
+
+def _values(pixels: np.ndarray, ds) -> np.ndarray:
+  """The modality and VOI LUTs (or window) of the file applied to `pixels`: a float64 copy."""
+  from pydicom.pixels import apply_modality_lut
+  from pydicom.pixels import apply_voi_lut
+
+  values = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
+  return np.array(values, np.float64)  # A copy always: never scale pydicom's array.
 
 
 def _integer(ds, keyword: str, default: int | None = None) -> int:
