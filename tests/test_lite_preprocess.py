@@ -314,3 +314,37 @@ def test_txr_lite_imports_no_tensorflow():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = {**os.environ, "PYTHONPATH": root}
   subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root)
+
+
+PEAK = """
+import sys
+from txr_lite import preprocess
+
+def peak_kib():
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+
+data = open(sys.argv[1], "rb").read()
+open("/proc/self/clear_refs", "w").write("5")  # the high-water mark from here
+before = peak_kib()
+preprocess.prepare(data, 75, 512)
+print((peak_kib() - before) * 1024 / 3000**2)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux's /proc")
+def test_a_16_bit_film_is_decoded_without_holding_every_copy_of_its_pixels_at_once(tmp_path):
+  """Peak memory of one prepare over the process before it, file read: 8.2 bytes a pixel
+  before this release's banded decoding (np.asarray's tobytes held two copies besides
+  Pillow's, and the checked PNG a fourth), 6.1 after, for 2 bytes of pixels."""
+  rng = np.random.default_rng(0)
+  film = (2000 + rng.normal(0, 300, (3000, 3000))).clip(0, 4095).astype(np.uint16)
+  path = tmp_path / "film.png"
+  Image.fromarray(film).save(path)  # 16-bit gray, noisy: its file is 1.6 bytes a pixel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "PYTHONPATH": root}
+  out = subprocess.run(
+    [sys.executable, "-c", PEAK, str(path)], check=True, env=env, cwd=root,
+    capture_output=True, text=True,
+  )  # fmt: skip
+  assert float(out.stdout) <= 7.0, out.stdout
