@@ -40,7 +40,8 @@ def to_gray(data: bytes, max_pixels: int = image_rules.MAX_PIXELS) -> np.ndarray
   """
   try:
     import pydicom
-    import pydicom.pixels  # noqa: F401  (the LUTs, in _values)
+    from pydicom.pixels import apply_modality_lut
+    from pydicom.pixels import apply_voi_lut
   except ImportError:
     raise ValueError(INSTALL) from None
   try:
@@ -63,10 +64,14 @@ def to_gray(data: bytes, max_pixels: int = image_rules.MAX_PIXELS) -> np.ndarray
   gray = np.empty(pixels.shape, np.uint8)
   bands = [slice(top, top + _BAND_ROWS) for top in range(0, len(pixels), _BAND_ROWS)]
   smallest, largest = np.inf, -np.inf
+
+  def values_of(band):  # A float64 copy always: never scale pydicom's array.
+    return np.array(apply_voi_lut(apply_modality_lut(pixels[band], ds), ds), np.float64)
+
   try:  # The attributes are as the file says: 'abc' as a slope, a LUT without its descriptor.
     low, high = _output_range(ds, pixels)
     for band in bands:
-      values = _values(pixels[band], ds)
+      values = values_of(band)
       if not np.isfinite(values).all():
         raise ValueError("they give values that are not finite numbers")
       smallest, largest = min(smallest, values.min()), max(largest, values.max())
@@ -76,7 +81,7 @@ def to_gray(data: bytes, max_pixels: int = image_rules.MAX_PIXELS) -> np.ndarray
     raise ValueError(f"invalid DICOM rescale, window or LUT attributes ({e})") from None
   if smallest < low or largest > high:  # A rescale that leaves the nominal range is mapped
     for band in bands:  # by its own extremes.
-      gray[band] = _scaled(_values(pixels[band], ds), smallest, largest, inverted)
+      gray[band] = _scaled(values_of(band), smallest, largest, inverted)
   return gray
 
 
@@ -91,15 +96,6 @@ def _scaled(values: np.ndarray, low: float, high: float, inverted: bool) -> np.n
     np.subtract(1.0, values, out=values)
   values *= 255
   return np.round(values, out=values)
-
-
-def _values(pixels: np.ndarray, ds) -> np.ndarray:
-  """The modality and VOI LUTs (or window) of the file applied to `pixels`: a float64 copy."""
-  from pydicom.pixels import apply_modality_lut
-  from pydicom.pixels import apply_voi_lut
-
-  values = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
-  return np.array(values, np.float64)  # A copy always: never scale pydicom's array.
 
 
 def _integer(ds, keyword: str, default: int | None = None) -> int:

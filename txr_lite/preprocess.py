@@ -225,11 +225,12 @@ def _png_pixels(data: bytes, colour: bool, significant_bits: int):
   checked = _critical_chunks(data)
   if data[24] == 16 and (colour or data[25] == 4):
     if colour:  # In place: about 14 bytes a pixel at most, not 26.
-      values = _load(checked, _SIXTEEN_BIT[data[25]][0])[..., :3].astype(np.uint16)
+      high, low = _SIXTEEN_BIT[data[25]]
+      values = _array(_decoded(checked, high))[..., :3].astype(np.uint16)
       values <<= 8
-      values |= _load(checked, _SIXTEEN_BIT[data[25]][1])[..., :3]
+      values |= _array(_decoded(checked, low))[..., :3]
     else:  # Gray + alpha, which Pillow reads as RGBA: the raw bytes.
-      raw = _load(checked, "RGBA")
+      raw = _array(_decoded(checked, "RGBA"))
       values = (raw[..., :1].astype(np.uint16) << 8) | raw[..., 1:2]
     del checked
     pixels = to_uint8(values, significant_bits)
@@ -250,17 +251,15 @@ def _png_pixels(data: bytes, colour: bool, significant_bits: int):
   return _rgb_gray(pixels), pixels
 
 
-def _load(data: bytes, rawmode: str) -> np.ndarray:
-  """A PNG's pixels unpacked with `rawmode` instead of the one Pillow picks."""
-  image = PngImagePlugin.PngImageFile(io.BytesIO(data))
-  image.tile = [tile._replace(args=rawmode) for tile in image.tile]
-  return _array(image)
+def _decoded(png: bytes, rawmode: str | None = None):
+  """The PNG decoded by Pillow (unpacked with `rawmode` instead of the mode it picks).
 
-
-def _decoded(png: bytes):
-  """The PNG decoded by Pillow, which then no longer holds `png` (it keeps its file open)."""
-  with io.BytesIO(png) as file:  # Closing it lets go of the bytes.
+  Pillow keeps its file open after decoding: closing it here lets go of `png`.
+  """
+  with io.BytesIO(png) as file:
     image = PngImagePlugin.PngImageFile(file)
+    if rawmode:
+      image.tile = [tile._replace(args=rawmode) for tile in image.tile]
     image.load()
   return image
 
