@@ -224,14 +224,19 @@ def _png_pixels(data: bytes, colour: bool, significant_bits: int):
   """
   checked = _critical_chunks(data)
   if data[24] == 16 and (colour or data[25] == 4):
-    if colour:  # In place: about 14 bytes a pixel at most, not 26.
+    # Pillow reads 16-bit colour and gray + alpha only as 8-bit images: the high and the
+    # low bytes go into the uint16 values a band at a time, from one image at a time.
+    if colour:
       high, low = _SIXTEEN_BIT[data[25]]
-      values = _array(_decoded(checked, high))[..., :3].astype(np.uint16)
-      values <<= 8
-      values |= _array(_decoded(checked, low))[..., :3]
-    else:  # Gray + alpha, which Pillow reads as RGBA: the raw bytes.
-      raw = _array(_decoded(checked, "RGBA"))
-      values = (raw[..., :1].astype(np.uint16) << 8) | raw[..., 1:2]
+      values = _high_bytes(_decoded(checked, high), 3)
+      for top, bottom, band in _bands(_decoded(checked, low)):
+        values[top:bottom] |= band[..., :3]
+    else:  # Gray + alpha, which Pillow reads as RGBA: the raw bytes, gray high then low.
+      image = _decoded(checked, "RGBA")
+      values = _high_bytes(image, 1)
+      for top, bottom, band in _bands(image):
+        values[top:bottom, :, 0] |= band[..., 1]
+      del image
     del checked
     pixels = to_uint8(values, significant_bits)
   else:
@@ -264,20 +269,34 @@ def _decoded(png: bytes, rawmode: str | None = None):
   return image
 
 
-def _array(image) -> np.ndarray:
-  """A Pillow image's pixels, copied into numpy a band of rows at a time.
+def _bands(image):
+  """(top, bottom, pixels) of a Pillow image's rows, a band at a time, copied into numpy.
 
   `np.asarray(image)` goes through `Image.tobytes`, which holds the pieces it
   encodes and their join at once: with the image, three copies of the pixels.
   """
-  out = None
   for top in range(0, image.height, _BAND_ROWS):
     bottom = min(top + _BAND_ROWS, image.height)
-    band = np.asarray(image.crop((0, top, image.width, bottom)))
+    yield top, bottom, np.asarray(image.crop((0, top, image.width, bottom)))
+
+
+def _array(image) -> np.ndarray:
+  """A Pillow image's pixels in numpy, copied a band of rows at a time (`_bands`)."""
+  out = None
+  for top, bottom, band in _bands(image):
     if out is None:  # Pillow's dtype and channels, from the first band.
       out = np.empty((image.height, *band.shape[1:]), band.dtype)
     out[top:bottom] = band
   return out
+
+
+def _high_bytes(image, channels: int) -> np.ndarray:
+  """uint16 [h, w, channels]: the first `channels` of an 8-bit Pillow image, shifted left 8."""
+  values = np.empty((image.height, image.width, channels), np.uint16)
+  for top, bottom, band in _bands(image):
+    values[top:bottom] = band[..., :channels]
+    values[top:bottom] <<= 8
+  return values
 
 
 def _jpeg_pixels(image, colour: bool) -> tuple[np.ndarray, np.ndarray | None]:
