@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from txr_model import dicom
+from txr_model import predict
 
 RAMP = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (48, 1))
 
@@ -49,7 +50,7 @@ def test_too_large_and_not_dicom_are_refused():
     dicom.to_png(b"\0" * 128 + b"DICM" + b"garbage", 10**8)
 
 
-def test_without_pydicom_the_message_says_what_to_install(monkeypatch):
+def test_without_pydicom_the_message_says_what_to_install(monkeypatch, tmp_path):
   real_import = builtins.__import__
 
   def no_pydicom(name, *args, **kwargs):
@@ -62,6 +63,12 @@ def test_without_pydicom_the_message_says_what_to_install(monkeypatch):
   with pytest.raises(ValueError, match=r"pip install 'pydicom>=3' \(from a txr checkout") as e:
     dicom.to_png(data, 10**8)
   assert "txr[dicom]" not in str(e.value)  # "txr" on the package index is another project
+  # txr-predict's reading of a file checks its tags first: the same message, not an ImportError
+  # that ended the run (tests/test_lite_predict.py runs txr-predict-lite without pydicom).
+  path = tmp_path / "film.dcm"
+  path.write_bytes(data)
+  with pytest.raises(ValueError, match=r"pip install 'pydicom>=3' \(from a txr checkout"):
+    predict.read_image(str(path))
 
 
 def _voi_lut_item(descriptor, lut):

@@ -116,6 +116,27 @@ def test_rows_name_each_bad_file_and_the_others_are_scored(tiny_model, tmp_path)
   assert 0.0 <= rows["f_good.jpg"]["probability"] <= 1.0
 
 
+def test_without_pydicom_a_dicom_file_gets_its_row_and_the_others_are_scored(tiny_model, tmp_path):
+  """The intake checks read the tags before the pixels: without pydicom they ended the run
+  with an ImportError's traceback, every later row lost."""
+  from conftest import dicom_bytes
+
+  path, _ = tiny_model
+  scans, _ = _scans(tmp_path)
+  (scans / "a_film.dcm").write_bytes(
+    dicom_bytes(np.tile(np.arange(0, 4000, 50, np.uint16), (70, 1)))
+  )
+  hidden = "import sys; sys.modules['pydicom'] = None; "  # `import pydicom` now fails
+  out = subprocess.run(
+    [sys.executable, "-c", hidden + _PREDICT, f"--model={path}", "--format=json", str(scans)],
+    cwd=REPO, capture_output=True, text=True,
+  )  # fmt: skip
+  assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+  rows = {r["file"].rsplit("/", 1)[1]: r for r in json.loads(out.stdout)}
+  assert len(rows) == 7 and "probability" in rows["a_good.png"]
+  assert "pip install 'pydicom>=3'" in rows["a_film.dcm"]["error"]
+
+
 def test_a_negative_film_and_noise_are_flagged_and_the_film_itself_is_not(tiny_model, tmp_path):
   """An inverted film (a MONOCHROME1 export left as it was), or noise, is scored like a film.
 

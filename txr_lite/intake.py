@@ -11,6 +11,8 @@ pydicom only.
 import io
 import re
 
+from txr_lite import dicom
+
 MIN_AGE = 15  # WHO's recommendation on CAD for TB covers people aged 15 and over.
 RADIOGRAPHY = ("CR", "DX", "DR")  # Computed and digital radiography (DR: a legacy term).
 LATERAL = ("LL", "RL", "LAT", "LATERAL", "RLD", "LLD")
@@ -42,8 +44,15 @@ def refusal(data: bytes, min_age: int = MIN_AGE) -> str | None:
 
   Returns:
     The reason, for the error column.
+
+  Raises:
+    ValueError: without pydicom, saying how to install it (`dicom.INSTALL`), as
+      reading the pixels would: the checks come first.
   """
-  import pydicom  # The caller has read DICOM pixels, so pydicom is there.
+  try:
+    import pydicom
+  except ImportError:
+    raise ValueError(dicom.INSTALL) from None
 
   try:
     ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
