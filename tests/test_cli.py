@@ -55,9 +55,29 @@ def test_usage_errors_are_one_line_and_create_nothing(tmp_path):
   assert f"--explain_dir={a_file} is a file" in line
 
 
-@pytest.mark.heavy
+# Runs a command's module as `python -m` does, then says on stderr whether TensorFlow was loaded.
+_WITHOUT_TF = (
+  "import atexit, runpy, sys; module = sys.argv.pop(1);"
+  " sys.argv[0] = module.replace('.', '/') + '.py';"
+  " atexit.register(lambda: print('tensorflow loaded:', 'tensorflow' in sys.modules,"
+  " file=sys.stderr)); runpy.run_module(module, run_name='__main__')"
+)
+
+
+def _run_counting_tensorflow(module, *args):
+  out = subprocess.run(
+    [sys.executable, "-c", _WITHOUT_TF, f"txr_model.{module}", *args],
+    cwd=REPO, capture_output=True, text=True,
+  )  # fmt: skip
+  assert out.stderr.rstrip().endswith("tensorflow loaded: False"), out.stderr[-2000:]
+  return out
+
+
 def test_a_rerun_with_other_settings_into_a_run_folder_is_refused_before_any_work(tmp_path):
-  """It would resume the old run, train nothing and export its weights as the new recipe's."""
+  """It would resume the old run, train nothing and export its weights as the new recipe's.
+
+  Answered before TensorFlow loads (it took the 6-second import first).
+  """
   from conftest import train_flag_values
 
   from txr_model import run_config
@@ -70,11 +90,22 @@ def test_a_rerun_with_other_settings_into_a_run_folder_is_refused_before_any_wor
   before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
   assert sorted(before) == ["flags.cfg", run_config.FILE]
   args = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--seed=7", "--epochs=8"]
-  line = _error_line(_run("train", *args))
+  line = _error_line(_run_counting_tensorflow("train", *args))
   assert "--epochs: 5 -> 8" in line and "--seed: 0 -> 7" in line
   assert "another --model_dir" in line and "--overwrite" in line
   assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before  # nothing touched
   assert not data_dir.exists()
+  # An --init_from that is no finished run, likewise (the run folder's own check passed).
+  parent = tmp_path / "not_a_run"
+  parent.mkdir()
+  line = _error_line(
+    _run_counting_tensorflow(
+      "train", f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'child'}",
+      f"--init_from={parent}", "--mode=end_to_end", "--weights=none",
+    )
+  )  # fmt: skip
+  assert f"--init_from={parent}: no {run_config.FILE} there" in line
+  assert not (tmp_path / "child").exists() and not data_dir.exists()
 
 
 @pytest.mark.heavy

@@ -62,9 +62,9 @@ def check_folder_flag(name: str, path: str | None) -> None:
     name: the flag's name.
     path: its value (local or gs://); a missing folder is fine (it is created).
   """
-  import tensorflow as tf  # Lazily: importing this module must stay cheap.
+  from etils import epath  # Lazily: importing this module must stay cheap (no TensorFlow).
 
-  if path and tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+  if path and epath.Path(path).exists() and not epath.Path(path).is_dir():
     raise app.UsageError(f"--{name}={path} is a file, not a folder.")
 
 

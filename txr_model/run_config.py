@@ -9,8 +9,10 @@ import dataclasses
 import json
 import os
 
-import tensorflow as tf
+from absl import app
+from etils import epath
 
+from txr_model import cli
 from txr_model import metrics
 from txr_model import run_dir
 
@@ -77,10 +79,9 @@ class RunConfig:
 
     flags.cfg reruns the run: txr-train --flagfile=<model_dir>/flags.cfg.
     """
-    with tf.io.gfile.GFile(os.path.join(model_dir, FILE), "w") as f:
-      json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
-    with tf.io.gfile.GFile(os.path.join(model_dir, run_dir.FLAGFILE), "w") as f:
-      f.write(self.flagfile_text())
+    folder = epath.Path(model_dir)
+    (folder / FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True))
+    (folder / run_dir.FLAGFILE).write_text(self.flagfile_text())
 
   def flagfile_text(self) -> str:
     """The settings as txr-train's flags, one per line (a None setting is left at its default)."""
@@ -118,10 +119,9 @@ class RunConfig:
       ValueError: the file holds settings this release does not know, or lacks some.
     """
     path = os.path.join(model_dir, FILE)
-    if not tf.io.gfile.exists(path):
+    if not epath.Path(path).exists():
       return None
-    with tf.io.gfile.GFile(path) as f:
-      saved = {**ADDED, **json.load(f)}
+    saved = {**ADDED, **json.loads(epath.Path(path).read_text())}
     names = {f.name for f in dataclasses.fields(cls)}
     unknown, missing = sorted(set(saved) - names), sorted(names - set(saved))
     if unknown or missing:
@@ -164,3 +164,67 @@ def evaluation_settings(trained: RunConfig | None, seed=None, age_bands=None) ->
   )
   chosen = {name: run[name] if given[name] is None else given[name] for name in run}
   return Settings(**chosen, overridden=overridden)
+
+
+def check_model_dirs(config: RunConfig, overwrite: bool) -> None:
+  """Refuses a --model_dir or --init_from this run cannot use, before anything is created.
+
+  Reads a few small files and imports no TensorFlow, so that txr-train answers
+  before its 6-second import (train.py calls this first, then `training.run` again).
+
+  Args:
+    config: the run's settings.
+    overwrite: --overwrite: an earlier run in --model_dir is to be removed, not resumed.
+
+  Raises:
+    app.UsageError: saying what is wrong and the ways on.
+  """
+  cli.check_folder_flag("model_dir", config.model_dir)
+  if not overwrite:
+    _check_same_recipe(config)
+  if config.init_from:
+    _check_parent(config)
+
+
+def _check_same_recipe(config):
+  """Refuses a rerun into --model_dir whose settings differ from the run already there.
+
+  The rerun would resume that run's backups and best checkpoint, train nothing
+  new, and then report and export the old weights under the new settings.
+  """
+  try:
+    earlier = RunConfig.load(config.model_dir)
+  except ValueError as e:
+    raise app.UsageError(f"{e} Or pass --overwrite.") from None
+  differences = [] if earlier is None else config.differences(earlier)
+  if differences:
+    raise app.UsageError(
+      f"--model_dir={config.model_dir} holds a run with other settings"
+      f" ({'; '.join(differences)}): resuming it would train nothing and export its weights"
+      " under the new settings. Give another --model_dir, or pass --overwrite to train afresh"
+      " there."
+    )
+
+
+def _check_parent(config):
+  """Refuses an --init_from that is not a finished run with this run's backbone and image size."""
+  parent = config.init_from
+  try:
+    earlier = RunConfig.load(parent)
+  except ValueError as e:
+    raise app.UsageError(f"--init_from={parent}: {e}") from None
+  if earlier is None:
+    raise app.UsageError(
+      f"--init_from={parent}: no {FILE} there; give the --model_dir of a finished txr-train run."
+    )
+  if (earlier.backbone, earlier.image_size) != (config.backbone, config.image_size):
+    raise app.UsageError(
+      f"--init_from={parent}: its model is {earlier.backbone} at {earlier.image_size} px, this"
+      f" run's {config.backbone} at {config.image_size} px; pass --backbone={earlier.backbone}"
+      f" --image_size={earlier.image_size}, or start from another run."
+    )
+  if not (epath.Path(parent) / run_dir.MODEL).exists():
+    where = "a cross-validation run: give a run without --folds" if earlier.folds else (
+      "it has not finished: rerun its command to finish it"
+    )  # fmt: skip
+    raise app.UsageError(f"--init_from={parent}: no {run_dir.MODEL} there ({where}).")

@@ -217,9 +217,13 @@ def main(argv):
   del argv
   # Imported only now: every flag error above was answered without TensorFlow.
   from txr_model import run_config
-  from txr_model import training
 
   config = run_config.RunConfig.from_flags(_FLAGS)
+  # A rerun with other settings, or an --init_from it cannot start from, is answered
+  # before TensorFlow loads too (training.run checks again, for its other callers).
+  run_config.check_model_dirs(config, _OVERWRITE.value)
+  from txr_model import training
+
   if config.mode == "end_to_end" and _FLAGS["fine_tune_epochs"].present:
     logging.warning("--mode=end_to_end has one phase: --fine_tune_* flags are not used.")
   training.run(config, overwrite=_OVERWRITE.value, keep_optimizer=_KEEP_OPTIMIZER.value)

@@ -40,12 +40,8 @@ def run(config: run_config.RunConfig, overwrite: bool, keep_optimizer: bool) -> 
   Raises:
     app.UsageError: a setting that cannot work here, before anything is created.
   """
-  # Every usage error before anything is created; neither check runs a TF op.
-  cli.check_folder_flag("model_dir", config.model_dir)
-  if not overwrite:
-    _check_same_recipe(config)
-  if config.init_from:
-    _check_parent(config)
+  # Every usage error before anything is created.
+  run_config.check_model_dirs(config, overwrite)
   try:
     names = input_pipeline.dataset_names(config.dataset)
   except ValueError as e:
@@ -88,51 +84,6 @@ def run(config: run_config.RunConfig, overwrite: bool, keep_optimizer: bool) -> 
       _run(config, strategy, builders, chief, work_dir, overwrite, keep_optimizer)
   except model_dir_lock.ModelDirInUseError as e:
     raise app.UsageError(str(e)) from None
-
-
-def _check_same_recipe(config):
-  """Refuses a rerun into --model_dir whose settings differ from the run already there.
-
-  The rerun would resume that run's backups and best checkpoint, train nothing
-  new, and then report and export the old weights under the new settings.
-  """
-  try:
-    earlier = run_config.RunConfig.load(config.model_dir)
-  except ValueError as e:
-    raise app.UsageError(f"{e} Or pass --overwrite.") from None
-  differences = [] if earlier is None else config.differences(earlier)
-  if differences:
-    raise app.UsageError(
-      f"--model_dir={config.model_dir} holds a run with other settings"
-      f" ({'; '.join(differences)}): resuming it would train nothing and export its weights"
-      " under the new settings. Give another --model_dir, or pass --overwrite to train afresh"
-      " there."
-    )
-
-
-def _check_parent(config):
-  """Refuses an --init_from that is not a finished run with this run's backbone and image size."""
-  parent = config.init_from
-  try:
-    earlier = run_config.RunConfig.load(parent)
-  except ValueError as e:
-    raise app.UsageError(f"--init_from={parent}: {e}") from None
-  if earlier is None:
-    raise app.UsageError(
-      f"--init_from={parent}: no {run_config.FILE} there; give the --model_dir of a finished"
-      " txr-train run."
-    )
-  if (earlier.backbone, earlier.image_size) != (config.backbone, config.image_size):
-    raise app.UsageError(
-      f"--init_from={parent}: its model is {earlier.backbone} at {earlier.image_size} px, this"
-      f" run's {config.backbone} at {config.image_size} px; pass --backbone={earlier.backbone}"
-      f" --image_size={earlier.image_size}, or start from another run."
-    )
-  if not tf.io.gfile.exists(os.path.join(parent, run_dir.MODEL)):
-    where = "a cross-validation run: give a run without --folds" if earlier.folds else (
-      "it has not finished: rerun its command to finish it"
-    )  # fmt: skip
-    raise app.UsageError(f"--init_from={parent}: no {run_dir.MODEL} there ({where}).")
 
 
 def _start_afresh(work_dir):
