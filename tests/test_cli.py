@@ -241,3 +241,26 @@ def test_a_run_folder_another_command_holds_is_refused(tmp_path, command):
   with model_dir_lock.hold(str(model_dir)):
     line = _error_line(_run(command, f"--model_dir={model_dir}"))
   assert "in use by pid" in line, line
+
+
+def test_a_run_config_this_release_cannot_read_is_one_line_in_every_command(tmp_path):
+  """txr-evaluate let the ValueError through: a traceback (txr-train and txr-export-lite
+  answered in one line)."""
+  import dataclasses
+  import json
+
+  from txr_model import run_config
+  from txr_model import run_dir
+
+  model_dir = tmp_path / "model"
+  model_dir.mkdir()
+  fields = {f.name: None for f in dataclasses.fields(run_config.RunConfig)}
+  path = model_dir / run_config.FILE
+  path.write_text(json.dumps({**fields, "from_a_later_txr": 1}))
+  message = f"{path} is not a run_config.json this txr release reads"
+  for folder in (model_dir, run_dir.fold_dir(str(model_dir), 0)):  # a run, or one of its folds
+    with pytest.raises(app.UsageError, match=message):
+      run_config.training_run(str(folder))  # txr-evaluate's reading
+  rerun = run_config.RunConfig(**{**fields, "model_dir": str(model_dir), "init_from": ""})
+  with pytest.raises(app.UsageError, match=message):
+    run_config.check_model_dirs(rerun, overwrite=False)

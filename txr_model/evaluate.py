@@ -71,19 +71,6 @@ _AGE_BANDS = flags.DEFINE_string(
 )
 
 
-def _training_run(model_dir):
-  """(the run's RunConfig or None, the fold's index or None) of a run or fold folder."""
-  trained = run_config.RunConfig.load(model_dir)
-  if trained is not None:
-    return trained, None
-  fold = run_dir.fold_index(model_dir)
-  if fold is not None:
-    parent = run_config.RunConfig.load(os.path.dirname(os.path.normpath(model_dir)))
-    if parent is not None and parent.folds:
-      return parent, fold
-  return None, None
-
-
 def _check_split(dataset, data_dir, split):
   """A one-line usage error for a --split that a dataset does not have."""
   for name in input_pipeline.dataset_names(dataset):
@@ -100,7 +87,7 @@ def main(argv):
   del argv
   model_dir = _MODEL_DIR.value
   cli.check_folder_flag("model_dir", model_dir)
-  trained, fold = _training_run(model_dir)
+  trained, fold = run_config.training_run(model_dir)
   dataset = _DATASET.value or (trained and trained.dataset)
   data_dir = _DATA_DIR.value or (trained and trained.data_dir)
   if not dataset or not data_dir:

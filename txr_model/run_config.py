@@ -133,6 +133,28 @@ class RunConfig:
     return cls(**saved)
 
 
+def training_run(model_dir: str) -> tuple["RunConfig | None", int | None]:
+  """(the run's RunConfig or None, the fold's index or None) of a run or fold folder.
+
+  A fold's folder holds no run_config.json of its own: its cross-validation run's is read.
+
+  Raises:
+    app.UsageError: a run_config.json this release cannot read, in one line.
+  """
+  try:
+    trained = RunConfig.load(model_dir)
+    if trained is not None:
+      return trained, None
+    fold = run_dir.fold_index(model_dir)
+    if fold is not None:
+      parent = RunConfig.load(os.path.dirname(os.path.normpath(model_dir)))
+      if parent is not None and parent.folds:
+        return parent, fold
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  return None, None
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """What shapes txr-evaluate's figures besides its data: the run's, unless a flag differs."""
