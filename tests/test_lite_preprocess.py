@@ -29,6 +29,10 @@ def _after_ihdr(png: bytes, *chunks: bytes) -> bytes:
   return png[:33] + b"".join(chunks) + png[33:]
 
 
+def _before_iend(png: bytes, chunk: bytes) -> bytes:
+  return png[:-12] + chunk + png[-12:]
+
+
 def _pil(array, fmt="PNG", mode=None, **kwargs) -> bytes:
   image = Image.fromarray(array)
   buf = io.BytesIO()
@@ -149,6 +153,8 @@ def _valid_images() -> dict:
       _chunk(b"zTXt", b"c\0\0" + b"\0" * 100_000),
       _chunk(b"eXIf", _exif_tiff(6, False)),
     ),
+    # After IDAT (libpng allows it): past where every path looks, so scored as stored, alike.
+    "png_exif_after_idat": _before_iend(_pil(upright), _chunk(b"eXIf", _exif_tiff(6, False))),
     "noise": _pil(np.random.default_rng(0).integers(0, 256, (200, 200)).astype(np.uint8)),
     "gray_trns": _after_ihdr(_pil(film), _chunk(b"tRNS", b"\0\x10")),
     "bad_text_crc": _after_ihdr(
