@@ -41,6 +41,7 @@ import tensorflow as tf
 
 import txr_data  # noqa: F401  (registers the builders)
 from txr_model import cli
+from txr_model import dataset_attributes
 from txr_model import evaluation
 from txr_model import input_pipeline
 from txr_model import metrics
@@ -198,9 +199,8 @@ def _evaluate(trained, fold, model_dir, dataset, data_dir, split, out_dir, chose
   # Another dataset's validation split must not take the key of the thresholds' one.
   key = "evaluated" if split == "validation" and evaluated != thresholds else split
   configs = evaluation.evaluation_configs({"validation": thresholds, key: evaluated})
-  scored = evaluation.evaluate_split(
-    model, configs, key, chosen.seed, _run_info(model_dir), chosen.age_bands
-  )
+  info = _run_info(model_dir, trained, None if trained is None else run_splits, chosen.age_bands)
+  scored = evaluation.evaluate_split(model, configs, key, chosen.seed, info, chosen.age_bands)
   energy = evaluation.lung_energy(os.path.join(model_dir, run_dir.EXPORT), evaluated)
   if energy is not None:  # A dataset with lung masks: is the model looking at the lungs?
     scored.report[key]["grad_cam_lung_energy"] = energy
@@ -219,20 +219,36 @@ def _evaluate_folds(trained, model_dirs, out_dir, seed, age_bands):
     splits = input_pipeline.run_splits(source, trained.folds, k)
     configs = evaluation.evaluation_configs({n: splits[n] for n in ("validation", "test")})
     fold_outs.append(run_dir.fold_dir(out_dir, k))
-    scored = evaluation.evaluate_split(model, configs, "test", seed, _run_info(fold_dir), age_bands)
+    info = _run_info(fold_dir, trained, splits, age_bands)
+    scored = evaluation.evaluate_split(model, configs, "test", seed, info, age_bands)
     write = (scored, "test", os.path.join(fold_outs[-1], run_dir.LOGS), fold_outs[-1])
     report_files.write_report(*write)
     reports[run_dir.fold_name(k)] = scored.report["test"]
   return evaluation.cross_validation_report(fold_outs, reports, trained.data_dir, seed, age_bands)
 
 
-def _run_info(model_dir):
-  """Facts about the training run (which weights were saved), from its metrics.json."""
+def _run_info(model_dir, trained=None, splits=None, age_bands=None):
+  """Facts about the training run (which weights were saved), from its metrics.json.
+
+  Its training data's counts by age are recounted in `age_bands` where these are
+  not the run's, so that the card's two tables (training data, subgroups) use
+  one set of bands.
+
+  Args:
+    model_dir: the run's (or fold's) folder.
+    trained: the run's settings, or None.
+    splits: the run's (or fold's) splits, their InputConfig by name; with `trained`.
+    age_bands: the evaluation's age bands.
+  """
   path = os.path.join(model_dir, run_dir.METRICS)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:
-    return json.load(f).get("run")
+    info = json.load(f).get("run")
+  if info and info.get("training_data") and trained and age_bands != trained.age_bands:
+    counts = dataset_attributes.split_counts(evaluation.evaluation_configs(splits), age_bands)
+    info = {**info, "training_data": counts}
+  return info
 
 
 def run():
