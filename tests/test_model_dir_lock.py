@@ -126,3 +126,17 @@ def test_a_passing_storage_error_is_retried_and_a_lasting_one_stops_the_run(tmp_
       for _ in range(600):  # stale_s / 2 = 1 s of failures stops it; 30 s allows for load
         time.sleep(0.05)
   signal.signal(signal.SIGINT, previous)
+
+
+def test_a_lease_found_taken_over_stops_the_run_and_is_left_to_its_new_holder(tmp_path):
+  """A run whose heartbeat finds another run's token in the lease stops writing at once."""
+  path = str(tmp_path / model_dir_lock.FILE)
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in the test above
+  other = {"owner": "other-host:123", "token": "not-mine"}
+  with pytest.raises(KeyboardInterrupt):
+    with model_dir_lock.lease(path, "--model_dir=x", **FAST):
+      model_dir_lock._write(path, other)  # another run took it over (it thought this one dead)
+      for _ in range(600):  # the next heartbeat stops it; 30 s allows for load
+        time.sleep(0.05)
+  signal.signal(signal.SIGINT, previous)
+  assert model_dir_lock._read(path)[0] == other  # not overwritten, nor removed on the way out
