@@ -3,6 +3,7 @@
 import math
 
 from txr_model import metrics
+from txr_model import model_card
 from txr_model import report_text
 
 
@@ -192,3 +193,5 @@ def test_a_set_with_one_group_per_attribute_says_nothing_could_be_compared():
   last = report_text.describe_run(report, "/tmp/run").splitlines()[-1]
   assert last.startswith("  No subgroup could be compared with the rest"), last
   assert "No subgroup is weaker" not in report_text.describe_run(report, "/tmp/run")
+  card = "\n".join(model_card._subgroups(result))  # the card says so too
+  assert report_text.NOTHING_COMPARED in card and report_text.NONE_WEAKER not in card
