@@ -137,6 +137,30 @@ def test_without_pydicom_a_dicom_file_gets_its_row_and_the_others_are_scored(tin
   assert "pip install 'pydicom>=3'" in rows["a_film.dcm"]["error"]
 
 
+def test_dicom_files_with_bad_tags_get_their_rows_and_the_json_closes(tiny_model, tmp_path):
+  """An empty Rows or a two-valued Columns raised TypeErrors outside the per-file handler:
+  4 of 11 rows printed and the JSON left open (the sweep's finding)."""
+  import io
+
+  from conftest import dicom_bytes
+  import pydicom
+
+  path, _ = tiny_model
+  scans, _ = _scans(tmp_path)
+  for name, tag, value in (("g_rows.dcm", "Rows", None), ("h_columns.dcm", "Columns", [70, 70])):
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(np.full((80, 70), 2000, np.uint16))))
+    ds[tag].value = value
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    (scans / name).write_bytes(buf.getvalue())
+  out = _predict_lite(f"--model={path}", "--format=json", scans)
+  assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+  rows = {r["file"].rsplit("/", 1)[1]: r for r in json.loads(out.stdout)}  # closed JSON
+  assert len(rows) == 8 and "probability" in rows["a_good.png"]
+  assert "Rows is missing or empty" in rows["g_rows.dcm"]["error"]
+  assert "Columns holds 2 values, not one" in rows["h_columns.dcm"]["error"]
+
+
 def test_a_negative_film_and_noise_are_flagged_and_the_film_itself_is_not(tiny_model, tmp_path):
   """An inverted film (a MONOCHROME1 export left as it was), or noise, is scored like a film.
 
