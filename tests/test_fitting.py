@@ -352,3 +352,35 @@ def test_a_phase_that_diverged_goes_on_from_the_best_epoch_or_stops_saying_why(t
   nothing = fitting.BestCheckpoint(str(tmp_path / "none.weights.h5"))
   with pytest.raises(FloatingPointError, match="lower --learning_rate"):
     fitting.recover_from_divergence(model, nothing, "head")
+
+
+def test_train_model_fine_tunes_from_the_best_epoch_after_the_head_phase_diverged(
+  tmp_path, monkeypatch
+):
+  """The wiring between the phases: without it, fine-tuning started from NaN weights.
+
+  The phases themselves are replaced (the head leaves NaN weights, as TerminateOnNaN
+  does; fine-tuning records what it starts from): what is checked is train_model's order.
+  """
+  model, checkpoint, _ = _head_phase_with_a_best_checkpoint(tmp_path)
+  best = [w.copy() for w in model.get_weights()]
+  config = types.SimpleNamespace(
+    mode="two_phase", fine_tune_epochs=1, epochs=2, learning_rate=0.0, image_size=75,
+    weights="imagenet", dropout=0.0, seed=0, backbone="inception_v3", init_from="",
+  )  # fmt: skip
+  monkeypatch.setattr(fitting, "plan", lambda *args: types.SimpleNamespace(checkpoint=checkpoint))
+  monkeypatch.setattr(fitting.model_lib, "build_model", lambda *args, **kwargs: model)
+  monkeypatch.setattr(fitting, "compile_phase", lambda *args: None)
+
+  def diverged_head(run, m):
+    m.set_weights([np.full_like(w, np.nan) for w in m.get_weights()])
+
+  started_from = []
+  monkeypatch.setattr(fitting, "fit_head", diverged_head)
+  monkeypatch.setattr(
+    fitting, "fine_tune", lambda run, m: started_from.append([w.copy() for w in m.get_weights()])
+  )
+  trained, _ = fitting.train_model(config, tf.distribute.get_strategy(), str(tmp_path), {})
+  assert trained is model and len(started_from) == 1
+  for a, b in zip(started_from[0], best, strict=True):
+    np.testing.assert_array_equal(a, b)
