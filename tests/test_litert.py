@@ -1,6 +1,7 @@
-"""litert.py's checks that need no conversion: a threshold that labels nothing is refused."""
+"""litert.py: a threshold that labels nothing is named, and refused at export unless allowed."""
 
 import numpy as np
+import pytest
 
 from txr_model import litert
 
@@ -14,3 +15,37 @@ def test_a_threshold_that_labels_nothing_is_named():
   assert "every validation film abnormal" in litert.degenerate(LABELS, good, 0.0)
   assert "every validation film abnormal" in litert.degenerate(LABELS, good, 0.1)
   assert "every validation film normal" in litert.degenerate(LABELS, good, 0.95)
+
+
+@pytest.mark.heavy
+def test_export_lite_refuses_a_threshold_that_labels_nothing_unless_allowed(
+  built_data_dir, tmp_path
+):
+  """A model that scores every film alike: its triage threshold reads them all abnormal.
+
+  Before, such a variant was written with a threshold of 0.0000 and not a word.
+  """
+  from conftest import train_flag_values
+  import keras
+
+  from txr_model import model as model_lib
+  from txr_model import run_config
+  from txr_model import run_dir
+
+  model_dir = tmp_path / "run"
+  model_dir.mkdir()
+  values = train_flag_values()
+  values(["txr-train", f"--data_dir={built_data_dir}", f"--model_dir={model_dir}",
+          "--backbone=mobilenet_v3_small", "--image_size=32"])  # fmt: skip
+  run_config.RunConfig.from_flags(values).save(str(model_dir))
+  keras.utils.set_random_seed(0)
+  model = model_lib.build_model(32, "none", mode="end_to_end", backbone="mobilenet_v3_small")
+  head = model.get_layer(model_lib.CLASSIFIER)
+  head.set_weights([np.zeros(head.kernel.shape), np.full(1, 5.0)])  # every film 0.993
+  model.save(model_dir / run_dir.MODEL)
+  tflite = model_dir / run_dir.EXPORT / "model_float32.tflite"
+  with pytest.raises(ValueError, match="float32 model was not written: .*every validation film"):
+    litert.export_lite(str(model_dir), ["float32"])
+  assert not tflite.exists()
+  written = litert.export_lite(str(model_dir), ["float32"], allow_degenerate=True)
+  assert written["float32"][1] == str(tflite) and tflite.exists()
