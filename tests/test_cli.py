@@ -125,7 +125,8 @@ def test_evaluate_on_a_dataset_not_built_says_how_to_build_it(tmp_path):
 
 @pytest.mark.heavy
 def test_export_lite_on_a_run_whose_dataset_is_not_built_says_so_before_any_work(tmp_path):
-  """It used to start downloading the NLM archive (offline: a traceback after 213 s)."""
+  """With only an older version built, it started downloading the NLM archive (offline: a
+  traceback after 213 s)."""
   from conftest import train_flag_values
 
   from txr_model import run_config
@@ -136,6 +137,9 @@ def test_export_lite_on_a_run_whose_dataset_is_not_built_says_so_before_any_work
   model_dir.mkdir()
   run_config.RunConfig.from_flags(values).save(str(model_dir))
   (model_dir / "model.keras").write_bytes(b"")  # only its presence is checked first
+  older = data_dir / "shenzhen_cxr" / "512" / "1.0.0"  # an older release's build only
+  older.mkdir(parents=True)
+  (older / "dataset_info.json").write_text("{}")
   line = _error_line(_run("export_lite", f"--model_dir={model_dir}"))
   assert f"shenzhen_cxr/512 is not built in {data_dir}" in line
   assert not (model_dir / "export").exists()
