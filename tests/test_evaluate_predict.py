@@ -8,6 +8,7 @@ pytest-xdist (`--dist loadfile`) runs a file on one worker, so the run trains on
 import io
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -25,6 +26,7 @@ from txr_model import metrics
 from txr_model import model_card
 from txr_model import predict
 from txr_model import report_files
+from txr_model import run_dir
 
 pytestmark = pytest.mark.heavy
 
@@ -399,7 +401,11 @@ def test_a_sites_own_films_evaluated_then_fine_tuned_from_the_run(resumed_run, t
   printed = _evaluate(parent, "--dataset=local_cxr/512", f"--data_dir={data_dir}", "--split=all")
   assert printed["all"]["n"] == len(truth)
   assert printed["all"]["n_positive"] == sum(row["label"] for row in truth)
+  # Read from another data_dir than the run's: a folder of its own, named by that data_dir,
+  # so a second site's local_cxr/512 would not replace this one's figures.
   (folder,) = (parent / "evaluation").glob("local_cxr_512_all*")
+  assert folder == Path(run_dir.evaluation_dir(str(parent), "local_cxr/512", "all", str(data_dir)))
+  assert folder.name != "local_cxr_512_all"
   report = json.loads((folder / "metrics.json").read_text())
   assert {"site", "view", "sex", "age"} <= set(report["all"]["subgroups"])
   # With a learning rate of 0 every trained weight is the parent's: the run started from it
