@@ -12,7 +12,6 @@ import os
 from absl import app
 from etils import epath
 
-from txr_model import cli
 from txr_model import metrics
 from txr_model import run_dir
 
@@ -189,7 +188,7 @@ def evaluation_settings(trained: RunConfig | None, seed=None, age_bands=None) ->
 
 
 def check_model_dirs(config: RunConfig, overwrite: bool) -> None:
-  """Refuses a --model_dir or --init_from this run cannot use, before anything is created.
+  """Refuses a --model_dir run or --init_from this run cannot use, before anything is created.
 
   Reads a few small files and imports no TensorFlow, so that txr-train answers
   before its 6-second import (train.py calls this first, then `training.run` again).
@@ -201,7 +200,6 @@ def check_model_dirs(config: RunConfig, overwrite: bool) -> None:
   Raises:
     app.UsageError: saying what is wrong and the ways on.
   """
-  cli.check_folder_flag("model_dir", config.model_dir)
   if not overwrite:
     _check_same_recipe(config)
   if config.init_from:

@@ -41,6 +41,7 @@ def run(config: run_config.RunConfig, overwrite: bool, keep_optimizer: bool) -> 
     app.UsageError: a setting that cannot work here, before anything is created.
   """
   # Every usage error before anything is created.
+  cli.check_folder_flag("model_dir", config.model_dir)
   run_config.check_model_dirs(config, overwrite)
   try:
     names = input_pipeline.dataset_names(config.dataset)
