@@ -145,6 +145,23 @@ def test_export_lite_on_a_run_whose_dataset_is_not_built_says_so_before_any_work
   assert not (model_dir / "export").exists()
 
 
+@pytest.mark.heavy
+def test_export_lite_without_the_litert_interpreter_says_which_extra_before_any_work(tmp_path):
+  """The base install has no ai-edge-litert: the conversion ran, then an ImportError's traceback."""
+  hidden = (
+    "import runpy, sys; sys.modules['ai_edge_litert'] = None;"  # `import ai_edge_litert` fails
+    " sys.argv[0] = 'txr_model/export_lite.py'; runpy.run_module('txr_model.export_lite',"
+    " run_name='__main__')"
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", hidden, f"--model_dir={tmp_path / 'model'}"],
+    cwd=REPO, capture_output=True, text=True,
+  )  # fmt: skip
+  line = _error_line(out)
+  assert "needs the LiteRT interpreter" in line and "pip install '.[lite]'" in line
+  assert not (tmp_path / "model").exists()
+
+
 @pytest.mark.parametrize(
   "flag,message",
   [

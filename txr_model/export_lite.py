@@ -43,6 +43,13 @@ def main(argv):
     raise app.UsageError(
       f"--variants={','.join(_VARIANTS.value)}: give some of {','.join(contract.VARIANTS)}."
     )
+  try:  # It chooses each variant's thresholds in the interpreter: needed after the conversion.
+    import ai_edge_litert.interpreter  # noqa: F401
+  except ImportError:
+    raise app.UsageError(
+      "txr-export-lite needs the LiteRT interpreter, the `lite` extra: pip install '.[lite]'"
+      " from a txr checkout (or pip install ai-edge-litert)."
+    ) from None
   if not os.path.exists(os.path.join(_MODEL_DIR.value, run_dir.MODEL)):
     raise app.UsageError(f"--model_dir={_MODEL_DIR.value} holds no {run_dir.MODEL}.")
   try:
