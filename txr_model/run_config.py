@@ -191,7 +191,7 @@ def check_model_dirs(config: RunConfig, overwrite: bool) -> None:
   """Refuses a --model_dir run or --init_from this run cannot use, before anything is created.
 
   Reads a few small files and imports no TensorFlow, so that txr-train answers
-  before its 6-second import (train.py calls this first, then `training.run` again).
+  before its 6-second import (train.py calls it before `training.run`).
 
   Args:
     config: the run's settings.

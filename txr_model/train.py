@@ -220,7 +220,7 @@ def main(argv):
 
   config = run_config.RunConfig.from_flags(_FLAGS)
   # A rerun with other settings, or an --init_from it cannot start from, is answered
-  # before TensorFlow loads too (training.run checks again, for its other callers).
+  # before TensorFlow loads too.
   run_config.check_model_dirs(config, _OVERWRITE.value)
   from txr_model import training
 

@@ -32,6 +32,9 @@ from txr_model import strategy as strategy_lib
 def run(config: run_config.RunConfig, overwrite: bool, keep_optimizer: bool) -> None:
   """Builds the dataset if needed, trains (or cross-validates), evaluates and exports.
 
+  The caller has checked the run folders first (`run_config.check_model_dirs`:
+  txr-train does, before TensorFlow loads).
+
   Args:
     config: the run's settings (txr-train's flags).
     overwrite: --overwrite: remove an earlier run's files from --model_dir first.
@@ -42,7 +45,6 @@ def run(config: run_config.RunConfig, overwrite: bool, keep_optimizer: bool) -> 
   """
   # Every usage error before anything is created.
   cli.check_folder_flag("model_dir", config.model_dir)
-  run_config.check_model_dirs(config, overwrite)
   try:
     names = input_pipeline.dataset_names(config.dataset)
   except ValueError as e:
