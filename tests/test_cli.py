@@ -55,20 +55,25 @@ def test_usage_errors_are_one_line_and_create_nothing(tmp_path):
   assert f"--explain_dir={a_file} is a file" in line
 
 
-# Runs a command's module as `python -m` does, then says on stderr whether TensorFlow was loaded.
-_WITHOUT_TF = (
-  "import atexit, runpy, sys; module = sys.argv.pop(1);"
+# Runs a command's module as `python -m` does, after `prelude`; then says on stderr
+# whether TensorFlow was loaded.
+_AS_MAIN = (
+  "import atexit, runpy, sys; module = sys.argv.pop(1); exec(sys.argv.pop(1));"
   " sys.argv[0] = module.replace('.', '/') + '.py';"
   " atexit.register(lambda: print('tensorflow loaded:', 'tensorflow' in sys.modules,"
   " file=sys.stderr)); runpy.run_module(module, run_name='__main__')"
 )
 
 
-def _run_counting_tensorflow(module, *args):
-  out = subprocess.run(
-    [sys.executable, "-c", _WITHOUT_TF, f"txr_model.{module}", *args],
+def _run_as_main(module, *args, prelude=""):
+  return subprocess.run(
+    [sys.executable, "-c", _AS_MAIN, f"txr_model.{module}", prelude, *args],
     cwd=REPO, capture_output=True, text=True,
   )  # fmt: skip
+
+
+def _run_counting_tensorflow(module, *args):
+  out = _run_as_main(module, *args)
   assert out.stderr.rstrip().endswith("tensorflow loaded: False"), out.stderr[-2000:]
   return out
 
@@ -148,15 +153,8 @@ def test_export_lite_on_a_run_whose_dataset_is_not_built_says_so_before_any_work
 @pytest.mark.heavy
 def test_export_lite_without_the_litert_interpreter_says_which_extra_before_any_work(tmp_path):
   """The base install has no ai-edge-litert: the conversion ran, then an ImportError's traceback."""
-  hidden = (
-    "import runpy, sys; sys.modules['ai_edge_litert'] = None;"  # `import ai_edge_litert` fails
-    " sys.argv[0] = 'txr_model/export_lite.py'; runpy.run_module('txr_model.export_lite',"
-    " run_name='__main__')"
-  )
-  out = subprocess.run(
-    [sys.executable, "-c", hidden, f"--model_dir={tmp_path / 'model'}"],
-    cwd=REPO, capture_output=True, text=True,
-  )  # fmt: skip
+  hidden = "sys.modules['ai_edge_litert'] = None"  # `import ai_edge_litert` now fails
+  out = _run_as_main("export_lite", f"--model_dir={tmp_path / 'model'}", prelude=hidden)
   line = _error_line(out)
   assert "needs the LiteRT interpreter" in line and "pip install '.[lite]'" in line
   assert not (tmp_path / "model").exists()
